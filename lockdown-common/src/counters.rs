@@ -1,0 +1,114 @@
+//! Counter indices of [`crate::maps::COUNTERS`]. Each ingress packet is counted exactly once, under
+//! the reason for its verdict; the egress program counts under the `Egress*` indices.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Packets and bytes for one reason, per CPU; the loader sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CounterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $kind:ident; )*) => {
+        /// Why a packet got its verdict. The discriminant is the index in the counters map.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Counter {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// Stable name used in `status --json`, metrics and logs.
+            pub const fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// Whether this reason passes, drops, or is an egress statistic.
+            pub const fn kind(self) -> CounterKind {
+                match self { $(Self::$variant => CounterKind::$kind,)* }
+            }
+        }
+    };
+}
+
+/// What a counter counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    Pass,
+    Drop,
+    Egress,
+}
+
+counters! {
+    /// Not IPv4/IPv6 (ARP, LLDP, …).
+    PassNonIp = "pass_non_ip", Pass;
+    /// IPv6 neighbour discovery (ICMPv6 133, 135, 136, 137).
+    PassNdp = "pass_ndp", Pass;
+    /// IPv6 router advertisement (ICMPv6 134).
+    PassRa = "pass_router_advert", Pass;
+    /// DHCPv4 / DHCPv6 reply to the origin's client.
+    PassDhcp = "pass_dhcp", Pass;
+    /// Packet of a tracked flow.
+    PassEstablished = "pass_established", Pass;
+    /// ICMP error quoting a tracked flow.
+    PassRelated = "pass_related", Pass;
+    /// To a port in the allowlist.
+    PassAllowed = "pass_allowed_port", Pass;
+    /// Non-first fragment of a datagram whose first fragment passed.
+    PassFragment = "pass_fragment", Pass;
+    /// New inbound packet that no rule allows.
+    DropNew = "drop_new", Drop;
+    /// TCP packet that does not fit its flow's state (e.g. a forged SYN-ACK).
+    DropInvalid = "drop_invalid", Drop;
+    /// Truncated or malformed header (bad IHL, short TCP/UDP/ICMP header, …).
+    DropMalformed = "drop_malformed", Drop;
+    /// More VLAN tags or IPv6 extension headers than lockdown walks.
+    DropTooDeep = "drop_too_deep", Drop;
+    /// Fragment whose datagram was dropped or whose first fragment was not seen.
+    DropFragment = "drop_fragment", Drop;
+    /// ICMP error quoting a flow this origin does not track.
+    DropUnrelatedIcmp = "drop_unrelated_icmp", Drop;
+    /// An IP protocol lockdown does not track (not TCP, UDP, ICMP or ICMPv6).
+    DropProtocol = "drop_unsupported_protocol", Drop;
+    /// Egress packets seen by the TC program.
+    EgressPackets = "egress_packets", Egress;
+    /// Flow entries created by the egress program.
+    EgressFlowsCreated = "egress_flows_created", Egress;
+}
+
+impl Counter {
+    /// Number of counters; the size of the counters map.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// Looks a counter up by index.
+    pub fn from_index(index: u32) -> Option<Self> {
+        Self::ALL.get(index as usize).copied()
+    }
+
+    pub const fn is_drop(self) -> bool {
+        matches!(self.kind(), CounterKind::Drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_names_unique() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} is out of order");
+            assert_eq!(Counter::from_index(i as u32), Some(*c));
+            for other in &Counter::ALL[i + 1..] {
+                assert_ne!(c.name(), other.name());
+            }
+        }
+        assert_eq!(Counter::from_index(Counter::COUNT), None);
+    }
+}

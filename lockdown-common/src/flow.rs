@@ -1,0 +1,200 @@
+//! Flow-table and fragment-table layouts.
+//!
+//! A flow key is oriented from the origin's side: `local` is the origin's address and port,
+//! `remote` the peer's. The egress program builds it from (src, dst) and the ingress program from
+//! (dst, src), so both directions of a connection find the same entry with one lookup.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::config::Timeouts;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Flow key: 40 bytes, no padding. IPv4 addresses use the first 4 bytes of each address and
+/// leave the rest zero. For ICMP echo, `local_port` is the echo identifier and `remote_port` 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct FlowKey {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    /// Host byte order.
+    pub local_port: u16,
+    /// Host byte order.
+    pub remote_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// State of a tracked flow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// The origin sent a SYN; only a SYN-ACK (or RST) acknowledging it may come in.
+    TcpSynSent = 1,
+    TcpEstablished = 2,
+    /// A FIN was seen in either direction.
+    TcpClosing = 3,
+    /// A RST was seen in either direction.
+    TcpClosed = 4,
+    /// The origin sent a datagram; no reply seen yet.
+    UdpUnreplied = 5,
+    /// Replies seen.
+    UdpReplied = 6,
+    /// The origin sent an echo request.
+    IcmpEcho = 7,
+}
+
+impl FlowState {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::TcpSynSent,
+            2 => Self::TcpEstablished,
+            3 => Self::TcpClosing,
+            4 => Self::TcpClosed,
+            5 => Self::UdpUnreplied,
+            6 => Self::UdpReplied,
+            7 => Self::IcmpEcho,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TcpSynSent => "syn_sent",
+            Self::TcpEstablished => "established",
+            Self::TcpClosing => "closing",
+            Self::TcpClosed => "closed",
+            Self::UdpUnreplied => "unreplied",
+            Self::UdpReplied => "replied",
+            Self::IcmpEcho => "echo",
+        }
+    }
+
+    /// Idle timeout of this state, in seconds.
+    #[inline(always)]
+    pub const fn timeout_secs(self, t: &Timeouts) -> u32 {
+        match self {
+            Self::TcpSynSent => t.tcp_syn_sent,
+            Self::TcpEstablished => t.tcp_established,
+            Self::TcpClosing => t.tcp_closing,
+            Self::TcpClosed => t.tcp_closed,
+            Self::UdpUnreplied => t.udp_unreplied,
+            Self::UdpReplied => t.udp_replied,
+            Self::IcmpEcho => t.icmp,
+        }
+    }
+}
+
+/// Flow value: 24 bytes, no padding. Times are `CLOCK_BOOTTIME` nanoseconds
+/// (`bpf_ktime_get_boot_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowValue {
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// The origin's initial sequence number (TCP SYN_SENT), to check the SYN-ACK.
+    pub origin_seq: u32,
+    /// [`FlowState`] as `u8`.
+    pub state: u8,
+    /// `FLOW_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The entry was seeded by the loader from an existing socket.
+pub const FLOW_FLAG_SEEDED: u8 = 1 << 0;
+
+impl FlowValue {
+    pub const fn new(state: FlowState, now: u64, origin_seq: u32) -> Self {
+        Self {
+            created_ns: now,
+            last_seen_ns: now,
+            origin_seq,
+            state: state as u8,
+            flags: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn state(&self) -> Option<FlowState> {
+        FlowState::from_u8(self.state)
+    }
+
+    /// Whether the entry is still alive at `now`: its state is valid and it has been idle for no
+    /// longer than the state's timeout. An expired entry is treated as absent.
+    #[inline(always)]
+    pub fn is_live(&self, now: u64, t: &Timeouts) -> bool {
+        match self.state() {
+            Some(state) => {
+                let idle = now.saturating_sub(self.last_seen_ns);
+                idle <= u64::from(state.timeout_secs(t)) * 1_000_000_000
+            }
+            None => false,
+        }
+    }
+}
+
+/// Fragment key: the datagram a fragment belongs to, as seen on the wire (src, dst, id, proto).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4: the 16-bit identification; IPv6: the 32-bit fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Fragment verdict: the first fragment passed at `first_seen_ns` under `reason`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FragValue {
+    pub first_seen_ns: u64,
+    pub reason: u32,
+    pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_and_value_fit_the_budget() {
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 24);
+        assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
+        assert_eq!(size_of::<FragKey>(), 40);
+    }
+
+    #[test]
+    fn liveness_follows_state_timeouts() {
+        let t = Timeouts::DEFAULT;
+        let v = FlowValue::new(FlowState::TcpClosed, 0, 0);
+        assert!(v.is_live(10_000_000_000, &t));
+        assert!(!v.is_live(10_000_000_001, &t));
+        let v = FlowValue::new(FlowState::TcpEstablished, 0, 0);
+        assert!(v.is_live(432_000 * 1_000_000_000, &t));
+        let mut bogus = v;
+        bogus.state = 99;
+        assert!(!bogus.is_live(0, &t));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in 1..=7 {
+            assert_eq!(FlowState::from_u8(s).map(|s| s as u8), Some(s));
+        }
+        assert_eq!(FlowState::from_u8(0), None);
+        assert_eq!(FlowState::from_u8(8), None);
+    }
+}

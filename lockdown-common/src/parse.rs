@@ -1,0 +1,332 @@
+//! Layer 1: header parsing. Small cursor parsers in the style of xdp-tools' `parsing_helpers.h`:
+//! each checks its own bounds and returns where the next header starts. Every loop has a fixed
+//! bound. A parser never guesses: anything it cannot read is an error naming the drop reason.
+//!
+//! The parsers are generic over [`Packet`], so the same code runs in the eBPF programs (over
+//! `data..data_end`) and on the host (over a byte slice) in the reference model.
+
+use crate::{
+    counters::Counter,
+    flow::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+/// VLAN tags walked (802.1Q / 802.1ad); a third tag is [`Counter::DropTooDeep`].
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked; a longer chain is [`Counter::DropTooDeep`].
+pub const MAX_IPV6_EXT: usize = 6;
+/// Furthest offset at which lockdown reads a header; beyond it the packet is
+/// [`Counter::DropTooDeep`]. This also gives the verifier a bound on every packet offset.
+pub const MAX_HDR_OFF: usize = 512;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+const IPV6_NEXT_HOP_BY_HOP: u8 = 0;
+const IPV6_NEXT_ROUTING: u8 = 43;
+const IPV6_NEXT_FRAGMENT: u8 = 44;
+const IPV6_NEXT_AH: u8 = 51;
+const IPV6_NEXT_DEST_OPTS: u8 = 60;
+
+/// Read access to packet bytes, with bounds checks.
+pub trait Packet {
+    /// Reads a `T` at `off`, or `None` if the packet is too short.
+    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+impl Packet for [u8] {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let bytes = self.get(off..off.checked_add(size_of::<T>())?)?;
+        // SAFETY: `bytes` holds exactly size_of::<T>() bytes, read unaligned; every `T` used here
+        // is an integer array, valid for any bit pattern.
+        Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    }
+}
+
+#[inline(always)]
+fn u8_at<P: Packet + ?Sized>(p: &P, off: usize) -> Result<u8, Counter> {
+    p.load::<u8>(off).ok_or(Counter::DropMalformed)
+}
+
+#[inline(always)]
+fn be16_at<P: Packet + ?Sized>(p: &P, off: usize) -> Result<u16, Counter> {
+    p.load::<[u8; 2]>(off)
+        .map(u16::from_be_bytes)
+        .ok_or(Counter::DropMalformed)
+}
+
+/// Reads a whole header block at `off` with one bounds check. One check per header keeps every
+/// field access on the pointer the verifier has just range-checked.
+#[inline(always)]
+fn block<const N: usize, P: Packet + ?Sized>(p: &P, off: usize) -> Result<[u8; N], Counter> {
+    p.load::<[u8; N]>(off).ok_or(Counter::DropMalformed)
+}
+
+#[inline(always)]
+const fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+const fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Whether a datagram is whole or which fragment this is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frag {
+    #[default]
+    Whole,
+    /// Offset 0 with more fragments: carries the L4 header.
+    First,
+    /// Offset > 0: no L4 header.
+    Later,
+}
+
+/// An IPv4 or IPv6 header, reduced to what lockdown decides on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ip {
+    pub family: u8,
+    /// The L4 protocol, after any IPv6 extension headers.
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Where the L4 header starts.
+    pub l4_off: usize,
+    pub frag: Frag,
+    /// Fragment identification (IPv4 16-bit, IPv6 32-bit); 0 when whole.
+    pub frag_id: u32,
+}
+
+/// The L4 fields lockdown decides on. Ports are host byte order; for ICMP, `sport` holds the
+/// echo identifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L4 {
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+/// Ethernet plus up to [`MAX_VLAN_TAGS`] VLAN tags: returns (ethertype, L3 offset).
+#[inline(always)]
+pub fn ethernet<P: Packet + ?Sized>(p: &P) -> Result<(u16, usize), Counter> {
+    let mut off = ETH_HLEN;
+    let mut proto = be16_at(p, 12)?;
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            return Ok((proto, off));
+        }
+        proto = be16_at(p, off + 2)?;
+        off += 4;
+    }
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        return Err(Counter::DropTooDeep);
+    }
+    Ok((proto, off))
+}
+
+/// IPv4 at `off`, honouring IHL (options are skipped, not interpreted).
+#[inline(always)]
+pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
+    if off > MAX_HDR_OFF {
+        return Err(Counter::DropTooDeep);
+    }
+    let h: [u8; 20] = block(p, off)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || ihl < 20 || usize::from(be16(&h, 2)) < ihl {
+        return Err(Counter::DropMalformed);
+    }
+    let id = be16(&h, 4);
+    let frag_field = be16(&h, 6);
+    let proto = h[9];
+    // The whole header, options included, must be present.
+    u8_at(p, off + ihl - 1)?;
+    let frag = if frag_field & 0x1fff != 0 {
+        Frag::Later
+    } else if frag_field & 0x2000 != 0 {
+        Frag::First
+    } else {
+        Frag::Whole
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&h[12..16]);
+    dst[..4].copy_from_slice(&h[16..20]);
+    Ok(Ip {
+        family: FAMILY_V4,
+        proto,
+        src,
+        dst,
+        l4_off: off + ihl,
+        frag,
+        frag_id: if frag == Frag::Whole { 0 } else { u32::from(id) },
+    })
+}
+
+/// IPv6 at `off`, walking at most [`MAX_IPV6_EXT`] extension headers.
+#[inline(always)]
+pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
+    if off > MAX_HDR_OFF {
+        return Err(Counter::DropTooDeep);
+    }
+    let h: [u8; 40] = block(p, off)?;
+    if h[0] >> 4 != 6 {
+        return Err(Counter::DropMalformed);
+    }
+    let mut next = h[6];
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    let mut ip = Ip {
+        family: FAMILY_V6,
+        proto: next,
+        src,
+        dst,
+        l4_off: off + 40,
+        frag: Frag::Whole,
+        frag_id: 0,
+    };
+    let mut cur = off + 40;
+    for _ in 0..MAX_IPV6_EXT {
+        if cur > MAX_HDR_OFF {
+            return Err(Counter::DropTooDeep);
+        }
+        if !matches!(
+            next,
+            IPV6_NEXT_HOP_BY_HOP
+                | IPV6_NEXT_ROUTING
+                | IPV6_NEXT_DEST_OPTS
+                | IPV6_NEXT_AH
+                | IPV6_NEXT_FRAGMENT
+        ) {
+            ip.proto = next;
+            ip.l4_off = cur;
+            return Ok(ip);
+        }
+        // Every extension header is at least 8 bytes.
+        let e: [u8; 8] = block(p, cur)?;
+        let len = match next {
+            IPV6_NEXT_AH => (usize::from(e[1]) + 2) * 4,
+            IPV6_NEXT_FRAGMENT => {
+                let field = be16(&e, 2);
+                let id = be32(&e, 4);
+                // An atomic fragment (offset 0, no more fragments) is a whole datagram.
+                if field & 0xfff8 != 0 {
+                    ip.frag = Frag::Later;
+                    ip.frag_id = id;
+                } else if field & 1 != 0 {
+                    ip.frag = Frag::First;
+                    ip.frag_id = id;
+                }
+                8
+            }
+            _ => (usize::from(e[1]) + 1) * 8,
+        };
+        next = e[0];
+        // The whole extension header must be present.
+        u8_at(p, cur + len - 1)?;
+        cur += len;
+        if ip.frag == Frag::Later {
+            // No further headers are guaranteed in a non-first fragment.
+            ip.proto = next;
+            ip.l4_off = cur;
+            return Ok(ip);
+        }
+    }
+    match next {
+        IPV6_NEXT_HOP_BY_HOP
+        | IPV6_NEXT_ROUTING
+        | IPV6_NEXT_DEST_OPTS
+        | IPV6_NEXT_AH
+        | IPV6_NEXT_FRAGMENT => Err(Counter::DropTooDeep),
+        _ => {
+            ip.proto = next;
+            ip.l4_off = cur;
+            Ok(ip)
+        }
+    }
+}
+
+/// IPv4 or IPv6 at `off`, by ethertype; `Ok(None)` for any other ethertype.
+#[inline(always)]
+pub fn ip<P: Packet + ?Sized>(p: &P, ethertype: u16, off: usize) -> Result<Option<Ip>, Counter> {
+    match ethertype {
+        ETH_P_IP => ipv4(p, off).map(Some),
+        ETH_P_IPV6 => ipv6(p, off).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The L4 header of TCP, UDP, ICMP and ICMPv6. Other protocols give a zeroed [`L4`].
+#[inline(always)]
+pub fn l4<P: Packet + ?Sized>(p: &P, ip: &Ip) -> Result<L4, Counter> {
+    let off = ip.l4_off;
+    if off > MAX_HDR_OFF {
+        return Err(Counter::DropTooDeep);
+    }
+    let mut l4 = L4::default();
+    match ip.proto {
+        PROTO_TCP => {
+            let h: [u8; 20] = block(p, off)?;
+            // The data offset must cover at least the fixed header.
+            if h[12] >> 4 < 5 {
+                return Err(Counter::DropMalformed);
+            }
+            l4.sport = be16(&h, 0);
+            l4.dport = be16(&h, 2);
+            l4.seq = be32(&h, 4);
+            l4.ack = be32(&h, 8);
+            l4.tcp_flags = h[13];
+        }
+        PROTO_UDP => {
+            let h: [u8; 8] = block(p, off)?;
+            l4.sport = be16(&h, 0);
+            l4.dport = be16(&h, 2);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let h: [u8; 8] = block(p, off)?;
+            l4.icmp_type = h[0];
+            l4.icmp_code = h[1];
+            l4.sport = be16(&h, 4);
+        }
+        _ => {}
+    }
+    Ok(l4)
+}
+
+/// The ports (or echo id) of a header quoted inside an ICMP error: only the first 8 bytes of the
+/// original L4 header are guaranteed to be quoted.
+#[inline(always)]
+pub fn quoted_l4<P: Packet + ?Sized>(p: &P, ip: &Ip) -> Result<L4, Counter> {
+    let off = ip.l4_off;
+    if off > MAX_HDR_OFF {
+        return Err(Counter::DropTooDeep);
+    }
+    let h: [u8; 8] = block(p, off)?;
+    let mut l4 = L4::default();
+    match ip.proto {
+        PROTO_TCP | PROTO_UDP => {
+            l4.sport = be16(&h, 0);
+            l4.dport = be16(&h, 2);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            l4.icmp_type = h[0];
+            l4.icmp_code = h[1];
+            l4.sport = be16(&h, 4);
+        }
+        _ => {}
+    }
+    Ok(l4)
+}

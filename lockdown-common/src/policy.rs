@@ -1,0 +1,36 @@
+//! Layer 3: the allowlist. Reads the packed port table and, for ports with source-CIDR rules,
+//! the CIDR trie.
+
+use crate::{
+    flow::FAMILY_V4,
+    rules::{CidrKey, PORT_ANY_V4, PORT_ANY_V6, PORT_CIDR, port_slot, slot_flags},
+    verdict::Tables,
+};
+
+/// The port-table flags of (`proto`, `port`); 0 for protocols without ports.
+#[inline(always)]
+pub fn port_flags<T: Tables + ?Sized>(t: &T, proto: u8, port: u16) -> u8 {
+    match port_slot(proto, port) {
+        Some((index, shift)) => slot_flags(t.port_entry(index), shift),
+        None => 0,
+    }
+}
+
+/// Whether a new inbound connection from `src` to local `port` is allowed.
+#[inline(always)]
+pub fn allowed<T: Tables + ?Sized>(t: &T, family: u8, proto: u8, port: u16, src: &[u8; 16]) -> bool {
+    let flags = port_flags(t, proto, port);
+    let any = if family == FAMILY_V4 { PORT_ANY_V4 } else { PORT_ANY_V6 };
+    if flags & any != 0 {
+        return true;
+    }
+    flags & PORT_CIDR != 0 && t.cidr_match(&CidrKey::lookup(family, proto, port, *src))
+}
+
+/// Whether local `port` is a service port (in any allow rule). Egress traffic from a service port
+/// answers inbound traffic that the allowlist already lets in, so for UDP it never creates state:
+/// otherwise a spoofed datagram would make the origin create state for the spoofed source.
+#[inline(always)]
+pub fn is_service_port<T: Tables + ?Sized>(t: &T, proto: u8, port: u16) -> bool {
+    port_flags(t, proto, port) != 0
+}

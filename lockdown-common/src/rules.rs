@@ -1,0 +1,320 @@
+//! Allow rules: how the operator writes them ([`AllowRule`], parsed from `tcp/22` and a CIDR) and
+//! how the datapath reads them (a packed port table plus a source-CIDR trie).
+
+use core::{fmt, net::IpAddr, str::FromStr};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+
+/// Port-table flag: any IPv4 source may connect.
+pub const PORT_ANY_V4: u8 = 1 << 0;
+/// Port-table flag: any IPv6 source may connect.
+pub const PORT_ANY_V6: u8 = 1 << 1;
+/// Port-table flag: some source CIDRs may connect; look up [`crate::maps::CIDRS`].
+pub const PORT_CIDR: u8 = 1 << 2;
+
+/// Ports per `u64` entry of the port table (4 bits each).
+pub const PORTS_PER_ENTRY: u32 = 16;
+/// Entries of the port table: TCP then UDP, 65536 ports each.
+pub const PORT_TABLE_ENTRIES: u32 = 2 * 65_536 / PORTS_PER_ENTRY;
+
+/// Where the 4-bit flags of (`proto`, `port`) live in the port table: (index, bit shift).
+/// Returns `None` for protocols without ports.
+#[inline(always)]
+pub const fn port_slot(proto: u8, port: u16) -> Option<(u32, u32)> {
+    let base: u32 = match proto {
+        PROTO_TCP => 0,
+        PROTO_UDP => 65_536,
+        _ => return None,
+    };
+    let n = base + port as u32;
+    Some((n / PORTS_PER_ENTRY, (n % PORTS_PER_ENTRY) * 4))
+}
+
+/// Extracts the flags of a slot from a port-table entry.
+#[inline(always)]
+pub const fn slot_flags(entry: u64, shift: u32) -> u8 {
+    ((entry >> shift) & 0xf) as u8
+}
+
+/// Key of the source-CIDR trie. The first 32 bits (family, proto, port) always match exactly;
+/// the address matches `prefix_len - 32` bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct CidrKey {
+    pub prefix_len: u32,
+    pub family: u8,
+    pub proto: u8,
+    /// Network byte order, so the bytes read like the wire.
+    pub port_be: [u8; 2],
+    pub addr: [u8; 16],
+}
+
+impl CidrKey {
+    /// Bits of the key before the address.
+    pub const HEADER_BITS: u32 = 32;
+
+    /// The lookup key for a packet: full-length prefix.
+    #[inline(always)]
+    pub const fn lookup(family: u8, proto: u8, port: u16, addr: [u8; 16]) -> Self {
+        let bits = if family == FAMILY_V4 { 32 } else { 128 };
+        Self {
+            prefix_len: Self::HEADER_BITS + bits,
+            family,
+            proto,
+            port_be: port.to_be_bytes(),
+            addr,
+        }
+    }
+}
+
+/// One rule as the operator wrote it: `proto/port[-port]`, optionally `--from CIDR`.
+/// 24 bytes, no padding. With `family == 0` the rule applies to every IPv4 and IPv6 source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct AllowRule {
+    pub proto: u8,
+    /// 0 (any source), [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub prefix_len: u8,
+    pub _pad: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// Network address (host bits zero).
+    pub addr: [u8; 16],
+}
+
+/// A rule that could not be parsed; the message names the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleError {
+    Syntax,
+    Protocol,
+    Port,
+    Range,
+    Cidr,
+    PrefixLen { max: u8 },
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax => f.write_str("expected PROTO/PORT or PROTO/LOW-HIGH, e.g. tcp/22"),
+            Self::Protocol => f.write_str("unknown protocol: expected tcp or udp"),
+            Self::Port => f.write_str("port must be a number from 1 to 65535"),
+            Self::Range => f.write_str("port range must be LOW-HIGH with LOW <= HIGH"),
+            Self::Cidr => f.write_str("malformed CIDR: expected ADDRESS/PREFIX, e.g. 10.0.0.0/8"),
+            Self::PrefixLen { max } => write!(f, "CIDR prefix length must be 0 to {max}"),
+        }
+    }
+}
+
+impl core::error::Error for RuleError {}
+
+fn parse_port(s: &str) -> Result<u16, RuleError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RuleError::Port);
+    }
+    match u32::from_str(s) {
+        Ok(p @ 1..=65_535) => Ok(p as u16),
+        _ => Err(RuleError::Port),
+    }
+}
+
+/// Parses `tcp/22`, `udp/51820` or `tcp/8000-8100` into (proto, low, high).
+pub fn parse_spec(spec: &str) -> Result<(u8, u16, u16), RuleError> {
+    let (proto, ports) = spec.split_once('/').ok_or(RuleError::Syntax)?;
+    let proto = match proto {
+        p if p.eq_ignore_ascii_case("tcp") => PROTO_TCP,
+        p if p.eq_ignore_ascii_case("udp") => PROTO_UDP,
+        _ => return Err(RuleError::Protocol),
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+        None => {
+            let p = parse_port(ports)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(RuleError::Range);
+    }
+    Ok((proto, lo, hi))
+}
+
+/// Parses `ADDR/LEN` (or a bare address, a host route) into (family, prefix_len, network).
+/// Host bits are cleared, as ip(8) and nft do.
+pub fn parse_cidr(s: &str) -> Result<(u8, u8, [u8; 16]), RuleError> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr = IpAddr::from_str(addr).map_err(|_| RuleError::Cidr)?;
+    let (family, max, mut bytes) = match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, 32u8, b)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, 128u8, a.octets()),
+    };
+    let len = match len {
+        None => max,
+        Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
+            match u8::from_str(l) {
+                Ok(n) if n <= max => n,
+                _ => return Err(RuleError::PrefixLen { max }),
+            }
+        }
+        Some(_) => return Err(RuleError::PrefixLen { max }),
+    };
+    mask(&mut bytes, len);
+    Ok((family, len, bytes))
+}
+
+/// Clears every bit after the first `len`.
+pub fn mask(bytes: &mut [u8; 16], len: u8) {
+    for (i, b) in bytes.iter_mut().enumerate() {
+        let start = (i * 8) as u32;
+        let keep = u32::from(len).saturating_sub(start).min(8);
+        *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+}
+
+impl AllowRule {
+    /// Builds a rule from a SPEC and an optional source CIDR.
+    pub fn parse(spec: &str, from: Option<&str>) -> Result<Self, RuleError> {
+        let (proto, port_lo, port_hi) = parse_spec(spec)?;
+        let (family, prefix_len, addr) = match from {
+            Some(c) => parse_cidr(c)?,
+            None => (0, 0, [0; 16]),
+        };
+        Ok(Self {
+            proto,
+            family,
+            prefix_len,
+            _pad: 0,
+            port_lo,
+            port_hi,
+            addr,
+        })
+    }
+
+    /// The port-table flags this rule sets on each of its ports.
+    pub const fn port_flags(&self) -> u8 {
+        match self.family {
+            0 => PORT_ANY_V4 | PORT_ANY_V6,
+            _ => PORT_CIDR,
+        }
+    }
+
+    /// Number of ports the rule covers.
+    pub const fn port_count(&self) -> u32 {
+        self.port_hi as u32 - self.port_lo as u32 + 1
+    }
+
+    /// The trie key for one port of a CIDR rule.
+    pub const fn cidr_key(&self, port: u16) -> CidrKey {
+        CidrKey {
+            prefix_len: CidrKey::HEADER_BITS + self.prefix_len as u32,
+            family: self.family,
+            proto: self.proto,
+            port_be: port.to_be_bytes(),
+            addr: self.addr,
+        }
+    }
+
+    pub const fn proto_name(&self) -> &'static str {
+        match self.proto {
+            PROTO_TCP => "tcp",
+            PROTO_UDP => "udp",
+            _ => "?",
+        }
+    }
+
+    /// The source address, if the rule has one.
+    pub fn source(&self) -> Option<(IpAddr, u8)> {
+        match self.family {
+            FAMILY_V4 => {
+                let [a, b, c, d, ..] = self.addr;
+                Some((IpAddr::from([a, b, c, d]), self.prefix_len))
+            }
+            FAMILY_V6 => Some((IpAddr::from(self.addr), self.prefix_len)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AllowRule {
+    /// `tcp/22`, `tcp/8000-8100 from 10.0.0.0/8`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.proto_name(), self.port_lo)?;
+        if self.port_hi != self.port_lo {
+            write!(f, "-{}", self.port_hi)?;
+        }
+        if let Some((addr, len)) = self.source() {
+            write!(f, " from {addr}/{len}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::ToString as _;
+
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(parse_spec("tcp/22"), Ok((PROTO_TCP, 22, 22)));
+        assert_eq!(parse_spec("UDP/51820"), Ok((PROTO_UDP, 51820, 51820)));
+        assert_eq!(parse_spec("tcp/8000-8100"), Ok((PROTO_TCP, 8000, 8100)));
+        assert_eq!(parse_spec("tcp/0"), Err(RuleError::Port));
+        assert_eq!(parse_spec("tcp/65536"), Err(RuleError::Port));
+        assert_eq!(parse_spec("tcp/+22"), Err(RuleError::Port));
+        assert_eq!(parse_spec("tcp/"), Err(RuleError::Port));
+        assert_eq!(parse_spec("sctp/22"), Err(RuleError::Protocol));
+        assert_eq!(parse_spec("tcp22"), Err(RuleError::Syntax));
+        assert_eq!(parse_spec("tcp/9-8"), Err(RuleError::Range));
+        assert_eq!(parse_spec("tcp/1-65535"), Ok((PROTO_TCP, 1, 65535)));
+    }
+
+    #[test]
+    fn cidrs() {
+        let (f, l, a) = parse_cidr("10.1.2.3/8").unwrap();
+        assert_eq!((f, l, &a[..4]), (FAMILY_V4, 8, &[10, 0, 0, 0][..]));
+        assert_eq!(parse_cidr("10.0.0.0/33"), Err(RuleError::PrefixLen { max: 32 }));
+        assert_eq!(parse_cidr("10.0.0.0/"), Err(RuleError::PrefixLen { max: 32 }));
+        assert_eq!(parse_cidr("10.0.0/8"), Err(RuleError::Cidr));
+        assert_eq!(parse_cidr("fd00::1/129"), Err(RuleError::PrefixLen { max: 128 }));
+        let (f, l, a) = parse_cidr("fd00:1:2:3::1/36").unwrap();
+        assert_eq!((f, l), (FAMILY_V6, 36));
+        assert_eq!(&a[..6], &[0xfd, 0, 0, 1, 0, 0]);
+        let (_, l, a) = parse_cidr("192.0.2.7").unwrap();
+        assert_eq!((l, &a[..4]), (32, &[192, 0, 2, 7][..]));
+        let (_, _, a) = parse_cidr("255.255.255.255/0").unwrap();
+        assert_eq!(a, [0; 16]);
+    }
+
+    #[test]
+    fn slots_pack_sixteen_ports_per_entry() {
+        assert_eq!(port_slot(PROTO_TCP, 0), Some((0, 0)));
+        assert_eq!(port_slot(PROTO_TCP, 22), Some((1, 24)));
+        assert_eq!(port_slot(PROTO_UDP, 0), Some((4096, 0)));
+        assert_eq!(port_slot(PROTO_UDP, 65535), Some((PORT_TABLE_ENTRIES - 1, 60)));
+        assert_eq!(port_slot(1, 0), None);
+        assert_eq!(slot_flags(0xf0, 4), 0xf);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let r = AllowRule::parse("tcp/8000-8100", Some("10.9.0.0/16")).unwrap();
+        assert_eq!(r.to_string(), "tcp/8000-8100 from 10.9.0.0/16");
+        assert_eq!(r.port_flags(), PORT_CIDR);
+        let r = AllowRule::parse("udp/53", None).unwrap();
+        assert_eq!(r.to_string(), "udp/53");
+        assert_eq!(r.port_flags(), PORT_ANY_V4 | PORT_ANY_V6);
+    }
+}

@@ -1,0 +1,58 @@
+//! lockdown's kernel programs. The entry points are thin: they wrap the context and call the shared
+//! decision logic in `lockdown_common::verdict`.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+mod tables;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use lockdown_common::{counters::Counter, verdict};
+
+use crate::{packet::Bytes, tables::{MapTables, count}};
+
+/// XDP ingress: pass or drop each inbound packet, and count why.
+#[xdp]
+pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
+    let pkt = Bytes::new(ctx.data(), ctx.data_end());
+    let mut tables = MapTables::new();
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let d = verdict::ingress(&pkt, &mut tables, now);
+    count(d.reason, pkt.len());
+    if d.pass { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+}
+
+/// TC egress: learn flows from outbound packets. Never drops; returns "next" (TC_ACT_UNSPEC /
+/// TCX_NEXT) so other programs on the hook still run.
+#[classifier]
+pub fn lockdown_egress(ctx: TcContext) -> i32 {
+    // Headers may sit in paged data; make the first bytes linear. Failure only means less to parse.
+    let want = ctx.len().min(256);
+    let _ = ctx.skb.pull_data(want);
+    let pkt = Bytes::new(ctx.data(), ctx.data_end());
+    let mut tables = MapTables::new();
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    count(Counter::EgressPackets, u64::from(ctx.len()));
+    if let Some(c) = verdict::egress(&pkt, &mut tables, now) {
+        count(c, 0);
+    }
+    TC_ACT_UNSPEC
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

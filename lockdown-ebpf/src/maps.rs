@@ -1,0 +1,39 @@
+//! The maps, named from `lockdown_common::maps`. Sizes here are defaults; the loader overrides the
+//! flow-table size (`--max-flows`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, HashMap},
+};
+use lockdown_common::{
+    config::Config,
+    counters::{Counter, CounterValue},
+    flow::{FlowKey, FlowValue, FragKey, FragValue},
+    maps::{DEFAULT_MAX_FLOWS, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES},
+    rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
+};
+
+#[map(name = "LD_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+#[map(name = "LD_PORTS")]
+pub static PORTS: Array<u64> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
+
+/// The trie key without its prefix length, which `LpmTrie` adds.
+#[map(name = "LD_CIDRS")]
+pub static CIDRS: LpmTrie<[u8; 20], u8> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
+
+#[map(name = "LD_RULES")]
+pub static RULES: HashMap<AllowRule, u8> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "LD_COUNTERS")]
+pub static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map(name = "LD_CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "LD_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
+/// Keeps `CidrKey`'s layout and the trie's key in step.
+const _: () = assert!(size_of::<CidrKey>() == 4 + 20);

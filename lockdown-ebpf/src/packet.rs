@@ -1,0 +1,32 @@
+//! `Packet` over `data..data_end`, with the bounds check the verifier needs on every access.
+
+use lockdown_common::parse::Packet;
+
+pub struct Bytes {
+    start: usize,
+    end: usize,
+}
+
+impl Bytes {
+    #[inline(always)]
+    pub const fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    #[inline(always)]
+    pub const fn len(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+}
+
+impl Packet for Bytes {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let ptr = self.start + off;
+        if ptr + size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: bounds checked against data_end just above.
+        Some(unsafe { (ptr as *const T).read_unaligned() })
+    }
+}

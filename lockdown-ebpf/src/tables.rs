@@ -1,0 +1,85 @@
+//! `Tables` over the BPF maps, so the shared decision logic runs on them.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use lockdown_common::{
+    config::Config,
+    counters::Counter,
+    flow::{FlowKey, FlowValue, FragKey, FragValue},
+    rules::CidrKey,
+    verdict::Tables,
+};
+
+use crate::maps::{CIDRS, CONFIG, COUNTERS, FLOWS, FRAGS, PORTS};
+
+pub struct MapTables {
+    config: &'static Config,
+}
+
+static DEFAULT_CONFIG: Config = Config::DEFAULT;
+
+impl MapTables {
+    #[inline(always)]
+    pub fn new() -> Self {
+        Self {
+            config: CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG),
+        }
+    }
+}
+
+impl Tables for MapTables {
+    #[inline(always)]
+    fn config(&self) -> &Config {
+        self.config
+    }
+
+    #[inline(always)]
+    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowValue> {
+        // SAFETY: the pointer comes from a successful lookup and stays valid for this program
+        // run (RCU); concurrent writers on other CPUs race benignly on plain integers.
+        FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+    }
+
+    #[inline(always)]
+    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) {
+        // A failed insert leaves the flow untracked; its next packet tries again.
+        let _ = FLOWS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn port_entry(&self, index: u32) -> u64 {
+        PORTS.get(index).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn cidr_match(&self, key: &CidrKey) -> bool {
+        let mut data = [0u8; 20];
+        data[0] = key.family;
+        data[1] = key.proto;
+        data[2..4].copy_from_slice(&key.port_be);
+        data[4..].copy_from_slice(&key.addr);
+        CIDRS.get(&Key::new(key.prefix_len, data)).is_some()
+    }
+
+    #[inline(always)]
+    fn frag_get(&self, key: &FragKey) -> Option<FragValue> {
+        // SAFETY: as for `flow_mut`; the value is copied out at once.
+        unsafe { FRAGS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
+        let _ = FRAGS.insert(key, value, 0);
+    }
+}
+
+/// Adds one packet of `bytes` to a counter on this CPU.
+#[inline(always)]
+pub fn count(counter: Counter, bytes: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and the program is not preempted on this CPU while it runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
