@@ -59,15 +59,23 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// The interface the programs are attached to (written by the loader, for `status`).
+    pub ifindex: u32,
+    /// `ATTACH_*`: how the XDP program is attached (written by the loader, for `status`).
+    pub attach_mode: u32,
 }
+
+/// Native (driver) XDP.
+pub const ATTACH_NATIVE: u32 = 1;
+/// Generic (skb) XDP.
+pub const ATTACH_SKB: u32 = 2;
 
 impl Config {
     pub const DEFAULT: Self = Self {
         timeouts: Timeouts::DEFAULT,
         flags: FLAG_PASS_DHCP | FLAG_PASS_RA,
-        _reserved: 0,
+        ifindex: 0,
+        attach_mode: 0,
     };
 
     #[inline(always)]

@@ -31,8 +31,6 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/lockdown";
 pub const PIN_LINK_INGRESS: &str = "link_ingress";
 /// Pin name of the TC egress link, inside the interface's pin directory.
 pub const PIN_LINK_EGRESS: &str = "link_egress";
-/// Metadata file (JSON) written by the loader next to the pins.
-pub const PIN_META: &str = "meta.json";
 
 /// Default flow-table capacity.
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;

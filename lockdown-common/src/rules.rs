@@ -55,6 +55,22 @@ impl CidrKey {
     /// Bits of the key before the address.
     pub const HEADER_BITS: u32 = 32;
 
+    /// The trie key's data, without the prefix length (which the map's key type carries).
+    #[inline(always)]
+    pub const fn data(&self) -> [u8; 20] {
+        let mut d = [0u8; 20];
+        d[0] = self.family;
+        d[1] = self.proto;
+        d[2] = self.port_be[0];
+        d[3] = self.port_be[1];
+        let mut i = 0;
+        while i < 16 {
+            d[4 + i] = self.addr[i];
+            i += 1;
+        }
+        d
+    }
+
     /// The lookup key for a packet: full-length prefix.
     #[inline(always)]
     pub const fn lookup(family: u8, proto: u8, port: u16, addr: [u8; 16]) -> Self {
@@ -245,6 +261,19 @@ impl AllowRule {
     }
 }
 
+/// Sets the flags of `rule` on each of its ports in a port table of [`PORT_TABLE_ENTRIES`]
+/// entries. The table for a rule set is the union of its rules' marks.
+pub fn mark_ports(rule: &AllowRule, table: &mut [u64]) {
+    let flags = u64::from(rule.port_flags());
+    for port in rule.port_lo..=rule.port_hi {
+        if let Some((index, shift)) = port_slot(rule.proto, port)
+            && let Some(entry) = table.get_mut(index as usize)
+        {
+            *entry |= flags << shift;
+        }
+    }
+}
+
 impl fmt::Display for AllowRule {
     /// `tcp/22`, `tcp/8000-8100 from 10.0.0.0/8`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -306,6 +335,24 @@ mod tests {
         assert_eq!(port_slot(PROTO_UDP, 65535), Some((PORT_TABLE_ENTRIES - 1, 60)));
         assert_eq!(port_slot(1, 0), None);
         assert_eq!(slot_flags(0xf0, 4), 0xf);
+    }
+
+    #[test]
+    fn marks_are_a_union() {
+        let mut table = [0u64; PORT_TABLE_ENTRIES as usize];
+        mark_ports(&AllowRule::parse("tcp/22", None).unwrap(), &mut table);
+        mark_ports(&AllowRule::parse("tcp/20-23", Some("10.0.0.0/8")).unwrap(), &mut table);
+        mark_ports(&AllowRule::parse("udp/22", Some("fd00::/8")).unwrap(), &mut table);
+        let flags = |proto, port| {
+            let (i, s) = port_slot(proto, port).unwrap();
+            slot_flags(table[i as usize], s)
+        };
+        assert_eq!(flags(PROTO_TCP, 22), PORT_ANY_V4 | PORT_ANY_V6 | PORT_CIDR);
+        assert_eq!(flags(PROTO_TCP, 20), PORT_CIDR);
+        assert_eq!(flags(PROTO_TCP, 24), 0);
+        assert_eq!(flags(PROTO_UDP, 22), PORT_CIDR);
+        assert_eq!(flags(PROTO_UDP, 23), 0);
+        assert_eq!(table.iter().filter(|e| **e != 0).count(), 2, "ports 16-31 share one entry");
     }
 
     #[test]

@@ -52,12 +52,7 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn cidr_match(&self, key: &CidrKey) -> bool {
-        let mut data = [0u8; 20];
-        data[0] = key.family;
-        data[1] = key.proto;
-        data[2..4].copy_from_slice(&key.port_be);
-        data[4..].copy_from_slice(&key.addr);
-        CIDRS.get(&Key::new(key.prefix_len, data)).is_some()
+        CIDRS.get(&Key::new(key.prefix_len, key.data())).is_some()
     }
 
     #[inline(always)]

@@ -1,9 +1,20 @@
-fn main() -> anyhow::Result<()> {
-    let mut ebpf = aya::Ebpf::load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockdown")))?;
-    let p: &mut aya::programs::Xdp = ebpf.program_mut("lockdown_ingress").unwrap().try_into()?;
-    p.load()?;
-    let p: &mut aya::programs::SchedClassifier = ebpf.program_mut("lockdown_egress").unwrap().try_into()?;
-    p.load()?;
-    println!("loaded");
-    Ok(())
+//! `lockdown`: an XDP ingress firewall that does the job of
+//! `-A INPUT -i lo -j ACCEPT; --ctstate RELATED,ESTABLISHED -j ACCEPT; --dport ssh -j ACCEPT; -j DROP`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = cli::Cli::parse();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockdown: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,112 @@
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use lockdown_common::rules::AllowRule;
+use lockdown_user::{handles::Handles, pins};
+use serde::Serialize;
+
+/// Change or list the allowlist live, through the pinned maps: no reload, and open flows are
+/// untouched (a removed port refuses new connections; established ones carry on).
+#[derive(Debug, Subcommand)]
+pub enum Allow {
+    /// Allow inbound connections to a port. Example: lockdown allow add tcp/443 --from 203.0.113.0/24
+    Add(RuleArgs),
+    /// Stop allowing new inbound connections to a port. Example: lockdown allow del tcp/443
+    Del(RuleArgs),
+    /// List the allowlist. Example: lockdown allow list --json
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// tcp/22, udp/51820 or tcp/8000-8100.
+    #[arg(value_name = "SPEC")]
+    spec: String,
+    /// Only from this source (IPv4 or IPv6 CIDR). Without it, the rule applies to every IPv4 and
+    /// IPv6 source.
+    #[arg(long, value_name = "CIDR")]
+    from: Option<String>,
+    /// The locked-down interface; optional when exactly one is locked down.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The locked-down interface; optional when exactly one is locked down.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct RuleJson {
+    proto: &'static str,
+    port_lo: u16,
+    port_hi: u16,
+    from: Option<String>,
+    spec: String,
+}
+
+impl Allow {
+    pub fn run(self) -> Result<()> {
+        match self {
+            Self::Add(a) => a.change(true),
+            Self::Del(a) => a.change(false),
+            Self::List(a) => a.list(),
+        }
+    }
+}
+
+impl RuleArgs {
+    fn change(self, add: bool) -> Result<()> {
+        let rule = AllowRule::parse(&self.spec, self.from.as_deref()).with_context(|| match &self.from {
+            Some(f) => format!("{} --from {f}", self.spec),
+            None => self.spec.clone(),
+        })?;
+        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let mut handles = Handles::open(&dir)?;
+        let mut rules = handles.rules()?;
+        if add {
+            if !rules.insert(rule) {
+                println!("lockdown: {rule} is already allowed on {}", dir.iface);
+                return Ok(());
+            }
+        } else if !rules.remove(&rule) {
+            bail!("{rule} is not in the allowlist of {}", dir.iface);
+        }
+        handles.set_rules(&rules)?;
+        println!(
+            "lockdown: {} {rule} on {}",
+            if add { "allowed" } else { "removed" },
+            dir.iface
+        );
+        Ok(())
+    }
+}
+
+impl ListArgs {
+    fn list(self) -> Result<()> {
+        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let rules = Handles::open(&dir)?.rules()?;
+        if self.json {
+            let out: Vec<RuleJson> = rules
+                .iter()
+                .map(|r| RuleJson {
+                    proto: r.proto_name(),
+                    port_lo: r.port_lo,
+                    port_hi: r.port_hi,
+                    from: r.source().map(|(a, l)| format!("{a}/{l}")),
+                    spec: r.to_string(),
+                })
+                .collect();
+            println!("{}", serde_json::to_string(&out)?);
+        } else {
+            for r in &rules {
+                println!("{r}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! The command line: one module per verb.
+
+mod allow;
+mod down;
+mod run;
+mod status;
+mod up;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// lockdown: accept nothing from the internet except allowed ports and replies to what this host
+/// started — the iptables INPUT chain `lo ACCEPT; RELATED,ESTABLISHED ACCEPT; tcp dport 22 ACCEPT;
+/// DROP`, at XDP speed.
+///
+/// Every verb needs root (or CAP_BPF and CAP_NET_ADMIN). State lives in bpffs under
+/// /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
+#[derive(Debug, Parser)]
+#[command(name = "lockdown", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Up(up::Up),
+    Down(down::Down),
+    Run(run::Run),
+    #[command(subcommand)]
+    Allow(allow::Allow),
+    Status(status::StatusArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> Result<()> {
+        lockdown_user::caps::require()?;
+        match self.command {
+            Command::Up(a) => a.run(),
+            Command::Down(a) => a.run(),
+            Command::Run(a) => a.run(),
+            Command::Allow(a) => a.run(),
+            Command::Status(a) => a.run(),
+        }
+    }
+}

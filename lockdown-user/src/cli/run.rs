@@ -1,0 +1,41 @@
+use anyhow::{Context as _, Result};
+use clap::Args;
+use lockdown_user::attach;
+
+use super::up::UpArgs;
+
+/// Lock an interface down in the foreground; detach on SIGINT or SIGTERM.
+///
+/// Same options as `up`. Maps and links are pinned as with `up`, so if this process dies the
+/// filter keeps enforcing until `lockdown down`.
+///
+/// Example: lockdown run --iface eth0 --allow tcp/22
+#[derive(Debug, Args)]
+pub struct Run {
+    #[command(flatten)]
+    args: UpArgs,
+}
+
+impl Run {
+    pub fn run(self) -> Result<()> {
+        let opts = self.args.options()?;
+        let dir = self.args.dir();
+        attach::up(&dir, &opts)?;
+        println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        })
+        .context("waiting for a signal")?;
+        attach::detach(&dir)?;
+        println!("lockdown: {} released", opts.iface);
+        Ok(())
+    }
+}

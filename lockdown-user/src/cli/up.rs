@@ -1,0 +1,94 @@
+use std::collections::BTreeSet;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use lockdown_common::{
+    config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
+    maps::DEFAULT_MAX_FLOWS,
+    rules::AllowRule,
+};
+use lockdown_user::{
+    attach::{self, Mode, UpOptions},
+    pins::{self, PinDir},
+};
+
+/// The options `up` and `run` share.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The external interface to lock down (never `lo`).
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
+    /// An allowed inbound port: tcp/22, udp/51820 or tcp/8000-8100. Repeatable. Default: tcp/22.
+    #[arg(long = "allow", value_name = "SPEC")]
+    pub allow: Vec<String>,
+    /// XDP mode. `native` runs in the driver; `skb` (generic XDP) works on any interface.
+    #[arg(long, value_enum, default_value = "native")]
+    pub mode: Mode,
+    /// Flow-table capacity (entries). Each costs about 200 bytes of kernel memory.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS)]
+    pub max_flows: u32,
+    /// Count what would be dropped, but pass everything.
+    #[arg(long)]
+    pub monitor: bool,
+    /// Do not pass DHCPv4/DHCPv6 replies and IPv6 router advertisements.
+    #[arg(long)]
+    pub no_dhcp: bool,
+}
+
+impl UpArgs {
+    pub fn options(&self) -> Result<UpOptions> {
+        let specs: Vec<&str> = if self.allow.is_empty() {
+            vec!["tcp/22"]
+        } else {
+            self.allow.iter().map(String::as_str).collect()
+        };
+        let rules = specs
+            .iter()
+            .map(|s| AllowRule::parse(s, None).with_context(|| format!("--allow {s}")))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let mut config = Config::DEFAULT;
+        if self.monitor {
+            config.flags |= FLAG_MONITOR;
+        }
+        if self.no_dhcp {
+            config.flags &= !(FLAG_PASS_DHCP | FLAG_PASS_RA);
+        }
+        Ok(UpOptions {
+            iface: self.iface.clone(),
+            rules,
+            mode: self.mode,
+            max_flows: self.max_flows,
+            config,
+        })
+    }
+
+    pub fn dir(&self) -> PinDir {
+        PinDir::new(&pins::root(), &self.iface)
+    }
+}
+
+/// Lock an interface down and exit; the filter stays in the kernel.
+///
+/// Attaches the XDP ingress program and the TC egress program to IF, and pins maps and links under
+/// /sys/fs/bpf/lockdown/IF/. Nothing is changed if any step fails.
+///
+/// Example: lockdown up --iface eth0 --allow tcp/22 --allow udp/51820
+#[derive(Debug, Args)]
+pub struct Up {
+    #[command(flatten)]
+    pub args: UpArgs,
+}
+
+impl Up {
+    pub fn run(self) -> Result<()> {
+        let opts = self.args.options()?;
+        attach::up(&self.args.dir(), &opts)?;
+        println!(
+            "lockdown: {} locked down ({} XDP), allowing {}",
+            opts.iface,
+            opts.mode.name(),
+            opts.rules.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Typed handles on lockdown's maps, opened from the pins or taken from a freshly loaded object,
+//! and the all-or-nothing allowlist update.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, Map, MapData, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use lockdown_common::{
+    config::Config,
+    counters::{Counter, CounterValue},
+    flow::{FlowKey, FlowValue},
+    maps::{CIDRS, CONFIG, COUNTERS, FLOWS, MAX_CIDR_ENTRIES, MAX_RULES, PORTS, RULES},
+    rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES, mark_ports},
+};
+
+use crate::pins::PinDir;
+
+/// The maps of one attachment.
+pub struct Handles {
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub ports: Array<MapData, u64>,
+    pub cidrs: LpmTrie<MapData, [u8; 20], u8>,
+    pub rules: HashMap<MapData, AllowRule, u8>,
+    pub counters: PerCpuArray<MapData, CounterValue>,
+    pub config: Array<MapData, Config>,
+}
+
+fn open_pinned(dir: &PinDir, name: &str) -> Result<Map> {
+    let path = dir.map(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+impl Handles {
+    /// Opens the pinned maps of an attachment.
+    pub fn open(dir: &PinDir) -> Result<Self> {
+        Self::from_maps(|name| open_pinned(dir, name))
+    }
+
+    /// Takes the maps out of a loaded object (tests that run programs without pins).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::from_maps(|name| take(ebpf, name))
+    }
+
+    fn from_maps(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        Ok(Self {
+            flows: get(FLOWS)?.try_into()?,
+            ports: get(PORTS)?.try_into()?,
+            cidrs: get(CIDRS)?.try_into()?,
+            rules: get(RULES)?.try_into()?,
+            counters: get(COUNTERS)?.try_into()?,
+            config: get(CONFIG)?.try_into()?,
+        })
+    }
+
+    pub fn read_config(&self) -> Result<Config> {
+        self.config.get(&0, 0).context("reading the config map")
+    }
+
+    pub fn write_config(&mut self, config: &Config) -> Result<()> {
+        self.config.set(0, config, 0).context("writing the config map")
+    }
+
+    /// The allowlist as the operator wrote it.
+    pub fn rules(&self) -> Result<BTreeSet<AllowRule>> {
+        self.rules
+            .keys()
+            .map(|k| k.context("reading the rules map"))
+            .collect()
+    }
+
+    /// Replaces the allowlist with `new`, all or nothing. Limits are checked before anything is
+    /// written; if a write fails, the previous allowlist is written back.
+    pub fn set_rules(&mut self, new: &BTreeSet<AllowRule>) -> Result<()> {
+        let old = self.rules()?;
+        let (new_ports, new_cidrs) = compile(new)?;
+        let (old_ports, old_cidrs) = compile(&old)?;
+        if let Err(e) = self.write(&old, new, &old_ports, &new_ports, &old_cidrs, &new_cidrs) {
+            // Roll back; report the original failure.
+            let rollback = self.write(new, &old, &new_ports, &old_ports, &new_cidrs, &old_cidrs);
+            return Err(match rollback {
+                Ok(()) => e.context("the allowlist was not changed"),
+                Err(r) => e.context(format!("rolling back also failed: {r:#}")),
+            });
+        }
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        old: &BTreeSet<AllowRule>,
+        new: &BTreeSet<AllowRule>,
+        old_ports: &[u64],
+        new_ports: &[u64],
+        old_cidrs: &BTreeSet<CidrKey>,
+        new_cidrs: &BTreeSet<CidrKey>,
+    ) -> Result<()> {
+        // Open first, then close: the rule registry last, so it always describes a superset.
+        for k in new_cidrs.difference(old_cidrs) {
+            self.cidrs
+                .insert(&Key::new(k.prefix_len, k.data()), &1, 0)
+                .context("adding a source-CIDR entry")?;
+        }
+        for (i, (o, n)) in old_ports.iter().zip(new_ports).enumerate() {
+            if o != n {
+                self.ports.set(i as u32, n, 0).context("writing the port table")?;
+            }
+        }
+        for k in old_cidrs.difference(new_cidrs) {
+            self.cidrs
+                .remove(&Key::new(k.prefix_len, k.data()))
+                .context("removing a source-CIDR entry")?;
+        }
+        for r in new.difference(old) {
+            self.rules.insert(r, &1, 0).context("adding to the rules map")?;
+        }
+        for r in old.difference(new) {
+            self.rules.remove(r).context("removing from the rules map")?;
+        }
+        Ok(())
+    }
+
+    /// Per-counter totals over all CPUs, in index order.
+    pub fn counters(&self) -> Result<Vec<(Counter, CounterValue)>> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = self.counters.get(&(c as u32), 0).context("reading counters")?;
+                let sum = per_cpu.iter().fold(CounterValue::default(), |acc, v| CounterValue {
+                    packets: acc.packets + v.packets,
+                    bytes: acc.bytes + v.bytes,
+                });
+                Ok((c, sum))
+            })
+            .collect()
+    }
+
+    /// Live flow entries (expired ones stay in the LRU map until reused, but no longer count).
+    pub fn live_flows(&self, now: u64) -> Result<Vec<(FlowKey, FlowValue)>> {
+        let timeouts = self.read_config()?.timeouts;
+        let mut out = Vec::new();
+        for entry in self.flows.iter() {
+            let (k, v) = match entry {
+                Ok(kv) => kv,
+                // An entry can vanish between two reads of a live table.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading the flow table"),
+            };
+            if v.is_live(now, &timeouts) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The port table and the source-CIDR trie entries that implement a rule set.
+pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
+    if rules.len() > MAX_RULES as usize {
+        bail!("too many allow rules: {} (at most {MAX_RULES})", rules.len());
+    }
+    let mut ports = vec![0u64; PORT_TABLE_ENTRIES as usize];
+    let mut cidrs = BTreeSet::new();
+    for r in rules {
+        mark_ports(r, &mut ports);
+        if r.family != 0 {
+            for port in r.port_lo..=r.port_hi {
+                cidrs.insert(r.cidr_key(port));
+            }
+        }
+        if cidrs.len() > MAX_CIDR_ENTRIES as usize {
+            bail!(
+                "source-CIDR rules need more than {MAX_CIDR_ENTRIES} (port, CIDR) entries; use fewer ports per --from rule"
+            );
+        }
+    }
+    Ok((ports, cidrs))
+}

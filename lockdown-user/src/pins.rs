@@ -1,0 +1,117 @@
+//! Where lockdown pins its maps and links: `/sys/fs/bpf/lockdown/<iface>/`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
+
+/// The pin directory of one locked-down interface.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub iface: String,
+    pub dir: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(root: &Path, iface: &str) -> Self {
+        Self {
+            iface: iface.to_owned(),
+            dir: root.join(iface),
+        }
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn link_ingress(&self) -> PathBuf {
+        self.dir.join(PIN_LINK_INGRESS)
+    }
+
+    pub fn link_egress(&self) -> PathBuf {
+        self.dir.join(PIN_LINK_EGRESS)
+    }
+
+    /// Whether the interface is locked down (its ingress link is pinned).
+    pub fn is_locked(&self) -> bool {
+        self.link_ingress().exists()
+    }
+
+    /// Removes every pin and the directory. Missing entries are not an error.
+    pub fn remove_all(&self) -> Result<()> {
+        if !self.dir.exists() {
+            return Ok(());
+        }
+        for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+            let path = entry?.path();
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+/// The pin root: `/sys/fs/bpf/lockdown`, or `$LOCKDOWN_PIN_ROOT` (which must be on a bpffs).
+pub fn root() -> PathBuf {
+    std::env::var_os("LOCKDOWN_PIN_ROOT").map_or_else(|| PathBuf::from(PIN_ROOT), PathBuf::from)
+}
+
+/// Makes sure the pin root exists on a mounted bpffs.
+pub fn ensure_root(root: &Path) -> Result<()> {
+    let bpffs = root.parent().unwrap_or(root);
+    if !is_bpffs(bpffs) && !is_bpffs(root) {
+        bail!(
+            "{} is not a mounted bpffs; mount it with `mount -t bpf bpf {}`",
+            bpffs.display(),
+            bpffs.display()
+        );
+    }
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-buffer; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Every locked-down interface, by name.
+pub fn locked(root: &Path) -> Vec<PinDir> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PinDir> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|name| PinDir::new(root, &name))
+        .filter(PinDir::is_locked)
+        .collect();
+    dirs.sort_by(|a, b| a.iface.cmp(&b.iface));
+    dirs
+}
+
+/// The interface a verb acts on: the one given, or the only one locked down.
+pub fn select(root: &Path, iface: Option<&str>) -> Result<PinDir> {
+    if let Some(iface) = iface {
+        let dir = PinDir::new(root, iface);
+        if !dir.is_locked() {
+            bail!("{iface} is not locked down (no pins under {})", dir.dir.display());
+        }
+        return Ok(dir);
+    }
+    let mut all = locked(root);
+    match all.len() {
+        0 => bail!("nothing is locked down: run `lockdown up --iface IF` first"),
+        1 => Ok(all.remove(0)),
+        _ => bail!(
+            "several interfaces are locked down ({}): pass --iface",
+            all.iter().map(|d| d.iface.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}

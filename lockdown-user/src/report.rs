@@ -1,0 +1,59 @@
+//! What `status` reports, as one serialisable value.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use aya::maps::MapInfo;
+use lockdown_common::{
+    config::{ATTACH_NATIVE, ATTACH_SKB},
+    maps::FLOWS,
+};
+use serde::Serialize;
+
+use crate::{handles::Handles, pins::PinDir};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub interface: String,
+    pub mode: String,
+    pub monitor: bool,
+    /// Current number of live flow entries.
+    pub flows: usize,
+    pub max_flows: u32,
+    pub allow: Vec<String>,
+    /// Packets per counter name.
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Bytes per counter name.
+    pub bytes: BTreeMap<&'static str, u64>,
+}
+
+pub fn status(dir: &PinDir) -> Result<Status> {
+    let handles = Handles::open(dir)?;
+    let max_flows = MapInfo::from_pin(dir.map(FLOWS))
+        .context("reading the flow table's info")?
+        .max_entries();
+    let config = handles.read_config()?;
+    let flows = handles.live_flows(crate::boot_time_ns())?.len();
+    let allow = handles.rules()?.iter().map(ToString::to_string).collect();
+    let mut counters = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
+    for (c, v) in handles.counters()? {
+        counters.insert(c.name(), v.packets);
+        bytes.insert(c.name(), v.bytes);
+    }
+    Ok(Status {
+        interface: dir.iface.clone(),
+        mode: match config.attach_mode {
+            ATTACH_NATIVE => "native",
+            ATTACH_SKB => "skb",
+            _ => "unknown",
+        }
+        .to_owned(),
+        monitor: config.has(lockdown_common::config::FLAG_MONITOR),
+        flows,
+        max_flows,
+        allow,
+        counters,
+        bytes,
+    })
+}
