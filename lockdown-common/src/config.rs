@@ -39,6 +39,71 @@ impl Timeouts {
     };
 }
 
+impl Timeouts {
+    /// The names `--timeout NAME=SECS` and the config file use, with nf_conntrack's sysctl for each.
+    pub const NAMES: [(&'static str, &'static str); 8] = [
+        ("tcp_syn_sent", "nf_conntrack_tcp_timeout_syn_sent"),
+        ("tcp_established", "nf_conntrack_tcp_timeout_established"),
+        ("tcp_closing", "nf_conntrack_tcp_timeout_fin_wait"),
+        ("tcp_closed", "nf_conntrack_tcp_timeout_close"),
+        ("udp_unreplied", "nf_conntrack_udp_timeout"),
+        ("udp_replied", "nf_conntrack_udp_timeout_stream"),
+        ("icmp", "nf_conntrack_icmp_timeout"),
+        ("fragment", "ipfrag_time"),
+    ];
+
+    /// The field called `name`, if there is one.
+    pub const fn field_mut(&mut self, name: &str) -> Option<&mut u32> {
+        Some(match name.as_bytes() {
+            b"tcp_syn_sent" => &mut self.tcp_syn_sent,
+            b"tcp_established" => &mut self.tcp_established,
+            b"tcp_closing" => &mut self.tcp_closing,
+            b"tcp_closed" => &mut self.tcp_closed,
+            b"udp_unreplied" => &mut self.udp_unreplied,
+            b"udp_replied" => &mut self.udp_replied,
+            b"icmp" => &mut self.icmp,
+            b"fragment" => &mut self.fragment,
+            _ => return None,
+        })
+    }
+
+    /// Applies `NAME=SECS`. Timeouts must be 1 s to 2^31 s.
+    pub fn set(&mut self, assignment: &str) -> Result<(), TimeoutError> {
+        let (name, secs) = assignment.split_once('=').ok_or(TimeoutError::Syntax)?;
+        let field = self.field_mut(name.trim()).ok_or(TimeoutError::Name)?;
+        let secs = secs.trim();
+        match secs.parse::<u32>() {
+            Ok(v @ 1..=0x7fff_ffff) if secs.bytes().all(|b| b.is_ascii_digit()) => {
+                *field = v;
+                Ok(())
+            }
+            _ => Err(TimeoutError::Value),
+        }
+    }
+}
+
+/// A timeout setting that could not be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutError {
+    Syntax,
+    Name,
+    Value,
+}
+
+impl core::fmt::Display for TimeoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Syntax => "expected NAME=SECONDS, e.g. tcp_established=3600",
+            Self::Name => {
+                "unknown timeout: expected one of tcp_syn_sent, tcp_established, tcp_closing, tcp_closed, udp_unreplied, udp_replied, icmp, fragment"
+            }
+            Self::Value => "timeout must be a whole number of seconds from 1 to 2147483647",
+        })
+    }
+}
+
+impl core::error::Error for TimeoutError {}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Self::DEFAULT
@@ -87,5 +152,31 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_by_name() {
+        let mut t = Timeouts::DEFAULT;
+        assert_eq!(t.set("tcp_established=3600"), Ok(()));
+        assert_eq!(t.tcp_established, 3600);
+        assert_eq!(t.set("udp_replied = 60"), Ok(()));
+        assert_eq!(t.udp_replied, 60);
+        assert_eq!(t.set("tcp_bogus=1"), Err(TimeoutError::Name));
+        assert_eq!(t.set("icmp=0"), Err(TimeoutError::Value));
+        assert_eq!(t.set("icmp=-1"), Err(TimeoutError::Value));
+        assert_eq!(t.set("icmp"), Err(TimeoutError::Syntax));
+        for (name, _) in Timeouts::NAMES {
+            assert!(t.field_mut(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn no_padding() {
+        assert_eq!(size_of::<Config>(), 11 * 4);
     }
 }

@@ -20,7 +20,7 @@ use lockdown_common::{
 
 use crate::{
     handles::{Handles, compile},
-    pins::{PinDir, ensure_root},
+    pins::{PinDir, ensure_root, lock},
 };
 
 /// XDP attach mode.
@@ -96,15 +96,19 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<u32> {
 
 /// Locks an interface down: attaches both programs and pins maps and links under `dir`.
 pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<()> {
+    let root = dir.dir.parent().context("pin directory has no parent")?;
+    preflight(dir, opts)?;
+    ensure_root(root)?;
+    let _lock = lock(root)?;
+    // Checked again under the lock: another `up` may have won the race.
     let index = preflight(dir, opts)?;
-    ensure_root(dir.dir.parent().context("pin directory has no parent")?)?;
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
     let result = attach(dir, opts, index);
     if result.is_err() {
         // Dropping the unpinned links on the error path already detached them; remove the pins.
-        let _ = detach(dir);
+        let _ = detach_locked(dir);
     }
     result
 }
@@ -174,6 +178,15 @@ fn xdp_attach_error(e: ProgramError, opts: &UpOptions) -> anyhow::Error {
 
 /// Detaches both programs and removes every pin. Each step runs even if an earlier one failed.
 pub fn detach(dir: &PinDir) -> Result<()> {
+    let _lock = match dir.dir.parent() {
+        Some(root) => Some(lock(root)?),
+        None => None,
+    };
+    detach_locked(dir)
+}
+
+/// [`detach`], for a caller that holds the pin-root lock.
+fn detach_locked(dir: &PinDir) -> Result<()> {
     let mut errors = Vec::new();
     for link in [dir.link_ingress(), dir.link_egress()] {
         if !link.exists() {

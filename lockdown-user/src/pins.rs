@@ -81,6 +81,24 @@ fn is_bpffs(path: &Path) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
 }
 
+/// An exclusive lock on the pin root, held while a verb changes pins or maps, so two CLI
+/// invocations never interleave. Released on drop.
+#[derive(Debug)]
+pub struct Lock(#[expect(dead_code, reason = "held for its flock")] Option<fs::File>);
+
+/// Takes the lock (waiting for any other holder). With no pin root yet, there is nothing to guard.
+pub fn lock(root: &Path) -> Result<Lock> {
+    use std::os::fd::AsRawFd as _;
+    let Ok(file) = fs::File::open(root) else {
+        return Ok(Lock(None));
+    };
+    // SAFETY: a valid open fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", root.display()));
+    }
+    Ok(Lock(Some(file)))
+}
+
 /// Every locked-down interface, by name.
 pub fn locked(root: &Path) -> Vec<PinDir> {
     let Ok(entries) = fs::read_dir(root) else {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::MapInfo;
 use lockdown_common::{
-    config::{ATTACH_NATIVE, ATTACH_SKB},
+    config::{ATTACH_NATIVE, ATTACH_SKB, Timeouts},
     maps::FLOWS,
 };
 use serde::Serialize;
@@ -21,6 +21,8 @@ pub struct Status {
     pub flows: usize,
     pub max_flows: u32,
     pub allow: Vec<String>,
+    /// Idle timeouts in seconds, by name.
+    pub timeouts: BTreeMap<&'static str, u32>,
     /// Packets per counter name.
     pub counters: BTreeMap<&'static str, u64>,
     /// Bytes per counter name.
@@ -41,7 +43,13 @@ pub fn status(dir: &PinDir) -> Result<Status> {
         counters.insert(c.name(), v.packets);
         bytes.insert(c.name(), v.bytes);
     }
+    let mut t = config.timeouts;
+    let timeouts = Timeouts::NAMES
+        .iter()
+        .filter_map(|(name, _)| t.field_mut(name).map(|v| (*name, *v)))
+        .collect();
     Ok(Status {
+        timeouts,
         interface: dir.iface.clone(),
         mode: match config.attach_mode {
             ATTACH_NATIVE => "native",

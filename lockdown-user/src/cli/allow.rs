@@ -65,7 +65,9 @@ impl RuleArgs {
             Some(f) => format!("{} --from {f}", self.spec),
             None => self.spec.clone(),
         })?;
-        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let root = pins::root();
+        let _lock = pins::lock(&root)?;
+        let dir = pins::select(&root, self.iface.as_deref())?;
         let mut handles = Handles::open(&dir)?;
         let mut rules = handles.rules()?;
         if add {

@@ -33,6 +33,10 @@ pub struct UpArgs {
     /// Do not pass DHCPv4/DHCPv6 replies and IPv6 router advertisements.
     #[arg(long)]
     pub no_dhcp: bool,
+    /// Override an idle timeout, in seconds: NAME=SECS. Repeatable. Names: tcp_syn_sent,
+    /// tcp_established, tcp_closing, tcp_closed, udp_unreplied, udp_replied, icmp, fragment.
+    #[arg(long = "timeout", value_name = "NAME=SECS")]
+    pub timeouts: Vec<String>,
 }
 
 impl UpArgs {
@@ -52,6 +56,12 @@ impl UpArgs {
         }
         if self.no_dhcp {
             config.flags &= !(FLAG_PASS_DHCP | FLAG_PASS_RA);
+        }
+        for t in &self.timeouts {
+            config
+                .timeouts
+                .set(t)
+                .with_context(|| format!("--timeout {t}"))?;
         }
         Ok(UpOptions {
             iface: self.iface.clone(),
