@@ -4,7 +4,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 /// The eBPF toolchain: a nightly whose LLVM (22) matches bpf-linker 0.10.1.
-/// Keep in step with `xtask/src/setup.rs`.
+/// Keep in step with `scripts/setup.sh`.
 const EBPF_TOOLCHAIN: &str = "nightly-2026-07-01";
 
 fn main() -> anyhow::Result<()> {

@@ -62,12 +62,21 @@ pub const fn tcp_is_new(flags: u8) -> bool {
 /// An inbound segment on a tracked flow: the new state, or `None` if the segment does not fit
 /// (a SYN-ACK or RST that does not acknowledge the origin's SYN, or data before the handshake).
 #[inline(always)]
-pub const fn tcp_ingress(state: FlowState, flags: u8, ack: u32, origin_seq: u32) -> Option<FlowState> {
+pub const fn tcp_ingress(
+    state: FlowState,
+    flags: u8,
+    ack: u32,
+    origin_seq: u32,
+) -> Option<FlowState> {
     let acks_syn = flags & TCP_ACK != 0 && ack == origin_seq.wrapping_add(1);
     match state {
         FlowState::TcpSynSent => {
             if flags & TCP_RST != 0 {
-                if acks_syn { Some(FlowState::TcpClosed) } else { None }
+                if acks_syn {
+                    Some(FlowState::TcpClosed)
+                } else {
+                    None
+                }
             } else if flags & TCP_SYN != 0 && acks_syn {
                 Some(FlowState::TcpEstablished)
             } else {
@@ -155,23 +164,41 @@ mod tests {
 
     #[test]
     fn syn_ack_must_acknowledge_the_origins_syn() {
-        assert_eq!(tcp_ingress(TcpSynSent, SA, 1001, 1000), Some(TcpEstablished));
+        assert_eq!(
+            tcp_ingress(TcpSynSent, SA, 1001, 1000),
+            Some(TcpEstablished)
+        );
         assert_eq!(tcp_ingress(TcpSynSent, SA, 1000, 1000), None);
-        assert_eq!(tcp_ingress(TcpSynSent, SA, 0, u32::MAX), Some(TcpEstablished));
+        assert_eq!(
+            tcp_ingress(TcpSynSent, SA, 0, u32::MAX),
+            Some(TcpEstablished)
+        );
         assert_eq!(tcp_ingress(TcpSynSent, TCP_ACK, 1001, 1000), None);
-        assert_eq!(tcp_ingress(TcpSynSent, TCP_RST | TCP_ACK, 1001, 1000), Some(TcpClosed));
+        assert_eq!(
+            tcp_ingress(TcpSynSent, TCP_RST | TCP_ACK, 1001, 1000),
+            Some(TcpClosed)
+        );
         assert_eq!(tcp_ingress(TcpSynSent, TCP_RST, 0, 1000), None);
         assert_eq!(tcp_ingress(TcpSynSent, TCP_SYN, 0, 1000), None);
     }
 
     #[test]
     fn fin_and_rst_shorten_the_entry() {
-        assert_eq!(tcp_ingress(TcpEstablished, TCP_ACK, 0, 0), Some(TcpEstablished));
-        assert_eq!(tcp_ingress(TcpEstablished, TCP_FIN | TCP_ACK, 0, 0), Some(TcpClosing));
+        assert_eq!(
+            tcp_ingress(TcpEstablished, TCP_ACK, 0, 0),
+            Some(TcpEstablished)
+        );
+        assert_eq!(
+            tcp_ingress(TcpEstablished, TCP_FIN | TCP_ACK, 0, 0),
+            Some(TcpClosing)
+        );
         assert_eq!(tcp_ingress(TcpEstablished, TCP_RST, 0, 0), Some(TcpClosed));
         assert_eq!(tcp_ingress(TcpClosing, TCP_ACK, 0, 0), Some(TcpClosing));
         assert_eq!(tcp_ingress(TcpClosing, TCP_RST, 0, 0), Some(TcpClosed));
-        assert_eq!(tcp_egress(Some(TcpEstablished), TCP_FIN | TCP_ACK), Some(TcpClosing));
+        assert_eq!(
+            tcp_egress(Some(TcpEstablished), TCP_FIN | TCP_ACK),
+            Some(TcpClosing)
+        );
         assert_eq!(tcp_egress(Some(TcpEstablished), TCP_RST), Some(TcpClosed));
         assert_eq!(tcp_ingress(UdpReplied, TCP_ACK, 0, 0), None);
     }

@@ -170,7 +170,11 @@ pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         dst,
         l4_off: off + ihl,
         frag,
-        frag_id: if frag == Frag::Whole { 0 } else { u32::from(id) },
+        frag_id: if frag == Frag::Whole {
+            0
+        } else {
+            u32::from(id)
+        },
     })
 }
 
@@ -246,10 +250,7 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         }
     }
     match next {
-        IPV6_NEXT_HOP_BY_HOP
-        | IPV6_NEXT_ROUTING
-        | IPV6_NEXT_DEST_OPTS
-        | IPV6_NEXT_AH
+        IPV6_NEXT_HOP_BY_HOP | IPV6_NEXT_ROUTING | IPV6_NEXT_DEST_OPTS | IPV6_NEXT_AH
         | IPV6_NEXT_FRAGMENT => Err(Counter::DropTooDeep),
         _ => {
             ip.proto = next;

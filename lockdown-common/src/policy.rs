@@ -18,9 +18,19 @@ pub fn port_flags<T: Tables + ?Sized>(t: &T, proto: u8, port: u16) -> u8 {
 
 /// Whether a new inbound connection from `src` to local `port` is allowed.
 #[inline(always)]
-pub fn allowed<T: Tables + ?Sized>(t: &T, family: u8, proto: u8, port: u16, src: &[u8; 16]) -> bool {
+pub fn allowed<T: Tables + ?Sized>(
+    t: &T,
+    family: u8,
+    proto: u8,
+    port: u16,
+    src: &[u8; 16],
+) -> bool {
     let flags = port_flags(t, proto, port);
-    let any = if family == FAMILY_V4 { PORT_ANY_V4 } else { PORT_ANY_V6 };
+    let any = if family == FAMILY_V4 {
+        PORT_ANY_V4
+    } else {
+        PORT_ANY_V6
+    };
     if flags & any != 0 {
         return true;
     }

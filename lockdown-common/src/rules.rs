@@ -314,10 +314,19 @@ mod tests {
     fn cidrs() {
         let (f, l, a) = parse_cidr("10.1.2.3/8").unwrap();
         assert_eq!((f, l, &a[..4]), (FAMILY_V4, 8, &[10, 0, 0, 0][..]));
-        assert_eq!(parse_cidr("10.0.0.0/33"), Err(RuleError::PrefixLen { max: 32 }));
-        assert_eq!(parse_cidr("10.0.0.0/"), Err(RuleError::PrefixLen { max: 32 }));
+        assert_eq!(
+            parse_cidr("10.0.0.0/33"),
+            Err(RuleError::PrefixLen { max: 32 })
+        );
+        assert_eq!(
+            parse_cidr("10.0.0.0/"),
+            Err(RuleError::PrefixLen { max: 32 })
+        );
         assert_eq!(parse_cidr("10.0.0/8"), Err(RuleError::Cidr));
-        assert_eq!(parse_cidr("fd00::1/129"), Err(RuleError::PrefixLen { max: 128 }));
+        assert_eq!(
+            parse_cidr("fd00::1/129"),
+            Err(RuleError::PrefixLen { max: 128 })
+        );
         let (f, l, a) = parse_cidr("fd00:1:2:3::1/36").unwrap();
         assert_eq!((f, l), (FAMILY_V6, 36));
         assert_eq!(&a[..6], &[0xfd, 0, 0, 1, 0, 0]);
@@ -332,7 +341,10 @@ mod tests {
         assert_eq!(port_slot(PROTO_TCP, 0), Some((0, 0)));
         assert_eq!(port_slot(PROTO_TCP, 22), Some((1, 24)));
         assert_eq!(port_slot(PROTO_UDP, 0), Some((4096, 0)));
-        assert_eq!(port_slot(PROTO_UDP, 65535), Some((PORT_TABLE_ENTRIES - 1, 60)));
+        assert_eq!(
+            port_slot(PROTO_UDP, 65535),
+            Some((PORT_TABLE_ENTRIES - 1, 60))
+        );
         assert_eq!(port_slot(1, 0), None);
         assert_eq!(slot_flags(0xf0, 4), 0xf);
     }
@@ -341,8 +353,14 @@ mod tests {
     fn marks_are_a_union() {
         let mut table = [0u64; PORT_TABLE_ENTRIES as usize];
         mark_ports(&AllowRule::parse("tcp/22", None).unwrap(), &mut table);
-        mark_ports(&AllowRule::parse("tcp/20-23", Some("10.0.0.0/8")).unwrap(), &mut table);
-        mark_ports(&AllowRule::parse("udp/22", Some("fd00::/8")).unwrap(), &mut table);
+        mark_ports(
+            &AllowRule::parse("tcp/20-23", Some("10.0.0.0/8")).unwrap(),
+            &mut table,
+        );
+        mark_ports(
+            &AllowRule::parse("udp/22", Some("fd00::/8")).unwrap(),
+            &mut table,
+        );
         let flags = |proto, port| {
             let (i, s) = port_slot(proto, port).unwrap();
             slot_flags(table[i as usize], s)
@@ -352,7 +370,11 @@ mod tests {
         assert_eq!(flags(PROTO_TCP, 24), 0);
         assert_eq!(flags(PROTO_UDP, 22), PORT_CIDR);
         assert_eq!(flags(PROTO_UDP, 23), 0);
-        assert_eq!(table.iter().filter(|e| **e != 0).count(), 2, "ports 16-31 share one entry");
+        assert_eq!(
+            table.iter().filter(|e| **e != 0).count(),
+            2,
+            "ports 16-31 share one entry"
+        );
     }
 
     #[test]

@@ -4,9 +4,14 @@
 
 use crate::{
     config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
-    conntrack::{echo_key, egress_key, ingress_key, tcp_egress, tcp_ingress, tcp_is_new, udp_ingress},
+    conntrack::{
+        echo_key, egress_key, ingress_key, tcp_egress, tcp_ingress, tcp_is_new, udp_ingress,
+    },
     counters::Counter,
-    flow::{FAMILY_V4, FlowState, FlowValue, FragKey, FragValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    flow::{
+        FAMILY_V4, FlowState, FlowValue, FragKey, FragValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+        PROTO_UDP,
+    },
     parse::{self, Frag, Ip, L4, Packet},
     policy::{allowed, is_service_port},
 };
@@ -178,7 +183,13 @@ const fn is_icmp_error(family: u8, ty: u8) -> bool {
 }
 
 #[inline(always)]
-fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, ip: &Ip, l4: &L4, now: u64) -> Counter {
+fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(
+    p: &P,
+    t: &mut T,
+    ip: &Ip,
+    l4: &L4,
+    now: u64,
+) -> Counter {
     let v6 = ip.family != FAMILY_V4;
     let ty = l4.icmp_type;
     if v6 && ty == ICMPV6_ROUTER_ADVERT {
@@ -209,7 +220,12 @@ fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, ip: &Ip, l4: &
 
 /// An ICMP error passes only if the packet it quotes was sent by the origin on a live flow.
 #[inline(always)]
-fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip, now: u64) -> Counter {
+fn related<P: Packet + ?Sized, T: Tables + ?Sized>(
+    p: &P,
+    t: &mut T,
+    outer: &Ip,
+    now: u64,
+) -> Counter {
     let inner_off = outer.l4_off + 8;
     let inner = match if outer.family == FAMILY_V4 {
         parse::ipv4(p, inner_off)
@@ -246,7 +262,11 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip,
 /// Learns from an outbound packet: creates or updates its flow. Returns
 /// [`Counter::EgressFlowsCreated`] when it created an entry. Never drops.
 #[inline(always)]
-pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, now: u64) -> Option<Counter> {
+pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(
+    p: &P,
+    t: &mut T,
+    now: u64,
+) -> Option<Counter> {
     let (ethertype, off) = parse::ethernet(p).ok()?;
     let ip = parse::ip(p, ethertype, off).ok()??;
     if ip.frag == Frag::Later {

@@ -15,7 +15,10 @@ use aya_ebpf::{
 };
 use lockdown_common::{counters::Counter, verdict};
 
-use crate::{packet::Bytes, tables::{MapTables, count}};
+use crate::{
+    packet::Bytes,
+    tables::{MapTables, count},
+};
 
 /// XDP ingress: pass or drop each inbound packet, and count why.
 #[xdp]
@@ -26,7 +29,11 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let d = verdict::ingress(&pkt, &mut tables, now);
     count(d.reason, pkt.len());
-    if d.pass { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if d.pass {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
 }
 
 /// TC egress: learn flows from outbound packets. Never drops; returns "next" (TC_ACT_UNSPEC /

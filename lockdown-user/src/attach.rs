@@ -24,7 +24,9 @@ use crate::{
 };
 
 /// XDP attach mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Native (driver) XDP.
@@ -120,7 +122,9 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader.load(crate::EBPF_OBJECT).context("loading the eBPF object")?;
+    let mut ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .context("loading the eBPF object")?;
 
     // The policy is in place before any packet sees the programs.
     let mut handles = Handles::open(dir)?;
@@ -142,8 +146,12 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
     let id = tc
         .attach(index, TcAttachType::Egress)
         .with_context(|| format!("attaching the TC egress program to {}", opts.iface))?;
-    let link: FdLink = tc.take_link(id)?.try_into().context("TC link is not a bpf_link")?;
-    link.pin(dir.link_egress()).context("pinning the egress link")?;
+    let link: FdLink = tc
+        .take_link(id)?
+        .try_into()
+        .context("TC link is not a bpf_link")?;
+    link.pin(dir.link_egress())
+        .context("pinning the egress link")?;
 
     let xdp: &mut Xdp = ebpf
         .program_mut(PROG_INGRESS)
@@ -153,8 +161,12 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
     let id = xdp
         .attach(index, opts.mode.xdp())
         .map_err(|e| xdp_attach_error(e, opts))?;
-    let link: FdLink = xdp.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
-    link.pin(dir.link_ingress()).context("pinning the ingress link")?;
+    let link: FdLink = xdp
+        .take_link(id)?
+        .try_into()
+        .context("XDP link is not a bpf_link")?;
+    link.pin(dir.link_ingress())
+        .context("pinning the ingress link")?;
 
     Ok(())
 }
@@ -193,7 +205,10 @@ fn detach_locked(dir: &PinDir) -> Result<()> {
             continue;
         }
         // Unpinning drops the last reference: the kernel detaches the program.
-        match PinnedLink::from_pin(&link).map_err(anyhow::Error::from).and_then(|l| Ok(l.unpin()?)) {
+        match PinnedLink::from_pin(&link)
+            .map_err(anyhow::Error::from)
+            .and_then(|l| Ok(l.unpin()?))
+        {
             Ok(fd_link) => drop(fd_link),
             Err(e) => errors.push(format!("{}: {e:#}", link.display())),
         }

@@ -33,12 +33,14 @@ pub struct Handles {
 
 fn open_pinned(dir: &PinDir, name: &str) -> Result<Map> {
     let path = dir.map(name);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
-    ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
 impl Handles {
@@ -68,7 +70,9 @@ impl Handles {
     }
 
     pub fn write_config(&mut self, config: &Config) -> Result<()> {
-        self.config.set(0, config, 0).context("writing the config map")
+        self.config
+            .set(0, config, 0)
+            .context("writing the config map")
     }
 
     /// The allowlist as the operator wrote it.
@@ -113,7 +117,9 @@ impl Handles {
         }
         for (i, (o, n)) in old_ports.iter().zip(new_ports).enumerate() {
             if o != n {
-                self.ports.set(i as u32, n, 0).context("writing the port table")?;
+                self.ports
+                    .set(i as u32, n, 0)
+                    .context("writing the port table")?;
             }
         }
         for k in old_cidrs.difference(new_cidrs) {
@@ -122,10 +128,14 @@ impl Handles {
                 .context("removing a source-CIDR entry")?;
         }
         for r in new.difference(old) {
-            self.rules.insert(r, &1, 0).context("adding to the rules map")?;
+            self.rules
+                .insert(r, &1, 0)
+                .context("adding to the rules map")?;
         }
         for r in old.difference(new) {
-            self.rules.remove(r).context("removing from the rules map")?;
+            self.rules
+                .remove(r)
+                .context("removing from the rules map")?;
         }
         Ok(())
     }
@@ -135,11 +145,16 @@ impl Handles {
         Counter::ALL
             .iter()
             .map(|&c| {
-                let per_cpu = self.counters.get(&(c as u32), 0).context("reading counters")?;
-                let sum = per_cpu.iter().fold(CounterValue::default(), |acc, v| CounterValue {
-                    packets: acc.packets + v.packets,
-                    bytes: acc.bytes + v.bytes,
-                });
+                let per_cpu = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .context("reading counters")?;
+                let sum = per_cpu
+                    .iter()
+                    .fold(CounterValue::default(), |acc, v| CounterValue {
+                        packets: acc.packets + v.packets,
+                        bytes: acc.bytes + v.bytes,
+                    });
                 Ok((c, sum))
             })
             .collect()
@@ -167,7 +182,10 @@ impl Handles {
 /// The port table and the source-CIDR trie entries that implement a rule set.
 pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
     if rules.len() > MAX_RULES as usize {
-        bail!("too many allow rules: {} (at most {MAX_RULES})", rules.len());
+        bail!(
+            "too many allow rules: {} (at most {MAX_RULES})",
+            rules.len()
+        );
     }
     let mut ports = vec![0u64; PORT_TABLE_ENTRIES as usize];
     let mut cidrs = BTreeSet::new();

@@ -45,7 +45,9 @@ impl PinDir {
         if !self.dir.exists() {
             return Ok(());
         }
-        for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+        for entry in
+            fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?
+        {
             let path = entry?.path();
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
@@ -94,7 +96,8 @@ pub fn lock(root: &Path) -> Result<Lock> {
     };
     // SAFETY: a valid open fd.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", root.display()));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", root.display()));
     }
     Ok(Lock(Some(file)))
 }
@@ -119,7 +122,10 @@ pub fn select(root: &Path, iface: Option<&str>) -> Result<PinDir> {
     if let Some(iface) = iface {
         let dir = PinDir::new(root, iface);
         if !dir.is_locked() {
-            bail!("{iface} is not locked down (no pins under {})", dir.dir.display());
+            bail!(
+                "{iface} is not locked down (no pins under {})",
+                dir.dir.display()
+            );
         }
         return Ok(dir);
     }
@@ -129,7 +135,10 @@ pub fn select(root: &Path, iface: Option<&str>) -> Result<PinDir> {
         1 => Ok(all.remove(0)),
         _ => bail!(
             "several interfaces are locked down ({}): pass --iface",
-            all.iter().map(|d| d.iface.as_str()).collect::<Vec<_>>().join(", ")
+            all.iter()
+                .map(|d| d.iface.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

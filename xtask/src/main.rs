@@ -1,1 +1,91 @@
-fn main(){}
+//! Developer tasks for lockdown, run as `cargo xtask <verb>` (an alias in `.cargo/config.toml`).
+//!
+//! One module per verb; `util` holds the small helpers they share.
+
+mod build;
+mod ci;
+mod demo;
+mod lint;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for lockdown"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine needs (runs scripts/setup.sh).
+    ///
+    /// Debian packages for the tests and the demo, the Rust toolchains 1.98.0 and
+    /// nightly-2026-07-01, bpf-linker 0.10.1, and bpffs at /sys/fs/bpf. Idempotent: installs
+    /// only what is missing. On a machine without Rust 1.98.0, run scripts/setup.sh directly.
+    Setup,
+    /// Build the lockdown binary.
+    ///
+    /// Runs `cargo build -p lockdown-user`; its build script compiles the eBPF programs with the
+    /// nightly toolchain and embeds them in target/{debug,release}/lockdown.
+    Build(build::Options),
+    /// Build lockdown, then run it as root with the arguments after `--`.
+    ///
+    /// Example: `cargo xtask run -- up --iface eth0`. When not root, re-runs it through
+    /// `sudo -E` if sudo exists, and fails otherwise.
+    Run(run::Options),
+    /// Run the full test suite (needs root).
+    ///
+    /// Mounts bpffs if needed, builds lockdown, runs the host unit tests
+    /// (`cargo test --workspace --exclude lockdown-ebpf --exclude lockdown-tests`), then the
+    /// kernel-state integration tests one at a time
+    /// (`cargo test -p lockdown-tests -- --test-threads=1`). Arguments after `--` go to the
+    /// integration test harness, e.g. a test name filter.
+    Test(test::Options),
+    /// Check formatting and run clippy with warnings denied.
+    ///
+    /// Runs `cargo fmt --all -- --check` and
+    /// `cargo clippy --workspace --exclude lockdown-ebpf --all-targets -- -D warnings`.
+    Lint,
+    /// Show lockdown at work in a throw-away two-namespace sandbox (needs root).
+    ///
+    /// Creates namespaces ld-demo-origin and ld-demo-peer joined by a veth pair (ldd0 <-> ldd1),
+    /// listens on tcp/22 and tcp/8080 in the origin, attaches lockdown to ldd0, shows from the
+    /// peer that tcp/22 connects and tcp/8080 times out, opens tcp/8080 live with
+    /// `lockdown allow add`, prints `lockdown status`, detaches, and deletes the namespaces
+    /// (also on failure).
+    Demo(demo::Options),
+    /// What CI runs after scripts/setup.sh: `lint`, then `test`.
+    Ci,
+}
+
+fn main() -> ExitCode {
+    let Cli { task } = Cli::parse();
+    let result = match task {
+        Task::Setup => setup::run(),
+        Task::Build(opts) => build::run(&opts),
+        Task::Run(opts) => run::run(opts),
+        Task::Test(opts) => test::run(&opts),
+        Task::Lint => lint::run(),
+        Task::Demo(opts) => demo::run(&opts),
+        Task::Ci => ci::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line, without anyhow's backtrace.
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -61,10 +61,13 @@ impl Allow {
 
 impl RuleArgs {
     fn change(self, add: bool) -> Result<()> {
-        let rule = AllowRule::parse(&self.spec, self.from.as_deref()).with_context(|| match &self.from {
-            Some(f) => format!("{} --from {f}", self.spec),
-            None => self.spec.clone(),
-        })?;
+        let rule =
+            AllowRule::parse(&self.spec, self.from.as_deref()).with_context(|| {
+                match &self.from {
+                    Some(f) => format!("{} --from {f}", self.spec),
+                    None => self.spec.clone(),
+                }
+            })?;
         let root = pins::root();
         let _lock = pins::lock(&root)?;
         let dir = pins::select(&root, self.iface.as_deref())?;

@@ -24,7 +24,11 @@ impl StatusArgs {
             return Ok(());
         }
         println!("interface  {}", s.interface);
-        println!("mode       {} ({})", s.mode, if s.monitor { "monitor" } else { "enforce" });
+        println!(
+            "mode       {} ({})",
+            s.mode,
+            if s.monitor { "monitor" } else { "enforce" }
+        );
         println!("allow      {}", s.allow.join(", "));
         println!("flows      {} / {}", s.flows, s.max_flows);
         println!("{:<28} {:>14} {:>16}", "counter", "packets", "bytes");

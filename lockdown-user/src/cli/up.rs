@@ -97,7 +97,11 @@ impl Up {
             "lockdown: {} locked down ({} XDP), allowing {}",
             opts.iface,
             opts.mode.name(),
-            opts.rules.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            opts.rules
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         Ok(())
     }
