@@ -7,6 +7,7 @@ use std::{collections::BTreeSet, ffi::CString, fs};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     EbpfLoader,
+    maps::MapInfo,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,6 +22,7 @@ use lockdown_common::{
 use crate::{
     handles::{Handles, compile},
     pins::{PinDir, ensure_root, lock},
+    sockets,
 };
 
 /// XDP attach mode.
@@ -59,6 +61,19 @@ pub struct UpOptions {
     pub mode: Mode,
     pub max_flows: u32,
     pub config: Config,
+    /// Whether the operator set the allowlist, the config and the table size, or they are
+    /// defaults. `--replace` keeps what is pinned unless it was set.
+    pub given: Given,
+    /// Apply even if the lockout guard objects.
+    pub force: bool,
+}
+
+/// Which parts of [`UpOptions`] the operator set explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Given {
+    pub rules: bool,
+    pub config: bool,
+    pub max_flows: bool,
 }
 
 /// The interface index, or a clear error naming the interface.
@@ -93,7 +108,23 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<u32> {
         bail!("--max-flows must be at least 1");
     }
     compile(&opts.rules)?;
+    guard_lockout(&opts.rules, opts.force)?;
     Ok(index)
+}
+
+/// The lockout guard (see [`sockets::check_lockout`]), unless forced.
+fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    sockets::check_lockout(rules, &sockets::ssh_sessions(&sockets::all()?))
+}
+
+/// Seeds the flow table from the origin's open sockets, so they survive the attach.
+fn seed(handles: &mut Handles) -> Result<()> {
+    let n = sockets::seed(handles, &sockets::all()?, crate::boot_time_ns())?;
+    log::info!("seeded {n} flows from existing sockets");
+    Ok(())
 }
 
 /// Locks an interface down: attaches both programs and pins maps and links under `dir`.
@@ -136,6 +167,7 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
     };
     handles.write_config(&config)?;
     handles.set_rules(&opts.rules)?;
+    seed(&mut handles)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
     let tc: &mut SchedClassifier = ebpf
@@ -168,6 +200,88 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
     link.pin(dir.link_ingress())
         .context("pinning the ingress link")?;
 
+    Ok(())
+}
+
+/// Atomic upgrade: swaps the programs of this binary into the pinned links (`bpf_link_update`),
+/// keeping every map: flows, counters, and — unless given — the allowlist and config. There is no
+/// moment without a filter: the old program runs until the kernel swaps in the new one.
+pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<()> {
+    let root = dir.dir.parent().context("pin directory has no parent")?;
+    let _lock = lock(root)?;
+    if !dir.is_locked() {
+        bail!(
+            "{} is not locked down, so there is nothing to replace; run `lockdown up --iface {}`",
+            opts.iface,
+            opts.iface
+        );
+    }
+    let pinned_max = MapInfo::from_pin(dir.map(FLOWS))
+        .context("reading the pinned flow table")?
+        .max_entries();
+    if opts.given.max_flows && opts.max_flows != pinned_max {
+        bail!(
+            "--max-flows {} differs from the pinned flow table's {pinned_max}; a replace keeps the table (run `lockdown down` and `up` to resize)",
+            opts.max_flows
+        );
+    }
+    if opts.given.rules {
+        compile(&opts.rules)?;
+        guard_lockout(&opts.rules, opts.force)?;
+    }
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(FLOWS, pinned_max);
+    let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .context("loading the eBPF object over the pinned maps")?;
+    let mut handles = Handles::open(dir)?;
+    if opts.given.config {
+        let old = handles.read_config()?;
+        handles.write_config(&Config {
+            ifindex: old.ifindex,
+            attach_mode: old.attach_mode,
+            ..opts.config
+        })?;
+    }
+    if opts.given.rules {
+        handles.set_rules(&opts.rules)?;
+    }
+    seed(&mut handles)?;
+
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(PROG_EGRESS)
+        .context("egress program missing")?
+        .try_into()?;
+    tc.load().context("loading the TC egress program")?;
+    let link =
+        FdLink::from(PinnedLink::from_pin(dir.link_egress()).context("opening the egress link")?);
+    let id = tc
+        .attach_to_link(
+            link.try_into()
+                .context("the egress link is not a TC link")?,
+        )
+        .context("swapping the egress program")?;
+    // The pin keeps the link; this process's handle can go.
+    drop(tc.take_link(id)?);
+
+    let xdp: &mut Xdp = ebpf
+        .program_mut(PROG_INGRESS)
+        .context("ingress program missing")?
+        .try_into()?;
+    xdp.load().context("loading the XDP program")?;
+    let link =
+        FdLink::from(PinnedLink::from_pin(dir.link_ingress()).context("opening the ingress link")?);
+    let id = xdp
+        .attach_to_link(
+            link.try_into()
+                .context("the ingress link is not an XDP link")?,
+        )
+        .context("swapping the XDP program")?;
+    drop(xdp.take_link(id)?);
     Ok(())
 }
 

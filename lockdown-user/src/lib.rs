@@ -5,6 +5,7 @@ pub mod caps;
 pub mod handles;
 pub mod pins;
 pub mod report;
+pub mod sockets;
 
 /// The eBPF object (XDP ingress + TC egress), built by `build.rs` with aya-build.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockdown"));

@@ -6,8 +6,9 @@ use super::up::UpArgs;
 
 /// Lock an interface down in the foreground; detach on SIGINT or SIGTERM.
 ///
-/// Same options as `up`. Maps and links are pinned as with `up`, so if this process dies the
-/// filter keeps enforcing until `lockdown down`.
+/// Same options as `up`. Maps and links are pinned as with `up`, so if this process dies (even by
+/// SIGKILL) the filter keeps enforcing until `lockdown down`; a new `run` adopts the pins, keeping
+/// the flow table and the allowlist.
 ///
 /// Example: lockdown run --iface eth0 --allow tcp/22
 #[derive(Debug, Args)]
@@ -20,8 +21,17 @@ impl Run {
     pub fn run(self) -> Result<()> {
         let opts = self.args.options()?;
         let dir = self.args.dir();
-        attach::up(&dir, &opts)?;
-        println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
+        if dir.is_locked() {
+            // A previous `up` or `run` left pins: adopt them (flows and allowlist survive).
+            attach::replace(&dir, &opts)?;
+            println!(
+                "lockdown: {} adopted from pins; Ctrl-C to release",
+                opts.iface
+            );
+        } else {
+            attach::up(&dir, &opts)?;
+            println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -8,7 +8,7 @@ use lockdown_common::{
     rules::AllowRule,
 };
 use lockdown_user::{
-    attach::{self, Mode, UpOptions},
+    attach::{self, Given, Mode, UpOptions},
     pins::{self, PinDir},
 };
 
@@ -25,8 +25,8 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value = "native")]
     pub mode: Mode,
     /// Flow-table capacity (entries). Each costs about 200 bytes of kernel memory.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS)]
-    pub max_flows: u32,
+    #[arg(long, value_name = "N")]
+    pub max_flows: Option<u32>,
     /// Count what would be dropped, but pass everything.
     #[arg(long)]
     pub monitor: bool,
@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// tcp_established, tcp_closing, tcp_closed, udp_unreplied, udp_replied, icmp, fragment.
     #[arg(long = "timeout", value_name = "NAME=SECS")]
     pub timeouts: Vec<String>,
+    /// Apply even if the policy would refuse new connections from the SSH session this runs in.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl UpArgs {
@@ -67,8 +70,14 @@ impl UpArgs {
             iface: self.iface.clone(),
             rules,
             mode: self.mode,
-            max_flows: self.max_flows,
+            max_flows: self.max_flows.unwrap_or(DEFAULT_MAX_FLOWS),
             config,
+            given: Given {
+                rules: !self.allow.is_empty(),
+                config: self.monitor || self.no_dhcp || !self.timeouts.is_empty(),
+                max_flows: self.max_flows.is_some(),
+            },
+            force: self.force,
         })
     }
 
@@ -87,11 +96,20 @@ impl UpArgs {
 pub struct Up {
     #[command(flatten)]
     pub args: UpArgs,
+    /// Upgrade in place: swap this binary's programs into the pinned links atomically, keeping
+    /// flows, counters and (unless --allow or config options are given) the allowlist and config.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 impl Up {
     pub fn run(self) -> Result<()> {
         let opts = self.args.options()?;
+        if self.replace {
+            attach::replace(&self.args.dir(), &opts)?;
+            println!("lockdown: {} programs replaced; maps kept", opts.iface);
+            return Ok(());
+        }
         attach::up(&self.args.dir(), &opts)?;
         println!(
             "lockdown: {} locked down ({} XDP), allowing {}",

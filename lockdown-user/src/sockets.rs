@@ -1,0 +1,336 @@
+//! The origin's existing sockets, read from `/proc/net/{tcp,tcp6,udp,udp6}` of the current network
+//! namespace: seeded into the flow table at attach so open connections survive it, and used by the
+//! lockout guard to find the SSH sessions `up` must not cut.
+
+use std::{collections::BTreeSet, fs, net::IpAddr};
+
+use anyhow::{Context as _, Result};
+use lockdown_common::{
+    flow::{
+        FAMILY_V4, FAMILY_V6, FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP,
+    },
+    rules::AllowRule,
+};
+
+use crate::handles::Handles;
+
+/// One socket from `/proc/net/*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub proto: u8,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    /// The kernel's TCP state number (`01` established, `0A` listen, …; UDP uses `01` for
+    /// connected sockets).
+    pub state: u8,
+    pub inode: u64,
+}
+
+/// Parses an address as `/proc/net` prints it: 32-bit words in host byte order, in hex.
+fn parse_addr(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    match hex.len() {
+        8 => Some(IpAddr::from(word(0)?)),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let v6 = std::net::Ipv6Addr::from(b);
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        _ => None,
+    }
+}
+
+fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
+    let (addr, port) = s.split_once(':')?;
+    Some((parse_addr(addr)?, u16::from_str_radix(port, 16).ok()?))
+}
+
+/// Parses the text of one `/proc/net/{tcp,tcp6,udp,udp6}` file.
+pub fn parse_proc_net(text: &str, proto: u8) -> Vec<Socket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, local_port) = parse_endpoint(f.get(1)?)?;
+            let (remote, remote_port) = parse_endpoint(f.get(2)?)?;
+            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+            let inode = f.get(9)?.parse().ok()?;
+            Some(Socket {
+                proto,
+                local,
+                local_port,
+                remote,
+                remote_port,
+                state,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// Every TCP and UDP socket in this network namespace.
+pub fn all() -> Result<Vec<Socket>> {
+    let mut out = Vec::new();
+    for (file, proto) in [
+        ("tcp", PROTO_TCP),
+        ("tcp6", PROTO_TCP),
+        ("udp", PROTO_UDP),
+        ("udp6", PROTO_UDP),
+    ] {
+        let path = format!("/proc/net/{file}");
+        match fs::read_to_string(&path) {
+            Ok(text) => out.extend(parse_proc_net(&text, proto)),
+            // No IPv6 in this kernel or namespace: nothing to seed from it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+        }
+    }
+    Ok(out)
+}
+
+const TCP_ESTABLISHED: u8 = 0x01;
+const TCP_LISTEN: u8 = 0x0a;
+
+/// The flow-table entry for a socket, if it is a connection worth keeping: established or closing
+/// TCP, connected UDP, not on loopback.
+pub fn seed_entry(s: &Socket, now: u64) -> Option<(FlowKey, FlowValue)> {
+    if s.local.is_loopback() || s.remote.is_loopback() || s.remote.is_unspecified() {
+        return None;
+    }
+    let state = match (s.proto, s.state) {
+        (PROTO_TCP, TCP_ESTABLISHED) => FlowState::TcpEstablished,
+        // FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
+        (PROTO_TCP, 0x04 | 0x05 | 0x08 | 0x09 | 0x0b) => FlowState::TcpClosing,
+        (PROTO_UDP, TCP_ESTABLISHED) => FlowState::UdpReplied,
+        _ => return None,
+    };
+    let (family, local, remote) = match (s.local, s.remote) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => {
+            let (mut lb, mut rb) = ([0u8; 16], [0u8; 16]);
+            lb[..4].copy_from_slice(&l.octets());
+            rb[..4].copy_from_slice(&r.octets());
+            (FAMILY_V4, lb, rb)
+        }
+        (IpAddr::V6(l), IpAddr::V6(r)) => (FAMILY_V6, l.octets(), r.octets()),
+        _ => return None,
+    };
+    let key = FlowKey {
+        local,
+        remote,
+        local_port: s.local_port,
+        remote_port: s.remote_port,
+        proto: s.proto,
+        family,
+        _pad: [0; 2],
+    };
+    let mut value = FlowValue::new(state, now, 0);
+    value.flags = FLOW_FLAG_SEEDED;
+    Some((key, value))
+}
+
+/// Seeds the flow table from the existing sockets; entries already present are left alone.
+/// Returns how many were added.
+pub fn seed(handles: &mut Handles, sockets: &[Socket], now: u64) -> Result<usize> {
+    const BPF_NOEXIST: u64 = 1;
+    let mut added = 0;
+    for (key, value) in sockets.iter().filter_map(|s| seed_entry(s, now)) {
+        match handles.flows.insert(&key, &value, BPF_NOEXIST) {
+            Ok(()) => added += 1,
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e).context("seeding the flow table"),
+        }
+    }
+    Ok(added)
+}
+
+/// An SSH session this host serves: (client address, local port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SshSession {
+    pub client: IpAddr,
+    pub port: u16,
+}
+
+/// Parses `$SSH_CONNECTION` ("client_ip client_port server_ip server_port").
+pub fn ssh_connection(var: &str) -> Option<SshSession> {
+    let f: Vec<&str> = var.split_whitespace().collect();
+    Some(SshSession {
+        client: f.first()?.parse().ok()?,
+        port: f.get(3)?.parse().ok()?,
+    })
+}
+
+/// Socket inodes held open by processes called `sshd` (or `sshd-session`).
+fn sshd_inodes() -> BTreeSet<u64> {
+    let mut inodes = BTreeSet::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return inodes;
+    };
+    for p in procs.filter_map(|e| e.ok()) {
+        let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with("sshd") {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(|e| e.ok()) {
+            if let Ok(target) = fs::read_link(fd.path())
+                && let Some(n) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                && let Ok(n) = n.parse()
+            {
+                inodes.insert(n);
+            }
+        }
+    }
+    inodes
+}
+
+/// The SSH sessions to protect: `$SSH_CONNECTION`, plus established TCP sockets on a port where
+/// an sshd process listens.
+pub fn ssh_sessions(sockets: &[Socket]) -> Vec<SshSession> {
+    let mut out: BTreeSet<SshSession> = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|v| ssh_connection(&v))
+        .into_iter()
+        .collect();
+    let inodes = sshd_inodes();
+    let ports: BTreeSet<u16> = sockets
+        .iter()
+        .filter(|s| s.proto == PROTO_TCP && s.state == TCP_LISTEN && inodes.contains(&s.inode))
+        .map(|s| s.local_port)
+        .collect();
+    out.extend(
+        sockets
+            .iter()
+            .filter(|s| {
+                s.proto == PROTO_TCP
+                    && s.state == TCP_ESTABLISHED
+                    && ports.contains(&s.local_port)
+                    && !s.remote.is_loopback()
+            })
+            .map(|s| SshSession {
+                client: s.remote,
+                port: s.local_port,
+            }),
+    );
+    out.into_iter().collect()
+}
+
+/// Whether `rules` let `client` open a new TCP connection to `port`.
+pub fn admits(rules: &BTreeSet<AllowRule>, client: IpAddr, port: u16) -> bool {
+    rules.iter().any(|r| {
+        r.proto == PROTO_TCP
+            && (r.port_lo..=r.port_hi).contains(&port)
+            && match r.source() {
+                None => true,
+                Some((net, len)) => in_cidr(client, net, len),
+            }
+    })
+}
+
+fn in_cidr(addr: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The lockout guard: fails, naming the port, if `rules` would refuse a new connection from one of
+/// the SSH sessions this host serves.
+pub fn check_lockout(rules: &BTreeSet<AllowRule>, sessions: &[SshSession]) -> Result<()> {
+    for s in sessions {
+        if !admits(rules, s.client, s.port) {
+            anyhow::bail!(
+                "this policy would lock out the SSH session from {} to port {}: it does not allow tcp/{} from that address. Add `--allow tcp/{}` or pass --force",
+                s.client,
+                s.port,
+                s.port,
+                s.port
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
+   1: 0100E70A:0016 0200E70A:C350 01 00000000:00000000 02:000A7B2C 00000000     0        0 1002 4 0000000000000000 20 4 29 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000FDFD000000000000000001000000:0016 0000FDFD000000000000000002000000:D431 01 00000000:00000000 02:00000A1D 00000000     0        0 2001 1 0000000000000000 20 4 30 10 -1
+   1: 0000000000000000FFFF00000100E70A:1F90 0000000000000000FFFF00000200E70A:8000 01 00000000:00000000 00:00000000 00000000     0        0 2002 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn parses_proc_net() {
+        let s = parse_proc_net(TCP, PROTO_TCP);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].local, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((s[0].local_port, s[0].state, s[0].inode), (53, 0x0a, 1001));
+        assert_eq!(s[1].local, "10.231.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(s[1].remote, "10.231.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!((s[1].local_port, s[1].remote_port), (22, 50000));
+        let s6 = parse_proc_net(TCP6, PROTO_TCP);
+        assert_eq!(s6[0].local, "fdfd::1".parse::<IpAddr>().unwrap());
+        assert_eq!(s6[0].remote, "fdfd::2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            s6[1].local,
+            "10.231.0.1".parse::<IpAddr>().unwrap(),
+            "v4-mapped"
+        );
+    }
+
+    #[test]
+    fn seeds_only_real_connections() {
+        let s = parse_proc_net(TCP, PROTO_TCP);
+        assert!(seed_entry(&s[0], 5).is_none(), "listener on loopback");
+        let (k, v) = seed_entry(&s[1], 5).unwrap();
+        assert_eq!(
+            (k.local_port, k.remote_port, k.family),
+            (22, 50000, FAMILY_V4)
+        );
+        assert_eq!(&k.local[..4], &[10, 231, 0, 1]);
+        assert_eq!(v.state(), Some(FlowState::TcpEstablished));
+        assert_eq!(v.flags, FLOW_FLAG_SEEDED);
+    }
+
+    #[test]
+    fn lockout_guard_names_the_port() {
+        let rules: BTreeSet<_> = [AllowRule::parse("tcp/22", None).unwrap()].into();
+        let s = ssh_connection("10.0.0.9 51234 10.0.0.1 2222").unwrap();
+        assert_eq!(s.port, 2222);
+        let err = check_lockout(&rules, &[s]).unwrap_err().to_string();
+        assert!(err.contains("port 2222"), "{err}");
+        assert!(check_lockout(&rules, &[SshSession { port: 22, ..s }]).is_ok());
+        let cidr: BTreeSet<_> =
+            [AllowRule::parse("tcp/2000-3000", Some("10.0.0.0/24")).unwrap()].into();
+        assert!(check_lockout(&cidr, &[s]).is_ok());
+        let other: BTreeSet<_> =
+            [AllowRule::parse("tcp/2222", Some("10.0.1.0/24")).unwrap()].into();
+        assert!(check_lockout(&other, &[s]).is_err());
+        assert!(!admits(&rules, "fd00::1".parse().unwrap(), 23));
+    }
+}
