@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod caps;
+pub mod confirm;
 pub mod handles;
 pub mod pins;
 pub mod report;

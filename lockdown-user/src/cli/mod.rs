@@ -1,6 +1,7 @@
 //! The command line: one module per verb.
 
 mod allow;
+mod confirm;
 mod down;
 mod run;
 mod status;
@@ -30,6 +31,9 @@ enum Command {
     #[command(subcommand)]
     Allow(allow::Allow),
     Status(status::StatusArgs),
+    Confirm(confirm::Confirm),
+    #[command(hide = true)]
+    Watchdog(confirm::Watchdog),
 }
 
 impl Cli {
@@ -41,6 +45,8 @@ impl Cli {
             Command::Run(a) => a.run(),
             Command::Allow(a) => a.run(),
             Command::Status(a) => a.run(),
+            Command::Confirm(a) => a.run(),
+            Command::Watchdog(a) => a.run(),
         }
     }
 }

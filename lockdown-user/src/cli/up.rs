@@ -9,6 +9,7 @@ use lockdown_common::{
 };
 use lockdown_user::{
     attach::{self, Given, Mode, UpOptions},
+    confirm,
     pins::{self, PinDir},
 };
 
@@ -100,11 +101,18 @@ pub struct Up {
     /// flows, counters and (unless --allow or config options are given) the allowlist and config.
     #[arg(long)]
     pub replace: bool,
+    /// Apply, then restore exactly the previous state (not locked down, or the previous policy)
+    /// unless `lockdown confirm` runs within SECONDS — like iptables-apply.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "replace")]
+    pub confirm: Option<u64>,
 }
 
 impl Up {
     pub fn run(self) -> Result<()> {
         let opts = self.args.options()?;
+        if let Some(secs) = self.confirm {
+            return apply_with_confirm(&self.args.dir(), opts, secs);
+        }
         if self.replace {
             attach::replace(&self.args.dir(), &opts)?;
             println!("lockdown: {} programs replaced; maps kept", opts.iface);
@@ -123,4 +131,52 @@ impl Up {
         );
         Ok(())
     }
+}
+
+/// `up --confirm`: apply, record how to undo it, and leave a watchdog that undoes it unless
+/// confirmed in time.
+fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+
+    if secs == 0 {
+        anyhow::bail!("--confirm needs a window of at least 1 second");
+    }
+    let previous = confirm::snapshot(dir)?;
+    if previous.is_some() {
+        // A new policy over the current one: apply all of it, keeping the maps.
+        opts.given.rules = true;
+        opts.given.config = true;
+        attach::replace(dir, &opts)?;
+    } else {
+        attach::up(dir, &opts)?;
+    }
+    let token = u64::from(std::process::id()) << 32 ^ lockdown_user::boot_time_ns();
+    let path = confirm::pending_path(&confirm::run_dir(), &opts.iface);
+    let spawned =
+        confirm::write_pending(&path, &confirm::Pending { token, previous }).and_then(|()| {
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(["watchdog", "--iface", &opts.iface])
+                .args(["--after", &secs.to_string(), "--token", &token.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            // SAFETY: setsid is async-signal-safe; the watchdog outlives this process and its session.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            cmd.spawn().context("starting the rollback watchdog")?;
+            Ok(())
+        });
+    if let Err(e) = spawned {
+        confirm::roll_back_if_pending(&path, dir, token)?;
+        return Err(e.context("rolled back: the change could not be made confirmable"));
+    }
+    println!(
+        "lockdown: {} applied; run `lockdown confirm --iface {}` within {secs} s or it is rolled back",
+        opts.iface, opts.iface
+    );
+    Ok(())
 }

@@ -1,0 +1,152 @@
+//! Confirm-or-roll-back (`up --confirm SECONDS`, like `iptables-apply` or Junos `commit
+//! confirmed`): before applying, the previous state is saved in a pending file; a detached
+//! watchdog restores it after the window unless `lockdown confirm` removed the file first.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use lockdown_common::{config::Config, rules::AllowRule};
+use serde::{Deserialize, Serialize};
+
+use crate::{attach, handles::Handles, pins::PinDir};
+
+/// What to restore if the change is not confirmed.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    /// Ties the watchdog to this change: a newer `--confirm` replaces the file and its token.
+    pub token: u64,
+    /// `None`: the interface was not locked down before.
+    pub previous: Option<Previous>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Previous {
+    pub rules: Vec<String>,
+    pub config: Vec<u8>,
+}
+
+/// Where pending changes are recorded: `/run/lockdown`, or `$LOCKDOWN_RUN_DIR`.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("LOCKDOWN_RUN_DIR")
+        .map_or_else(|| PathBuf::from("/run/lockdown"), PathBuf::from)
+}
+
+pub fn pending_path(run_dir: &Path, iface: &str) -> PathBuf {
+    run_dir.join(format!("{iface}.pending"))
+}
+
+/// Captures the state `up --confirm` would change.
+pub fn snapshot(dir: &PinDir) -> Result<Option<Previous>> {
+    if !dir.is_locked() {
+        return Ok(None);
+    }
+    let h = Handles::open(dir)?;
+    let rules = h.rules()?.iter().map(rule_spec).collect();
+    let config = bytemuck::bytes_of(&h.read_config()?).to_vec();
+    Ok(Some(Previous { rules, config }))
+}
+
+/// A rule as `SPEC[ FROM]`, parseable by [`parse_rule`].
+fn rule_spec(r: &AllowRule) -> String {
+    let mut spec = format!("{}/{}", r.proto_name(), r.port_lo);
+    if r.port_hi != r.port_lo {
+        spec.push_str(&format!("-{}", r.port_hi));
+    }
+    if let Some((a, l)) = r.source() {
+        spec.push_str(&format!(" {a}/{l}"));
+    }
+    spec
+}
+
+fn parse_rule(s: &str) -> Result<AllowRule> {
+    let (spec, from) = match s.split_once(' ') {
+        Some((spec, from)) => (spec, Some(from)),
+        None => (s, None),
+    };
+    AllowRule::parse(spec, from).with_context(|| format!("saved rule {s:?}"))
+}
+
+pub fn write_pending(path: &Path, pending: &Pending) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(path, serde_json::to_vec(pending)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn read_pending(path: &Path) -> Result<Option<Pending>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `lockdown confirm`: keeps the change.
+pub fn confirm(path: &Path, iface: &str) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "no change awaits confirmation on {iface} (it was confirmed, or already rolled back)"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// The watchdog's work once the window has passed: restore the previous state if the change with
+/// `token` is still pending. Returns whether it rolled back.
+pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<bool> {
+    let Some(pending) = read_pending(path)? else {
+        return Ok(false);
+    };
+    if pending.token != token {
+        return Ok(false);
+    }
+    match pending.previous {
+        None => attach::detach(dir)?,
+        Some(prev) => {
+            let rules = prev
+                .rules
+                .iter()
+                .map(|s| parse_rule(s))
+                .collect::<Result<BTreeSet<_>>>()?;
+            let config: Config = bytemuck::pod_read_unaligned(
+                prev.config
+                    .get(..size_of::<Config>())
+                    .context("saved config is truncated")?,
+            );
+            let root = dir.dir.parent().context("pin directory has no parent")?;
+            let _lock = crate::pins::lock(root)?;
+            let mut h = Handles::open(dir)?;
+            h.set_rules(&rules)?;
+            h.write_config(&config)?;
+        }
+    }
+    fs::remove_file(path).ok();
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_round_trip_through_the_pending_file() {
+        for (spec, from) in [
+            ("tcp/22", None),
+            ("udp/5000-5100", Some("10.1.0.0/16")),
+            ("tcp/1", Some("fd00::/8")),
+        ] {
+            let r = AllowRule::parse(spec, from).unwrap();
+            assert_eq!(parse_rule(&rule_spec(&r)).unwrap(), r);
+        }
+    }
+}
