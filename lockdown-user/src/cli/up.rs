@@ -25,7 +25,7 @@ pub struct UpArgs {
     /// XDP mode. `native` runs in the driver; `skb` (generic XDP) works on any interface.
     #[arg(long, value_enum, default_value = "native")]
     pub mode: Mode,
-    /// Flow-table capacity (entries). Each costs about 200 bytes of kernel memory.
+    /// Flow-table capacity (entries). Each costs about 128 bytes of kernel memory (8 MiB at the default).
     #[arg(long, value_name = "N")]
     pub max_flows: Option<u32>,
     /// Count what would be dropped, but pass everything.
