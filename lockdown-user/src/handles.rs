@@ -168,7 +168,7 @@ impl Handles {
             let (k, v) = match entry {
                 Ok(kv) => kv,
                 // An entry can vanish between two reads of a live table.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(e).context("reading the flow table"),
             };
             if v.is_live(now, &timeouts) {
@@ -176,6 +176,15 @@ impl Handles {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether a map error means "no such key" (the entry vanished or never existed).
+pub fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -27,9 +27,14 @@ pub struct Status {
     pub counters: BTreeMap<&'static str, u64>,
     /// Bytes per counter name.
     pub bytes: BTreeMap<&'static str, u64>,
+    /// Packets per second per counter name, over `rate_interval_secs` (absent when 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates_pps: Option<BTreeMap<&'static str, f64>>,
+    pub rate_interval_secs: f64,
 }
 
-pub fn status(dir: &PinDir) -> Result<Status> {
+/// The status of one interface; counter rates are measured over `interval` (none if zero).
+pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
     let handles = Handles::open(dir)?;
     let max_flows = MapInfo::from_pin(dir.map(FLOWS))
         .context("reading the flow table's info")?
@@ -39,7 +44,25 @@ pub fn status(dir: &PinDir) -> Result<Status> {
     let allow = handles.rules()?.iter().map(ToString::to_string).collect();
     let mut counters = BTreeMap::new();
     let mut bytes = BTreeMap::new();
-    for (c, v) in handles.counters()? {
+    let first = handles.counters()?;
+    let rates_pps = if interval.is_zero() {
+        None
+    } else {
+        let start = std::time::Instant::now();
+        std::thread::sleep(interval);
+        let second = handles.counters()?;
+        let secs = start.elapsed().as_secs_f64();
+        Some(
+            first
+                .iter()
+                .zip(&second)
+                .map(|((c, a), (_, b))| {
+                    (c.name(), b.packets.saturating_sub(a.packets) as f64 / secs)
+                })
+                .collect(),
+        )
+    };
+    for (c, v) in first {
         counters.insert(c.name(), v.packets);
         bytes.insert(c.name(), v.bytes);
     }
@@ -63,5 +86,7 @@ pub fn status(dir: &PinDir) -> Result<Status> {
         allow,
         counters,
         bytes,
+        rates_pps,
+        rate_interval_secs: interval.as_secs_f64(),
     })
 }

@@ -3,6 +3,7 @@
 mod allow;
 mod confirm;
 mod down;
+mod flows;
 mod run;
 mod status;
 mod up;
@@ -32,6 +33,7 @@ enum Command {
     Allow(allow::Allow),
     Status(status::StatusArgs),
     Confirm(confirm::Confirm),
+    Flows(flows::Flows),
     #[command(hide = true)]
     Watchdog(confirm::Watchdog),
 }
@@ -46,6 +48,7 @@ impl Cli {
             Command::Allow(a) => a.run(),
             Command::Status(a) => a.run(),
             Command::Confirm(a) => a.run(),
+            Command::Flows(a) => a.run(),
             Command::Watchdog(a) => a.run(),
         }
     }

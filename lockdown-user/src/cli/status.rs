@@ -13,12 +13,18 @@ pub struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Measure counter rates (packets/s) over this many seconds; 0 skips them.
+    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
+    interval: f64,
 }
 
 impl StatusArgs {
     pub fn run(self) -> Result<()> {
         let dir = pins::select(&pins::root(), self.iface.as_deref())?;
-        let s = report::status(&dir)?;
+        if !(0.0..=60.0).contains(&self.interval) {
+            anyhow::bail!("--interval must be between 0 and 60 seconds");
+        }
+        let s = report::status(&dir, std::time::Duration::from_secs_f64(self.interval))?;
         if self.json {
             println!("{}", serde_json::to_string(&s)?);
             return Ok(());
@@ -30,10 +36,19 @@ impl StatusArgs {
             if s.monitor { "monitor" } else { "enforce" }
         );
         println!("allow      {}", s.allow.join(", "));
-        println!("flows      {} / {}", s.flows, s.max_flows);
-        println!("{:<28} {:>14} {:>16}", "counter", "packets", "bytes");
+        println!(
+            "flows      {} / {} ({:.1}% full)",
+            s.flows,
+            s.max_flows,
+            100.0 * s.flows as f64 / f64::from(s.max_flows.max(1))
+        );
+        println!(
+            "{:<28} {:>14} {:>16} {:>12}",
+            "counter", "packets", "bytes", "pps"
+        );
         for (name, packets) in &s.counters {
-            println!("{name:<28} {packets:>14} {:>16}", s.bytes[name]);
+            let pps = s.rates_pps.as_ref().map_or(0.0, |r| r[name]);
+            println!("{name:<28} {packets:>14} {:>16} {pps:>12.1}", s.bytes[name]);
         }
         Ok(())
     }

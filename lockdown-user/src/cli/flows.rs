@@ -1,0 +1,215 @@
+use std::{
+    io::{BufRead as _, IsTerminal as _, Write as _},
+    net::IpAddr,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use lockdown_common::flow::{
+    FAMILY_V4, FlowKey, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+use lockdown_user::{
+    handles::{self, Handles},
+    pins,
+};
+use serde::Serialize;
+
+/// List the flow table (like `conntrack -L`): tuple, state, age and idle time of each live entry.
+///
+/// Reads the pinned flow table; changes nothing.
+///
+/// Examples: lockdown flows --proto tcp --port 443
+///           lockdown flows flush --yes
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Flows {
+    #[command(subcommand)]
+    command: Option<FlowsCommand>,
+    #[command(flatten)]
+    list: ListArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowsCommand {
+    /// Empty the flow table. Open connections then pass only if their port is allowed, until their
+    /// next outbound packet tracks them again. Asks first unless --yes.
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// The interface; optional when exactly one is locked down.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Print JSON (an array of flows).
+    #[arg(long)]
+    json: bool,
+    /// Only this protocol: tcp, udp, icmp or icmpv6.
+    #[arg(long, value_name = "P")]
+    proto: Option<String>,
+    /// Only flows with this local or remote port.
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Only flows with this local or remote address.
+    #[arg(long, value_name = "A")]
+    addr: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+struct FlushArgs {
+    /// The interface; optional when exactly one is locked down.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct FlowJson {
+    proto: &'static str,
+    local: String,
+    local_port: u16,
+    remote: String,
+    remote_port: u16,
+    state: &'static str,
+    age_secs: f64,
+    idle_secs: f64,
+    seeded: bool,
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        PROTO_ICMPV6 => "icmpv6",
+        _ => "?",
+    }
+}
+
+fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+fn to_json(k: &FlowKey, v: &FlowValue, now: u64) -> FlowJson {
+    FlowJson {
+        proto: proto_name(k.proto),
+        local: addr(k.family, &k.local).to_string(),
+        local_port: k.local_port,
+        remote: addr(k.family, &k.remote).to_string(),
+        remote_port: k.remote_port,
+        state: v.state().map_or("?", |s| s.name()),
+        age_secs: now.saturating_sub(v.created_ns) as f64 / 1e9,
+        idle_secs: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
+        seeded: v.flags & lockdown_common::flow::FLOW_FLAG_SEEDED != 0,
+    }
+}
+
+impl Flows {
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Some(FlowsCommand::Flush(f)) => f.run(),
+            None => self.list.run(),
+        }
+    }
+}
+
+impl ListArgs {
+    fn run(self) -> Result<()> {
+        let proto = match self.proto.as_deref() {
+            None => None,
+            Some("tcp") => Some(PROTO_TCP),
+            Some("udp") => Some(PROTO_UDP),
+            Some("icmp") => Some(PROTO_ICMP),
+            Some("icmpv6") => Some(PROTO_ICMPV6),
+            Some(p) => bail!("unknown protocol {p:?}: expected tcp, udp, icmp or icmpv6"),
+        };
+        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let now = lockdown_user::boot_time_ns();
+        let mut flows: Vec<FlowJson> = Handles::open(&dir)?
+            .live_flows(now)?
+            .iter()
+            .filter(|(k, _)| proto.is_none_or(|p| k.proto == p))
+            .filter(|(k, _)| {
+                self.port
+                    .is_none_or(|p| k.local_port == p || k.remote_port == p)
+            })
+            .filter(|(k, _)| {
+                self.addr
+                    .is_none_or(|a| addr(k.family, &k.local) == a || addr(k.family, &k.remote) == a)
+            })
+            .map(|(k, v)| to_json(k, v, now))
+            .collect();
+        flows.sort_by(|a, b| a.age_secs.total_cmp(&b.age_secs).reverse());
+        if self.json {
+            println!("{}", serde_json::to_string(&flows)?);
+            return Ok(());
+        }
+        println!(
+            "{:<7} {:<41} {:<41} {:<12} {:>10} {:>10}",
+            "proto", "local", "remote", "state", "age", "idle"
+        );
+        for f in &flows {
+            println!(
+                "{:<7} {:<41} {:<41} {:<12} {:>9.1}s {:>9.1}s{}",
+                f.proto,
+                endpoint(&f.local, f.local_port),
+                endpoint(&f.remote, f.remote_port),
+                f.state,
+                f.age_secs,
+                f.idle_secs,
+                if f.seeded { "  (seeded)" } else { "" }
+            );
+        }
+        println!("{} flows", flows.len());
+        Ok(())
+    }
+}
+
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+impl FlushArgs {
+    fn run(self) -> Result<()> {
+        let root = pins::root();
+        let _lock = pins::lock(&root)?;
+        let dir = pins::select(&root, self.iface.as_deref())?;
+        let mut handles = Handles::open(&dir)?;
+        let keys: Vec<FlowKey> = handles.flows.keys().filter_map(Result::ok).collect();
+        if !self.yes {
+            if !std::io::stdin().is_terminal() {
+                bail!(
+                    "refusing to flush {} flows without a terminal to ask on; pass --yes",
+                    keys.len()
+                );
+            }
+            print!("Flush {} flow entries on {}? [y/N] ", keys.len(), dir.iface);
+            std::io::stdout().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                bail!("not flushed");
+            }
+        }
+        let mut removed = 0;
+        for k in &keys {
+            match handles.flows.remove(k) {
+                Ok(()) => removed += 1,
+                Err(e) if handles::is_not_found(&e) => {}
+                Err(e) => return Err(e).context("removing a flow"),
+            }
+        }
+        println!("lockdown: flushed {removed} flows on {}", dir.iface);
+        Ok(())
+    }
+}
