@@ -128,7 +128,13 @@ pub struct Config {
     pub ifindex: u32,
     /// `ATTACH_*`: how the XDP program is attached (written by the loader, for `status`).
     pub attach_mode: u32,
+    /// Dropped-packet events written to the ring buffer, per CPU per second; 0 turns them off.
+    /// Counters count every drop regardless.
+    pub log_per_sec: u32,
 }
+
+/// Default [`Config::log_per_sec`].
+pub const DEFAULT_LOG_PER_SEC: u32 = 100;
 
 /// Native (driver) XDP.
 pub const ATTACH_NATIVE: u32 = 1;
@@ -141,6 +147,7 @@ impl Config {
         flags: FLAG_PASS_DHCP | FLAG_PASS_RA,
         ifindex: 0,
         attach_mode: 0,
+        log_per_sec: DEFAULT_LOG_PER_SEC,
     };
 
     #[inline(always)]
@@ -177,6 +184,6 @@ mod tests {
 
     #[test]
     fn no_padding() {
-        assert_eq!(size_of::<Config>(), 11 * 4);
+        assert_eq!(size_of::<Config>(), 12 * 4);
     }
 }

@@ -43,6 +43,7 @@ pub enum CounterKind {
     Pass,
     Drop,
     Egress,
+    Log,
 }
 
 counters! {
@@ -80,6 +81,10 @@ counters! {
     EgressPackets = "egress_packets", Egress;
     /// Flow entries created by the egress program.
     EgressFlowsCreated = "egress_flows_created", Egress;
+    /// Dropped-packet events written to the ring buffer.
+    LogEvents = "log_events", Log;
+    /// Dropped-packet events not written: over the per-CPU rate limit, or the ring was full.
+    LogSuppressed = "log_suppressed", Log;
 }
 
 impl Counter {

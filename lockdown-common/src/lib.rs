@@ -8,6 +8,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod events;
 pub mod flow;
 pub mod maps;
 pub mod parse;
@@ -37,4 +38,6 @@ impl_pod!(
     config::Config,
     flow::FragKey,
     flow::FragValue,
+    events::DropEvent,
+    events::LogWindow,
 );

@@ -17,8 +17,19 @@ pub const CONFIG: &str = "LD_CONFIG";
 /// Fragment verdicts (LRU hash): [`crate::flow::FragKey`] → [`crate::flow::FragValue`].
 pub const FRAGS: &str = "LD_FRAGS";
 
+/// Dropped-packet events (ring buffer) of [`crate::events::DropEvent`], rate-limited per CPU.
+pub const EVENTS: &str = "LD_EVENTS";
+/// Per-CPU rate-limit windows for [`EVENTS`] (per-CPU array of one
+/// [`crate::events::LogWindow`]).
+pub const LOG_WINDOW: &str = "LD_LOG_WINDOW";
+
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 7] = [FLOWS, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS];
+pub const ALL: [&str; 9] = [
+    FLOWS, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS, LOG_WINDOW,
+];
+
+/// Ring-buffer size for [`EVENTS`] (bytes, a power of two).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// XDP ingress program name in the object.
 pub const PROG_INGRESS: &str = "lockdown_ingress";

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod log;
 mod maps;
 mod packet;
 mod tables;
@@ -13,7 +14,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lockdown_common::{counters::Counter, verdict};
+use lockdown_common::{
+    counters::Counter,
+    verdict::{self, Tables as _},
+};
 
 use crate::{
     packet::Bytes,
@@ -29,6 +33,9 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let d = verdict::ingress(&pkt, &mut tables, now);
     count(d.reason, pkt.len());
+    if d.reason.is_drop() {
+        log::drop_event(&ctx, pkt.len(), d.reason, now, tables.config());
+    }
     if d.pass {
         xdp_action::XDP_PASS
     } else {

@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
+    events::LogWindow,
     flow::{FlowKey, FlowValue, FragKey, FragValue},
-    maps::{DEFAULT_MAX_FLOWS, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES},
+    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES},
     rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
 };
 
@@ -35,6 +36,12 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 #[map(name = "LD_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
+#[map(name = "LD_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "LD_LOG_WINDOW")]
+pub static LOG_WINDOW: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Keeps `CidrKey`'s layout and the trie's key in step.
 const _: () = assert!(size_of::<CidrKey>() == 4 + 20);

@@ -4,6 +4,7 @@ mod allow;
 mod confirm;
 mod down;
 mod flows;
+mod log;
 mod run;
 mod status;
 mod up;
@@ -34,6 +35,7 @@ enum Command {
     Status(status::StatusArgs),
     Confirm(confirm::Confirm),
     Flows(flows::Flows),
+    Log(log::Log),
     #[command(hide = true)]
     Watchdog(confirm::Watchdog),
 }
@@ -49,6 +51,7 @@ impl Cli {
             Command::Status(a) => a.run(),
             Command::Confirm(a) => a.run(),
             Command::Flows(a) => a.run(),
+            Command::Log(a) => a.run(),
             Command::Watchdog(a) => a.run(),
         }
     }

@@ -1,0 +1,184 @@
+use std::{
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{Map, MapData, RingBuf};
+use clap::Args;
+use lockdown_common::{
+    counters::Counter,
+    events::DropEvent,
+    flow::{FAMILY_V4, PROTO_TCP, PROTO_UDP},
+    maps::EVENTS,
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+use lockdown_user::pins;
+use serde::Serialize;
+
+/// Stream dropped-packet events, like a focused tcpdump of what lockdown drops.
+///
+/// Events come from a ring buffer the XDP program writes, rate-limited per CPU (see `log_per_sec`
+/// in the config, default 100/s per CPU) so a flood costs a fixed budget; the drop counters still
+/// count every packet, and `log_suppressed` counts the events the limit held back.
+///
+/// Example: lockdown log --count 10 --json
+#[derive(Debug, Args)]
+pub struct Log {
+    /// The interface; optional when exactly one is locked down.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Exit after N events.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct EventJson {
+    time: String,
+    interface: String,
+    reason: &'static str,
+    proto: &'static str,
+    src: Option<String>,
+    dst: Option<String>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    icmp_type: Option<u8>,
+    tcp_flags: Option<String>,
+    packet_len: u32,
+}
+
+fn flags(f: u8) -> String {
+    [
+        (TCP_SYN, 'S'),
+        (TCP_ACK, '.'),
+        (TCP_FIN, 'F'),
+        (TCP_RST, 'R'),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|(_, c)| *c)
+    .collect()
+}
+
+fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return index.to_string();
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `buf`.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn describe(ev: &DropEvent, boot_now: u64, wall_now: SystemTime) -> EventJson {
+    let age = Duration::from_nanos(boot_now.saturating_sub(ev.time_ns));
+    let time = humantime::format_rfc3339_millis(wall_now - age).to_string();
+    let mut out = EventJson {
+        time,
+        interface: ifname(ev.ifindex),
+        reason: Counter::from_index(ev.reason).map_or("?", Counter::name),
+        proto: "non-ip",
+        src: None,
+        dst: None,
+        sport: None,
+        dport: None,
+        icmp_type: None,
+        tcp_flags: None,
+        packet_len: ev.packet_len,
+    };
+    if let Some((ip, l4)) = ev.tuple() {
+        let addr = |b: &[u8; 16]| -> IpAddr {
+            if ip.family == FAMILY_V4 {
+                IpAddr::from([b[0], b[1], b[2], b[3]])
+            } else {
+                IpAddr::from(*b)
+            }
+        };
+        out.src = Some(addr(&ip.src).to_string());
+        out.dst = Some(addr(&ip.dst).to_string());
+        out.proto = match ip.proto {
+            PROTO_TCP => "tcp",
+            PROTO_UDP => "udp",
+            1 => "icmp",
+            58 => "icmpv6",
+            _ => "other",
+        };
+        if let Some(l4) = l4 {
+            match ip.proto {
+                PROTO_TCP | PROTO_UDP => {
+                    out.sport = Some(l4.sport);
+                    out.dport = Some(l4.dport);
+                    if ip.proto == PROTO_TCP {
+                        out.tcp_flags = Some(flags(l4.tcp_flags));
+                    }
+                }
+                1 | 58 => out.icmp_type = Some(l4.icmp_type),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+impl Log {
+    pub fn run(self) -> Result<()> {
+        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let path = dir.map(EVENTS);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut ring = RingBuf::try_from(Map::from_map_data(data)?)?;
+        let mut seen = 0u64;
+        while self.count.is_none_or(|n| seen < n) {
+            let mut pfd = libc::pollfd {
+                fd: ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 250) };
+            while let Some(item) = ring.next() {
+                let Some(bytes) = item.get(..size_of::<DropEvent>()) else {
+                    continue;
+                };
+                let ev: DropEvent = bytemuck::pod_read_unaligned(bytes);
+                let e = describe(&ev, lockdown_user::boot_time_ns(), SystemTime::now());
+                if self.json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    let ep = |a: &Option<String>, p: Option<u16>| match (a, p) {
+                        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+                        (Some(a), Some(p)) => format!("{a}:{p}"),
+                        (Some(a), None) => a.clone(),
+                        _ => "-".to_owned(),
+                    };
+                    println!(
+                        "{} {} {:<26} {:<6} {} -> {}{}{}",
+                        e.time,
+                        e.interface,
+                        e.reason,
+                        e.proto,
+                        ep(&e.src, e.sport),
+                        ep(&e.dst, e.dport),
+                        e.tcp_flags
+                            .as_ref()
+                            .map_or(String::new(), |f| format!(" [{f}]")),
+                        e.icmp_type.map_or(String::new(), |t| format!(" type {t}")),
+                    );
+                }
+                seen += 1;
+                if self.count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
