@@ -4,6 +4,7 @@ pub mod attach;
 pub mod caps;
 pub mod confirm;
 pub mod handles;
+pub mod metrics;
 pub mod pins;
 pub mod report;
 pub mod sockets;

@@ -3,6 +3,7 @@
 mod allow;
 mod confirm;
 mod down;
+mod exporter;
 mod flows;
 mod log;
 mod run;
@@ -36,6 +37,7 @@ enum Command {
     Confirm(confirm::Confirm),
     Flows(flows::Flows),
     Log(log::Log),
+    Exporter(exporter::Exporter),
     #[command(hide = true)]
     Watchdog(confirm::Watchdog),
 }
@@ -52,6 +54,7 @@ impl Cli {
             Command::Confirm(a) => a.run(),
             Command::Flows(a) => a.run(),
             Command::Log(a) => a.run(),
+            Command::Exporter(a) => a.run(),
             Command::Watchdog(a) => a.run(),
         }
     }

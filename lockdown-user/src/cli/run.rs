@@ -15,6 +15,9 @@ use super::up::UpArgs;
 pub struct Run {
     #[command(flatten)]
     args: UpArgs,
+    /// Also serve Prometheus metrics on ADDR (as `lockdown exporter` does).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 impl Run {
@@ -31,6 +34,18 @@ impl Run {
         } else {
             attach::up(&dir, &opts)?;
             println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
+        }
+        if let Some(listen) = self.metrics.clone() {
+            let iface = opts.iface.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = lockdown_user::metrics::serve(
+                    &listen,
+                    &lockdown_user::pins::root(),
+                    Some(&iface),
+                ) {
+                    log::error!("metrics server: {e:#}");
+                }
+            });
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,0 +1,117 @@
+//! Prometheus metrics, read from the pinned maps at each scrape.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context as _, Result};
+use lockdown_common::counters::CounterKind;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{pins, report};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabels {
+    interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    interface: String,
+    reason: String,
+    /// pass, drop, egress or log.
+    kind: String,
+}
+
+/// The metrics text (Prometheus exposition format) for every locked-down interface, or one.
+pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
+    let dirs = match iface {
+        Some(i) => vec![pins::select(root, Some(i))?],
+        None => pins::locked(root),
+    };
+    let packets = Family::<ReasonLabels, Counter>::default();
+    let bytes = Family::<ReasonLabels, Counter>::default();
+    let flows = Family::<IfaceLabels, Gauge>::default();
+    let capacity = Family::<IfaceLabels, Gauge>::default();
+    let pressure = Family::<IfaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let rules = Family::<IfaceLabels, Gauge>::default();
+    let monitor = Family::<IfaceLabels, Gauge>::default();
+    for dir in &dirs {
+        let s = report::status(dir, std::time::Duration::ZERO)
+            .with_context(|| format!("reading {}", dir.iface))?;
+        let l = IfaceLabels {
+            interface: s.interface.clone(),
+        };
+        for c in lockdown_common::counters::Counter::ALL {
+            let labels = ReasonLabels {
+                interface: s.interface.clone(),
+                reason: c.name().to_owned(),
+                kind: match c.kind() {
+                    CounterKind::Pass => "pass",
+                    CounterKind::Drop => "drop",
+                    CounterKind::Egress => "egress",
+                    CounterKind::Log => "log",
+                }
+                .to_owned(),
+            };
+            packets.get_or_create(&labels).inc_by(s.counters[c.name()]);
+            bytes.get_or_create(&labels).inc_by(s.bytes[c.name()]);
+        }
+        flows.get_or_create(&l).set(s.flows as i64);
+        capacity.get_or_create(&l).set(i64::from(s.max_flows));
+        pressure
+            .get_or_create(&l)
+            .set(s.flows as f64 / f64::from(s.max_flows.max(1)));
+        rules.get_or_create(&l).set(s.allow.len() as i64);
+        monitor.get_or_create(&l).set(i64::from(s.monitor));
+    }
+    let mut registry = Registry::with_prefix("lockdown");
+    registry.register("packets", "Packets by verdict reason", packets);
+    registry.register("bytes", "Bytes by verdict reason", bytes);
+    registry.register("flows", "Live flow-table entries", flows);
+    registry.register("flows_capacity", "Flow-table capacity (entries)", capacity);
+    registry.register(
+        "flow_table_pressure",
+        "Live flow entries as a fraction of capacity",
+        pressure,
+    );
+    registry.register("allow_rules", "Rules in the allowlist", rules);
+    registry.register(
+        "monitor_mode",
+        "1 when counting drops without enforcing",
+        monitor,
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry).context("encoding metrics")?;
+    Ok(out)
+}
+
+/// Serves `/metrics` on `listen` until the process ends. Any other path is 404.
+pub fn serve(listen: &str, root: &Path, iface: Option<&str>) -> Result<()> {
+    let server = tiny_http::Server::http(listen)
+        .map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
+    for req in server.incoming_requests() {
+        let response = if req.url() == "/metrics" {
+            match render(root, iface) {
+                Ok(body) => tiny_http::Response::from_string(body).with_header(
+                    tiny_http::Header::from_bytes(
+                        "Content-Type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .expect("static header"),
+                ),
+                Err(e) => {
+                    let mut body = String::new();
+                    let _ = write!(body, "lockdown: {e:#}\n");
+                    tiny_http::Response::from_string(body).with_status_code(500)
+                }
+            }
+        } else {
+            tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+        };
+        let _ = req.respond(response);
+    }
+    Ok(())
+}
