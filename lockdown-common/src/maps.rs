@@ -36,6 +36,10 @@ pub const PROG_INGRESS: &str = "lockdown_ingress";
 /// TC egress program name in the object.
 pub const PROG_EGRESS: &str = "lockdown_egress";
 
+/// Benchmark baselines in the object (never attached): bare `XDP_DROP` and `XDP_PASS`.
+pub const PROG_BASELINE_DROP: &str = "baseline_drop";
+pub const PROG_BASELINE_PASS: &str = "baseline_pass";
+
 /// Root of everything lockdown pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/lockdown";
 /// Pin name of the XDP link, inside the interface's pin directory.

@@ -61,6 +61,19 @@ pub fn lockdown_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Benchmark baseline: the cheapest possible drop. Never attached; `cargo xtask bench` compares
+/// every lockdown path against it, measured in the same run.
+#[xdp]
+pub fn baseline_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark baseline: the cheapest possible pass. Never attached.
+#[xdp]
+pub fn baseline_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
