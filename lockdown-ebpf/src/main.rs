@@ -14,6 +14,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_log_ebpf::debug;
 use lockdown_common::{
     counters::Counter,
     verdict::{self, Tables as _},
@@ -33,6 +34,14 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let d = verdict::ingress(&pkt, &mut tables, now);
     count(d.reason, pkt.len());
+    if d.reason == Counter::DropInvalid {
+        // Off unless the loader enables debug logging (`run --debug-log`).
+        debug!(
+            &ctx,
+            "ingress: segment does not fit its flow's state ({} bytes)",
+            pkt.len()
+        );
+    }
     if d.reason.is_drop() {
         log::drop_event(&ctx, pkt.len(), d.reason, now, tables.config());
     }
@@ -57,6 +66,8 @@ pub fn lockdown_egress(ctx: TcContext) -> i32 {
     count(Counter::EgressPackets, u64::from(ctx.len()));
     if let Some(c) = verdict::egress(&pkt, &mut tables, now) {
         count(c, 0);
+        // Off unless the loader enables debug logging (`run --debug-log`).
+        debug!(&ctx, "egress: flow created ({} bytes)", ctx.len());
     }
     TC_ACT_UNSPEC
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, ffi::CString, fs};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::MapInfo,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -66,6 +66,26 @@ pub struct UpOptions {
     pub given: Given,
     /// Apply even if the lockout guard objects.
     pub force: bool,
+    /// Enable the programs' aya-log debug messages (read them with [`aya_log::EbpfLogger`]).
+    pub debug_log: bool,
+}
+
+/// The loader for this binary's object: maps pinned at `paths`, flow table sized, kernel-side
+/// debug logging off unless asked for.
+fn loader<'a>(
+    paths: &'a [(&'a str, std::path::PathBuf)],
+    max_flows: u32,
+    debug_log: bool,
+) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(FLOWS, max_flows);
+    for (name, path) in paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    static OFF: u8 = 0;
+    static DEBUG: u8 = aya_log::Level::Debug as u8;
+    loader.override_global(aya_log::LEVEL, if debug_log { &DEBUG } else { &OFF }, false);
+    loader
 }
 
 /// Which parts of [`UpOptions`] the operator set explicitly.
@@ -128,7 +148,9 @@ fn seed(handles: &mut Handles) -> Result<()> {
 }
 
 /// Locks an interface down: attaches both programs and pins maps and links under `dir`.
-pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<()> {
+/// Returns the loaded object (its programs stay attached through the pinned links when it is
+/// dropped), so a foreground `run` can read its debug log.
+pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     let root = dir.dir.parent().context("pin directory has no parent")?;
     preflight(dir, opts)?;
     ensure_root(root)?;
@@ -146,14 +168,9 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<()> {
     result
 }
 
-fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
+fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<Ebpf> {
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
-    let mut loader = EbpfLoader::new();
-    loader.map_max_entries(FLOWS, opts.max_flows);
-    for (name, path) in &paths {
-        loader.map_pin_path(name, path.as_path());
-    }
-    let mut ebpf = loader
+    let mut ebpf = loader(&paths, opts.max_flows, opts.debug_log)
         .load(crate::EBPF_OBJECT)
         .context("loading the eBPF object")?;
 
@@ -199,14 +216,13 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<()> {
         .context("XDP link is not a bpf_link")?;
     link.pin(dir.link_ingress())
         .context("pinning the ingress link")?;
-
-    Ok(())
+    Ok(ebpf)
 }
 
 /// Atomic upgrade: swaps the programs of this binary into the pinned links (`bpf_link_update`),
 /// keeping every map: flows, counters, and — unless given — the allowlist and config. There is no
 /// moment without a filter: the old program runs until the kernel swaps in the new one.
-pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<()> {
+pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     let root = dir.dir.parent().context("pin directory has no parent")?;
     let _lock = lock(root)?;
     if !dir.is_locked() {
@@ -229,13 +245,8 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<()> {
         compile(&opts.rules)?;
         guard_lockout(&opts.rules, opts.force)?;
     }
-    let mut loader = EbpfLoader::new();
-    loader.map_max_entries(FLOWS, pinned_max);
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
-    for (name, path) in &paths {
-        loader.map_pin_path(name, path.as_path());
-    }
-    let mut ebpf = loader
+    let mut ebpf = loader(&paths, pinned_max, opts.debug_log)
         .load(crate::EBPF_OBJECT)
         .context("loading the eBPF object over the pinned maps")?;
     let mut handles = Handles::open(dir)?;
@@ -282,7 +293,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<()> {
         )
         .context("swapping the XDP program")?;
     drop(xdp.take_link(id)?);
-    Ok(())
+    Ok(ebpf)
 }
 
 fn xdp_attach_error(e: ProgramError, opts: &UpOptions) -> anyhow::Error {

@@ -8,7 +8,13 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // aya 0.16 warns on every load that the kernel rejects the object's BTF: aya-log-ebpf's
+    // AYA_LOG_LEVEL global carries a union named `MaybeUninit<u8>` (aya-rs/aya#1490). The programs
+    // load and run without BTF; RUST_LOG=aya=warn shows the message again.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,aya::bpf=error"),
+    )
+    .init();
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,22 +18,45 @@ pub struct Run {
     /// Also serve Prometheus metrics on ADDR (as `lockdown exporter` does).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Print the kernel programs' debug messages (aya-log) to stderr; set RUST_LOG=debug.
+    #[arg(long)]
+    debug_log: bool,
 }
 
 impl Run {
     pub fn run(self) -> Result<()> {
-        let opts = self.args.options()?;
+        let mut opts = self.args.options()?;
+        opts.debug_log = self.debug_log;
         let dir = self.args.dir();
-        if dir.is_locked() {
+        let mut ebpf = if dir.is_locked() {
             // A previous `up` or `run` left pins: adopt them (flows and allowlist survive).
-            attach::replace(&dir, &opts)?;
+            let ebpf = attach::replace(&dir, &opts)?;
             println!(
                 "lockdown: {} adopted from pins; Ctrl-C to release",
                 opts.iface
             );
+            ebpf
         } else {
-            attach::up(&dir, &opts)?;
+            let ebpf = attach::up(&dir, &opts)?;
             println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
+            ebpf
+        };
+        if self.debug_log {
+            let mut logger =
+                aya_log::EbpfLogger::init(&mut ebpf).context("reading the kernel debug log")?;
+            std::thread::spawn(move || {
+                use std::os::fd::AsRawFd as _;
+                loop {
+                    let mut pfd = libc::pollfd {
+                        fd: logger.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                    logger.flush();
+                }
+            });
         }
         if let Some(listen) = self.metrics.clone() {
             let iface = opts.iface.clone();

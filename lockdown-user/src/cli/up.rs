@@ -79,6 +79,7 @@ impl UpArgs {
                 max_flows: self.max_flows.is_some(),
             },
             force: self.force,
+            debug_log: false,
         })
     }
 
@@ -114,11 +115,11 @@ impl Up {
             return apply_with_confirm(&self.args.dir(), opts, secs);
         }
         if self.replace {
-            attach::replace(&self.args.dir(), &opts)?;
+            drop(attach::replace(&self.args.dir(), &opts)?);
             println!("lockdown: {} programs replaced; maps kept", opts.iface);
             return Ok(());
         }
-        attach::up(&self.args.dir(), &opts)?;
+        drop(attach::up(&self.args.dir(), &opts)?);
         println!(
             "lockdown: {} locked down ({} XDP), allowing {}",
             opts.iface,
@@ -146,9 +147,9 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
         // A new policy over the current one: apply all of it, keeping the maps.
         opts.given.rules = true;
         opts.given.config = true;
-        attach::replace(dir, &opts)?;
+        drop(attach::replace(dir, &opts)?);
     } else {
-        attach::up(dir, &opts)?;
+        drop(attach::up(dir, &opts)?);
     }
     let token = u64::from(std::process::id()) << 32 ^ lockdown_user::boot_time_ns();
     let path = confirm::pending_path(&confirm::run_dir(), &opts.iface);
