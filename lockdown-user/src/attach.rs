@@ -140,8 +140,10 @@ fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
     sockets::check_lockout(rules, &sockets::ssh_sessions(&sockets::all()?))
 }
 
-/// Seeds the flow table from the origin's open sockets, so they survive the attach.
-fn seed(handles: &mut Handles) -> Result<()> {
+/// Seeds the flow table from the origin's open sockets, so they survive the attach — or the
+/// removal of the allow rule that let them in: an accepted connection on which the origin has not
+/// sent anything yet is not tracked until it does, so it would otherwise be cut.
+pub fn seed(handles: &mut Handles) -> Result<()> {
     let n = sockets::seed(handles, &sockets::all()?, crate::boot_time_ns())?;
     log::info!("seeded {n} flows from existing sockets");
     Ok(())

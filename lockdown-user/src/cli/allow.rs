@@ -1,7 +1,7 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::rules::AllowRule;
-use lockdown_user::{handles::Handles, pins};
+use lockdown_user::{attach, handles::Handles, pins};
 use serde::Serialize;
 
 /// Change or list the allowlist live, through the pinned maps: no reload, and open flows are
@@ -80,6 +80,9 @@ impl RuleArgs {
             }
         } else if !rules.remove(&rule) {
             bail!("{rule} is not in the allowlist of {}", dir.iface);
+        } else {
+            // Connections the rule let in must survive it, as with iptables' conntrack.
+            attach::seed(&mut handles)?;
         }
         handles.set_rules(&rules)?;
         println!(
