@@ -2,8 +2,10 @@
 
 pub mod attach;
 pub mod caps;
+pub mod config_file;
 pub mod confirm;
 pub mod handles;
+pub mod import;
 pub mod metrics;
 pub mod pins;
 pub mod report;

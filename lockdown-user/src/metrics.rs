@@ -104,7 +104,7 @@ pub fn serve(listen: &str, root: &Path, iface: Option<&str>) -> Result<()> {
                 ),
                 Err(e) => {
                     let mut body = String::new();
-                    let _ = write!(body, "lockdown: {e:#}\n");
+                    let _ = writeln!(body, "lockdown: {e:#}");
                     tiny_http::Response::from_string(body).with_status_code(500)
                 }
             }

@@ -1,6 +1,7 @@
 //! The command line: one module per verb.
 
 mod allow;
+mod config;
 mod confirm;
 mod down;
 mod exporter;
@@ -35,6 +36,8 @@ enum Command {
     Allow(allow::Allow),
     Status(status::StatusArgs),
     Confirm(confirm::Confirm),
+    CheckConfig(config::CheckConfig),
+    ImportIptables(config::ImportIptables),
     Flows(flows::Flows),
     Log(log::Log),
     Exporter(exporter::Exporter),
@@ -44,7 +47,13 @@ enum Command {
 
 impl Cli {
     pub fn run(self) -> Result<()> {
-        lockdown_user::caps::require()?;
+        // Reading and translating files needs no privilege.
+        if !matches!(
+            self.command,
+            Command::CheckConfig(_) | Command::ImportIptables(_)
+        ) {
+            lockdown_user::caps::require()?;
+        }
         match self.command {
             Command::Up(a) => a.run(),
             Command::Down(a) => a.run(),
@@ -52,6 +61,8 @@ impl Cli {
             Command::Allow(a) => a.run(),
             Command::Status(a) => a.run(),
             Command::Confirm(a) => a.run(),
+            Command::CheckConfig(a) => a.run(),
+            Command::ImportIptables(a) => a.run(),
             Command::Flows(a) => a.run(),
             Command::Log(a) => a.run(),
             Command::Exporter(a) => a.run(),

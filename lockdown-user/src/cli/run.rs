@@ -27,7 +27,7 @@ impl Run {
     pub fn run(self) -> Result<()> {
         let mut opts = self.args.options()?;
         opts.debug_log = self.debug_log;
-        let dir = self.args.dir();
+        let dir = super::up::dir(&opts);
         let mut ebpf = if dir.is_locked() {
             // A previous `up` or `run` left pins: adopt them (flows and allowlist survive).
             let ebpf = attach::replace(&dir, &opts)?;

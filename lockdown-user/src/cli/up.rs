@@ -1,14 +1,11 @@
-use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use lockdown_common::{
-    config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
-    maps::DEFAULT_MAX_FLOWS,
-    rules::AllowRule,
-};
+use lockdown_common::{config::Config, maps::DEFAULT_MAX_FLOWS, rules::AllowRule};
 use lockdown_user::{
     attach::{self, Given, Mode, UpOptions},
+    config_file::{self, Overrides},
     confirm,
     pins::{self, PinDir},
 };
@@ -16,16 +13,21 @@ use lockdown_user::{
 /// The options `up` and `run` share.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The external interface to lock down (never `lo`).
+    /// The external interface to lock down (never `lo`). Optional with --config when the file names
+    /// exactly one interface.
     #[arg(long, value_name = "IF")]
-    pub iface: String,
+    pub iface: Option<String>,
+    /// Read the policy from a TOML file (see packaging/lockdown.toml); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// An allowed inbound port: tcp/22, udp/51820 or tcp/8000-8100. Repeatable. Default: tcp/22.
     #[arg(long = "allow", value_name = "SPEC")]
     pub allow: Vec<String>,
-    /// XDP mode. `native` runs in the driver; `skb` (generic XDP) works on any interface.
-    #[arg(long, value_enum, default_value = "native")]
-    pub mode: Mode,
-    /// Flow-table capacity (entries). Each costs about 128 bytes of kernel memory (8 MiB at the default).
+    /// XDP mode (default native). `native` runs in the driver; `skb` (generic XDP) works on any
+    /// interface.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Flow-table capacity (entries, default 65536). Each costs about 128 bytes of kernel memory.
     #[arg(long, value_name = "N")]
     pub max_flows: Option<u32>,
     /// Count what would be dropped, but pass everything.
@@ -44,48 +46,46 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
+    /// The options: the config file's (or the defaults), then the flags over them. Everything is
+    /// validated here, before anything is touched.
     pub fn options(&self) -> Result<UpOptions> {
-        let specs: Vec<&str> = if self.allow.is_empty() {
-            vec!["tcp/22"]
-        } else {
-            self.allow.iter().map(String::as_str).collect()
+        let mut opts = match &self.config {
+            Some(path) => config_file::load(path)?.interface(self.iface.as_deref())?,
+            None => {
+                let iface = self
+                    .iface
+                    .clone()
+                    .context("--iface IF is required (or --config FILE)")?;
+                UpOptions {
+                    iface,
+                    rules: [AllowRule::parse(config_file::DEFAULT_ALLOW, None)?].into(),
+                    mode: Mode::Native,
+                    max_flows: DEFAULT_MAX_FLOWS,
+                    config: Config::DEFAULT,
+                    given: Given::default(),
+                    force: false,
+                    debug_log: false,
+                }
+            }
         };
-        let rules = specs
-            .iter()
-            .map(|s| AllowRule::parse(s, None).with_context(|| format!("--allow {s}")))
-            .collect::<Result<BTreeSet<_>>>()?;
-        let mut config = Config::DEFAULT;
-        if self.monitor {
-            config.flags |= FLAG_MONITOR;
-        }
-        if self.no_dhcp {
-            config.flags &= !(FLAG_PASS_DHCP | FLAG_PASS_RA);
-        }
-        for t in &self.timeouts {
-            config
-                .timeouts
-                .set(t)
-                .with_context(|| format!("--timeout {t}"))?;
-        }
-        Ok(UpOptions {
-            iface: self.iface.clone(),
-            rules,
-            mode: self.mode,
-            max_flows: self.max_flows.unwrap_or(DEFAULT_MAX_FLOWS),
-            config,
-            given: Given {
-                rules: !self.allow.is_empty(),
-                config: self.monitor || self.no_dhcp || !self.timeouts.is_empty(),
-                max_flows: self.max_flows.is_some(),
+        config_file::apply(
+            &mut opts,
+            &Overrides {
+                allow: self.allow.clone(),
+                mode: self.mode,
+                max_flows: self.max_flows,
+                monitor: self.monitor,
+                no_dhcp: self.no_dhcp,
+                timeouts: self.timeouts.clone(),
+                force: self.force,
             },
-            force: self.force,
-            debug_log: false,
-        })
+        )?;
+        Ok(opts)
     }
+}
 
-    pub fn dir(&self) -> PinDir {
-        PinDir::new(&pins::root(), &self.iface)
-    }
+pub fn dir(opts: &UpOptions) -> PinDir {
+    PinDir::new(&pins::root(), &opts.iface)
 }
 
 /// Lock an interface down and exit; the filter stays in the kernel.
@@ -112,14 +112,14 @@ impl Up {
     pub fn run(self) -> Result<()> {
         let opts = self.args.options()?;
         if let Some(secs) = self.confirm {
-            return apply_with_confirm(&self.args.dir(), opts, secs);
+            return apply_with_confirm(&dir(&opts), opts, secs);
         }
         if self.replace {
-            drop(attach::replace(&self.args.dir(), &opts)?);
+            drop(attach::replace(&dir(&opts), &opts)?);
             println!("lockdown: {} programs replaced; maps kept", opts.iface);
             return Ok(());
         }
-        drop(attach::up(&self.args.dir(), &opts)?);
+        drop(attach::up(&dir(&opts), &opts)?);
         println!(
             "lockdown: {} locked down ({} XDP), allowing {}",
             opts.iface,

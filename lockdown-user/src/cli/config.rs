@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use lockdown_user::{config_file, import};
+
+/// Validate a config file without touching anything: every interface, rule, timeout and limit is
+/// checked, and errors name the key and the line.
+///
+/// Example: lockdown check-config /etc/lockdown/lockdown.toml
+#[derive(Debug, Args)]
+pub struct CheckConfig {
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+impl CheckConfig {
+    pub fn run(self) -> Result<()> {
+        let file = config_file::load(&self.file)?;
+        for o in file.interfaces() {
+            println!(
+                "{}: {} ({} XDP, {} flows{}): allow {}",
+                self.file.display(),
+                o.iface,
+                o.mode.name(),
+                o.max_flows,
+                if o.config.has(lockdown_common::config::FLAG_MONITOR) {
+                    ", monitor"
+                } else {
+                    ""
+                },
+                o.rules
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        println!("{}: OK", self.file.display());
+        Ok(())
+    }
+}
+
+/// Translate `iptables-save` / `ip6tables-save` output into a lockdown config, printed to stdout.
+/// Covers the INPUT chain of the filter table; a rule lockdown cannot express exactly is an error
+/// that quotes the line — never silently dropped.
+///
+/// Example: iptables-save > v4.rules; ip6tables-save > v6.rules;
+///          cat v4.rules v6.rules > all.rules; lockdown import-iptables all.rules > lockdown.toml
+#[derive(Debug, Args)]
+pub struct ImportIptables {
+    /// The saved rules ("-" for standard input).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+impl ImportIptables {
+    pub fn run(self) -> Result<()> {
+        let text = if self.file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(&self.file)
+                .with_context(|| format!("reading {}", self.file.display()))?
+        };
+        print!("{}", import::import(&text)?);
+        Ok(())
+    }
+}
