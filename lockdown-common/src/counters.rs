@@ -51,6 +51,8 @@ counters! {
     PassNonIp = "pass_non_ip", Pass;
     /// IPv6 neighbour discovery (ICMPv6 133, 135, 136, 137).
     PassNdp = "pass_ndp", Pass;
+    /// IPv6 multicast listener discovery (ICMPv6 130, 131, 132, 143).
+    PassMld = "pass_mld", Pass;
     /// IPv6 router advertisement (ICMPv6 134).
     PassRa = "pass_router_advert", Pass;
     /// DHCPv4 / DHCPv6 reply to the origin's client.

@@ -103,6 +103,10 @@ pub struct Ip {
     pub frag: Frag,
     /// Fragment identification (IPv4 16-bit, IPv6 32-bit); 0 when whole.
     pub frag_id: u32,
+    /// The protocol that names the datagram in the fragment table: IPv4's protocol, or the IPv6
+    /// Fragment header's Next Header, which every fragment of a datagram carries alike (the L4
+    /// protocol may sit behind further extension headers that only the first fragment has).
+    pub frag_proto: u8,
 }
 
 /// The L4 fields lockdown decides on. Ports are host byte order; for ICMP, `sport` holds the
@@ -175,6 +179,7 @@ pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         } else {
             u32::from(id)
         },
+        frag_proto: proto,
     })
 }
 
@@ -201,6 +206,7 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         l4_off: off + 40,
         frag: Frag::Whole,
         frag_id: 0,
+        frag_proto: 0,
     };
     let mut cur = off + 40;
     for _ in 0..MAX_IPV6_EXT {
@@ -230,9 +236,11 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
                 if field & 0xfff8 != 0 {
                     ip.frag = Frag::Later;
                     ip.frag_id = id;
+                    ip.frag_proto = e[0];
                 } else if field & 1 != 0 {
                     ip.frag = Frag::First;
                     ip.frag_id = id;
+                    ip.frag_proto = e[0];
                 }
                 8
             }

@@ -28,6 +28,9 @@ pub trait Tables {
     fn cidr_match(&self, key: &crate::rules::CidrKey) -> bool;
     fn frag_get(&self, key: &FragKey) -> Option<FragValue>;
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue);
+    /// The time (`CLOCK_BOOTTIME` ns), read only on the paths that need it: a connection request
+    /// to a closed port is decided without it.
+    fn now(&mut self) -> u64;
 }
 
 /// An ingress decision: the reason it is counted under, and whether the packet passes.
@@ -39,14 +42,14 @@ pub struct Decision {
 
 /// Decides an inbound packet, updating the flow and fragment tables.
 #[inline(always)]
-pub fn ingress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, now: u64) -> Decision {
-    let reason = classify(p, t, now);
+pub fn ingress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Decision {
+    let reason = classify(p, t);
     let pass = !reason.is_drop() || t.config().flags & FLAG_MONITOR != 0;
     Decision { reason, pass }
 }
 
 #[inline(always)]
-fn classify<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, now: u64) -> Counter {
+fn classify<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Counter {
     let (ethertype, off) = match parse::ethernet(p) {
         Ok(x) => x,
         Err(c) => return c,
@@ -57,22 +60,22 @@ fn classify<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, now: u64) 
         Err(c) => return c,
     };
     if ip.frag == Frag::Later {
-        return later_fragment(t, &ip, now);
+        return later_fragment(t, &ip);
     }
     let l4 = match parse::l4(p, &ip) {
         Ok(l4) => l4,
         Err(c) => return c,
     };
     let reason = match ip.proto {
-        PROTO_TCP => tcp(t, &ip, &l4, now),
-        PROTO_UDP => udp(t, &ip, &l4, now),
-        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(p, t, &ip, &l4, now),
-        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(p, t, &ip, &l4, now),
+        PROTO_TCP => tcp(t, &ip, &l4),
+        PROTO_UDP => udp(t, &ip, &l4),
+        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(p, t, &ip, &l4),
+        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(p, t, &ip, &l4),
         _ => Counter::DropProtocol,
     };
     if ip.frag == Frag::First && !reason.is_drop() {
         let value = FragValue {
-            first_seen_ns: now,
+            first_seen_ns: t.now(),
             reason: reason as u32,
             _pad: 0,
         };
@@ -87,7 +90,7 @@ const fn frag_key(ip: &Ip) -> FragKey {
         src: ip.src,
         dst: ip.dst,
         id: ip.frag_id,
-        proto: ip.proto,
+        proto: ip.frag_proto,
         family: ip.family,
         _pad: [0; 2],
     }
@@ -95,7 +98,8 @@ const fn frag_key(ip: &Ip) -> FragKey {
 
 /// A non-first fragment follows its first fragment's verdict, if that passed recently.
 #[inline(always)]
-fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip, now: u64) -> Counter {
+fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip) -> Counter {
+    let now = t.now();
     let ttl = u64::from(t.config().timeouts.fragment) * 1_000_000_000;
     match t.frag_get(&frag_key(ip)) {
         Some(v) if now.saturating_sub(v.first_seen_ns) <= ttl => Counter::PassFragment,
@@ -104,7 +108,7 @@ fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip, now: u64) -> Counter {
 }
 
 #[inline(always)]
-fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4, now: u64) -> Counter {
+fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     // A connection request is decided by the allowlist alone, before any flow lookup.
     if tcp_is_new(l4.tcp_flags) {
         return if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
@@ -114,6 +118,7 @@ fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4, now: u64) -> Counter {
         };
     }
     let timeouts = t.config().timeouts;
+    let now = t.now();
     if let Some(v) = t.flow_mut(&ingress_key(ip, l4))
         && v.is_live(now, &timeouts)
         && let Some(state) = v.state()
@@ -144,11 +149,12 @@ const fn is_dhcp_reply(ip: &Ip, l4: &L4) -> bool {
 }
 
 #[inline(always)]
-fn udp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4, now: u64) -> Counter {
+fn udp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     let config = *t.config();
     if config.flags & FLAG_PASS_DHCP != 0 && is_dhcp_reply(ip, l4) {
         return Counter::PassDhcp;
     }
+    let now = t.now();
     if let Some(v) = t.flow_mut(&ingress_key(ip, l4))
         && v.is_live(now, &config.timeouts)
         && let Some(state) = v.state()
@@ -183,13 +189,7 @@ const fn is_icmp_error(family: u8, ty: u8) -> bool {
 }
 
 #[inline(always)]
-fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(
-    p: &P,
-    t: &mut T,
-    ip: &Ip,
-    l4: &L4,
-    now: u64,
-) -> Counter {
+fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     let v6 = ip.family != FAMILY_V4;
     let ty = l4.icmp_type;
     if v6 && ty == ICMPV6_ROUTER_ADVERT {
@@ -202,8 +202,14 @@ fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(
     if v6 && matches!(ty, 133 | 135 | 136 | 137) {
         return Counter::PassNdp;
     }
+    if v6 && matches!(ty, 130 | 131 | 132 | 143) {
+        // Multicast listener discovery: without answers to the router's queries, MLD-snooping
+        // switches stop forwarding the solicited-node multicast that neighbour discovery needs.
+        return Counter::PassMld;
+    }
     if (!v6 && ty == ICMP_ECHO_REPLY) || (v6 && ty == ICMPV6_ECHO_REPLY) {
         let timeouts = t.config().timeouts;
+        let now = t.now();
         if let Some(v) = t.flow_mut(&echo_key(ip.dst, ip.src, l4.sport, ip))
             && v.is_live(now, &timeouts)
         {
@@ -213,19 +219,14 @@ fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(
         return Counter::DropNew;
     }
     if is_icmp_error(ip.family, ty) {
-        return related(p, t, ip, now);
+        return related(p, t, ip);
     }
     Counter::DropNew
 }
 
 /// An ICMP error passes only if the packet it quotes was sent by the origin on a live flow.
 #[inline(always)]
-fn related<P: Packet + ?Sized, T: Tables + ?Sized>(
-    p: &P,
-    t: &mut T,
-    outer: &Ip,
-    now: u64,
-) -> Counter {
+fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip) -> Counter {
     let inner_off = outer.l4_off + 8;
     let inner = match if outer.family == FAMILY_V4 {
         parse::ipv4(p, inner_off)
@@ -245,14 +246,16 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(
     };
     let key = match inner.proto {
         PROTO_TCP | PROTO_UDP => egress_key(&inner, &quoted),
-        PROTO_ICMP | PROTO_ICMPV6
-            if quoted.icmp_type == ICMP_ECHO_REQUEST || quoted.icmp_type == ICMPV6_ECHO_REQUEST =>
-        {
+        PROTO_ICMP if quoted.icmp_type == ICMP_ECHO_REQUEST && inner.family == FAMILY_V4 => {
+            echo_key(inner.src, inner.dst, quoted.sport, &inner)
+        }
+        PROTO_ICMPV6 if quoted.icmp_type == ICMPV6_ECHO_REQUEST && inner.family != FAMILY_V4 => {
             echo_key(inner.src, inner.dst, quoted.sport, &inner)
         }
         _ => return Counter::DropUnrelatedIcmp,
     };
     let timeouts = t.config().timeouts;
+    let now = t.now();
     match t.flow_mut(&key) {
         Some(v) if v.is_live(now, &timeouts) => Counter::PassRelated,
         _ => Counter::DropUnrelatedIcmp,
@@ -262,11 +265,7 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(
 /// Learns from an outbound packet: creates or updates its flow. Returns
 /// [`Counter::EgressFlowsCreated`] when it created an entry. Never drops.
 #[inline(always)]
-pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(
-    p: &P,
-    t: &mut T,
-    now: u64,
-) -> Option<Counter> {
+pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Option<Counter> {
     let (ethertype, off) = parse::ethernet(p).ok()?;
     let ip = parse::ip(p, ethertype, off).ok()??;
     if ip.frag == Frag::Later {
@@ -274,6 +273,7 @@ pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(
     }
     let l4 = parse::l4(p, &ip).ok()?;
     let timeouts = t.config().timeouts;
+    let now = t.now();
     match ip.proto {
         PROTO_TCP => {
             let key = egress_key(&ip, &l4);

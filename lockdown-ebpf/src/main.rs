@@ -10,7 +10,6 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::bpf_ktime_get_boot_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -30,9 +29,7 @@ use crate::{
 pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let mut tables = MapTables::new();
-    // SAFETY: a plain helper call with no arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let d = verdict::ingress(&pkt, &mut tables, now);
+    let d = verdict::ingress(&pkt, &mut tables);
     count(d.reason, pkt.len());
     if d.reason == Counter::DropInvalid {
         // Off unless the loader enables debug logging (`run --debug-log`).
@@ -43,6 +40,7 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
         );
     }
     if d.reason.is_drop() {
+        let now = tables.now();
         log::drop_event(&ctx, pkt.len(), d.reason, now, tables.config());
     }
     if d.pass {
@@ -61,10 +59,8 @@ pub fn lockdown_egress(ctx: TcContext) -> i32 {
     let _ = ctx.skb.pull_data(want);
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let mut tables = MapTables::new();
-    // SAFETY: a plain helper call with no arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     count(Counter::EgressPackets, u64::from(ctx.len()));
-    if let Some(c) = verdict::egress(&pkt, &mut tables, now) {
+    if let Some(c) = verdict::egress(&pkt, &mut tables) {
         count(c, 0);
         // Off unless the loader enables debug logging (`run --debug-log`).
         debug!(&ctx, "egress: flow created ({} bytes)", ctx.len());

@@ -1,6 +1,6 @@
 //! `Tables` over the BPF maps, so the shared decision logic runs on them.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use lockdown_common::{
     config::Config,
     counters::Counter,
@@ -13,6 +13,8 @@ use crate::maps::{CIDRS, CONFIG, COUNTERS, FLOWS, FRAGS, PORTS};
 
 pub struct MapTables {
     config: &'static Config,
+    /// `bpf_ktime_get_boot_ns`, read on first use (0: not yet).
+    now: u64,
 }
 
 static DEFAULT_CONFIG: Config = Config::DEFAULT;
@@ -22,6 +24,7 @@ impl MapTables {
     pub fn new() -> Self {
         Self {
             config: CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG),
+            now: 0,
         }
     }
 }
@@ -64,6 +67,15 @@ impl Tables for MapTables {
     #[inline(always)]
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
         let _ = FRAGS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.now == 0 {
+            // SAFETY: a plain helper call with no arguments.
+            self.now = unsafe { bpf_ktime_get_boot_ns() };
+        }
+        self.now
     }
 }
 

@@ -1,0 +1,464 @@
+//! Runs lockdown's programs on packets with `BPF_PROG_TEST_RUN`, no interface involved.
+//!
+//! [`Datapath`] loads the embedded object unpinned, loads the XDP and TC programs, takes typed
+//! handles on every map, and writes a config and an allowlist. [`Datapath::ingress`] runs the XDP
+//! program once and reports its action and the reason counter that moved; [`Datapath::egress`]
+//! runs the TC program. Everything panics with a message instead of returning errors.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError},
+    programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use lockdown_common::{
+    config::{Config, Timeouts},
+    counters::{Counter, CounterKind},
+    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, FragKey, FragValue},
+    maps::{FLOWS, FRAGS, PROG_EGRESS, PROG_INGRESS},
+    rules::AllowRule,
+};
+use lockdown_user::{EBPF_OBJECT, handles::Handles};
+
+use crate::packets::addr16;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// What the TC program returns: "no opinion, go on".
+pub const TC_ACT_UNSPEC: i32 = -1;
+
+/// The smallest frame `BPF_PROG_TEST_RUN` accepts (an Ethernet header); shorter input is `EINVAL`
+/// from the kernel before the program runs. TC test runs of an IPv4/IPv6 ethertype also need the
+/// fixed IP header (see [`Datapath::try_egress_counted`]).
+pub const MIN_TEST_RUN_LEN: usize = 14;
+
+/// Parses `"tcp/22"` or `"tcp/22 from 10.0.0.0/8"` into a rule.
+pub fn rule(s: &str) -> AllowRule {
+    let (spec, from) = match s.split_once(" from ") {
+        Some((spec, from)) => (spec.trim(), Some(from.trim())),
+        None => (s.trim(), None),
+    };
+    AllowRule::parse(spec, from).unwrap_or_else(|e| panic!("bad rule {s:?}: {e}"))
+}
+
+/// Parses a list of rules (see [`rule`]).
+pub fn rules(list: &[&str]) -> BTreeSet<AllowRule> {
+    list.iter().map(|s| rule(s)).collect()
+}
+
+fn family(a: IpAddr) -> u8 {
+    if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
+}
+
+/// The flow key of a connection from `local:local_port` (the origin) to `remote:remote_port`.
+pub fn flow_key(
+    local: impl Into<IpAddr>,
+    local_port: u16,
+    remote: impl Into<IpAddr>,
+    remote_port: u16,
+    proto: u8,
+) -> FlowKey {
+    let (local, remote) = (local.into(), remote.into());
+    assert_eq!(
+        local.is_ipv4(),
+        remote.is_ipv4(),
+        "flow key of mixed families"
+    );
+    FlowKey {
+        local: addr16(local),
+        remote: addr16(remote),
+        local_port,
+        remote_port,
+        proto,
+        family: family(local),
+        _pad: [0; 2],
+    }
+}
+
+/// The flow key of the origin's ICMP echo with identifier `id`.
+pub fn echo_flow_key(local: impl Into<IpAddr>, remote: impl Into<IpAddr>, id: u16) -> FlowKey {
+    let local = local.into();
+    let proto = if local.is_ipv4() { 1 } else { 58 };
+    flow_key(local, id, remote, 0, proto)
+}
+
+/// The fragment-table key of datagram `id` from `src` to `dst`.
+pub fn frag_key(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, id: u32, proto: u8) -> FragKey {
+    let (src, dst) = (src.into(), dst.into());
+    FragKey {
+        src: addr16(src),
+        dst: addr16(dst),
+        id,
+        proto,
+        family: family(src),
+        _pad: [0; 2],
+    }
+}
+
+/// A config for tests: the defaults (DHCP and RA pass, not monitoring).
+pub const fn test_config() -> Config {
+    Config::DEFAULT
+}
+
+/// A config whose every timeout is `secs`: long, so that liveness cannot change during a test
+/// run, or short, so that entries can be aged past it.
+pub const fn uniform_timeouts(flags: u32, secs: u32) -> Config {
+    Config {
+        timeouts: Timeouts {
+            tcp_syn_sent: secs,
+            tcp_established: secs,
+            tcp_closing: secs,
+            tcp_closed: secs,
+            udp_unreplied: secs,
+            udp_replied: secs,
+            icmp: secs,
+            fragment: secs,
+        },
+        flags,
+        ..Config::DEFAULT
+    }
+}
+
+/// `CLOCK_BOOTTIME` now, the datapath's clock.
+pub fn now() -> u64 {
+    lockdown_user::boot_time_ns()
+}
+
+/// Whether `c` is an ingress verdict reason (as opposed to an egress or other statistic).
+pub const fn is_reason(c: Counter) -> bool {
+    matches!(c.kind(), CounterKind::Pass | CounterKind::Drop)
+}
+
+fn ignore_missing<T>(r: Result<T, MapError>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(MapError::KeyNotFound) => None,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// lockdown's programs and maps, loaded for test runs.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub handles: Handles,
+    pub frags: HashMap<MapData, FragKey, FragValue>,
+    config: Config,
+    /// Packets per counter after the last run, if nothing else has moved them since.
+    counters: Option<Vec<u64>>,
+}
+
+impl Datapath {
+    /// Loads the object with `config` and `rules` and the default flow-table size.
+    pub fn new(config: Config, rules: &[&str]) -> Self {
+        Self::with_max_flows(config, rules, None)
+    }
+
+    /// Loads the object; `max_flows` overrides the flow table's capacity.
+    pub fn with_max_flows(config: Config, rules: &[&str], max_flows: Option<u32>) -> Self {
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = max_flows {
+            loader.map_max_entries(FLOWS, n);
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .unwrap_or_else(|e| panic!("loading the lockdown eBPF object (are we root?): {e:#}"));
+        let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_INGRESS);
+        xdp.load()
+            .unwrap_or_else(|e| panic!("loading {PROG_INGRESS}: {e:#}"));
+        let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS);
+        tc.load()
+            .unwrap_or_else(|e| panic!("loading {PROG_EGRESS}: {e:#}"));
+        let frags = ebpf
+            .take_map(FRAGS)
+            .unwrap_or_else(|| panic!("map {FRAGS} missing from the object"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("map {FRAGS}: {e:#}"));
+        let handles = Handles::take(&mut ebpf).unwrap_or_else(|e| panic!("taking the maps: {e:#}"));
+        let mut dp = Self {
+            ebpf,
+            handles,
+            frags,
+            config,
+            counters: None,
+        };
+        dp.set_config(&config);
+        dp.set_rules(&crate::testrun::rules(rules));
+        dp
+    }
+
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: &Config) {
+        self.handles
+            .write_config(config)
+            .unwrap_or_else(|e| panic!("writing the config: {e:#}"));
+        self.config = *config;
+    }
+
+    /// Sets a config flag (`FLAG_*`) on or off.
+    pub fn set_flag(&mut self, flag: u32, on: bool) {
+        let mut c = self.config;
+        if on {
+            c.flags |= flag;
+        } else {
+            c.flags &= !flag;
+        }
+        self.set_config(&c);
+    }
+
+    /// Replaces the allowlist.
+    pub fn set_rules(&mut self, rules: &BTreeSet<AllowRule>) {
+        self.handles
+            .set_rules(rules)
+            .unwrap_or_else(|e| panic!("writing the rules {rules:?}: {e:#}"));
+    }
+
+    /// Packets per counter, summed over CPUs, in index order.
+    pub fn counter_packets(&self) -> Vec<u64> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = self
+                    .handles
+                    .counters
+                    .get(&(c as u32), 0)
+                    .unwrap_or_else(|e| panic!("reading counter {}: {e}", c.name()));
+                per_cpu.iter().map(|v| v.packets).sum()
+            })
+            .collect()
+    }
+
+    fn take_counters(&mut self) -> Vec<u64> {
+        match self.counters.take() {
+            Some(c) => c,
+            None => self.counter_packets(),
+        }
+    }
+
+    /// Runs the XDP program on `frame` once: its action (`XDP_PASS`/`XDP_DROP`) and the reason
+    /// it counted. Panics unless exactly one counter moved, by one packet.
+    pub fn ingress(&mut self, frame: &[u8]) -> (u32, Counter) {
+        assert!(
+            frame.len() >= MIN_TEST_RUN_LEN,
+            "BPF_PROG_TEST_RUN needs at least {MIN_TEST_RUN_LEN} bytes, got {}",
+            frame.len()
+        );
+        let before = self.take_counters();
+        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        let ret = xdp
+            .test_run(opts)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "test run of {PROG_INGRESS} on {}: {}",
+                    crate::packets::hex(frame),
+                    chain(&e)
+                )
+            })
+            .return_value;
+        let after = self.counter_packets();
+        // Only pass and drop reasons; other counters (e.g. logging statistics) may move too.
+        let moved: Vec<(Counter, u64)> = Counter::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(c, (b, a))| a != b && is_reason(**c))
+            .map(|(&c, (b, a))| (c, a.wrapping_sub(*b)))
+            .collect();
+        self.counters = Some(after);
+        match moved[..] {
+            [(c, 1)] => (ret, c),
+            _ => panic!(
+                "expected exactly one ingress counter to move by one packet, got {moved:?} (action {ret}) for {}",
+                crate::packets::hex(frame)
+            ),
+        }
+    }
+
+    /// Runs the TC egress program on `frame` once; returns its TC action.
+    pub fn egress(&mut self, frame: &[u8]) -> i32 {
+        self.egress_counted(frame).0
+    }
+
+    /// Runs the TC egress program on `frame` once: its TC action and whether it counted a created
+    /// flow. Panics if the kernel refuses the input (see [`Datapath::try_egress_counted`]).
+    pub fn egress_counted(&mut self, frame: &[u8]) -> (i32, bool) {
+        self.try_egress_counted(frame).unwrap_or_else(|| {
+            panic!(
+                "the kernel refuses a TC test run of {} ({} bytes): an IPv4/IPv6 frame needs a whole IP header",
+                crate::packets::hex(frame),
+                frame.len()
+            )
+        })
+    }
+
+    /// Like [`Datapath::egress_counted`], but `None` if the kernel refuses the input with
+    /// `EINVAL`. For SchedClassifier test runs the kernel wants a whole Ethernet header, and for
+    /// an IPv4 or IPv6 ethertype (the outermost one) also a whole fixed IP header (20 / 40 bytes)
+    /// behind it; XDP test runs only need the Ethernet header.
+    pub fn try_egress_counted(&mut self, frame: &[u8]) -> Option<(i32, bool)> {
+        let before = self.take_counters();
+        let tc: &SchedClassifier = program(&self.ebpf, PROG_EGRESS);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        let ret = match tc.test_run(opts) {
+            Ok(r) => r.return_value as i32,
+            Err(ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                self.counters = Some(before);
+                return None;
+            }
+            Err(e) => panic!(
+                "test run of {PROG_EGRESS} on {}: {}",
+                crate::packets::hex(frame),
+                chain(&e)
+            ),
+        };
+        let after = self.counter_packets();
+        let delta = |c: Counter| after[c as usize] - before[c as usize];
+        assert_eq!(
+            delta(Counter::EgressPackets),
+            1,
+            "the egress program counts every packet"
+        );
+        let created = delta(Counter::EgressFlowsCreated);
+        assert!(created <= 1, "one egress packet created {created} flows");
+        for &c in Counter::ALL {
+            if is_reason(c) {
+                assert_eq!(delta(c), 0, "egress moved the ingress counter {}", c.name());
+            }
+        }
+        self.counters = Some(after);
+        Some((ret, created == 1))
+    }
+
+    /// Runs the raw XDP test run on `frame`, returning the syscall's error if any (for input the
+    /// kernel refuses, e.g. shorter than an Ethernet header).
+    pub fn try_ingress_raw(&mut self, frame: &[u8]) -> Result<u32, String> {
+        self.counters = None;
+        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        xdp.test_run(opts)
+            .map(|r| r.return_value)
+            .map_err(|e| chain(&e))
+    }
+
+    // The flow table.
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        ignore_missing(self.handles.flows.get(key, 0), "reading the flow table")
+    }
+
+    pub fn set_flow(&mut self, key: &FlowKey, value: &FlowValue) {
+        self.handles
+            .flows
+            .insert(key, value, 0)
+            .unwrap_or_else(|e| panic!("writing flow {key:?}: {e}"));
+    }
+
+    pub fn remove_flow(&mut self, key: &FlowKey) {
+        ignore_missing(self.handles.flows.remove(key), "removing a flow");
+    }
+
+    /// Every entry of the flow table, live or expired.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
+        let keys: Vec<FlowKey> = self
+            .handles
+            .flows
+            .keys()
+            .filter_map(|k| ignore_missing(k, "listing the flow table"))
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.flow(&k).map(|v| (k, v)))
+            .collect()
+    }
+
+    pub fn clear_flows(&mut self) {
+        for (k, _) in self.flows() {
+            self.remove_flow(&k);
+        }
+    }
+
+    // The fragment table.
+
+    pub fn frag(&self, key: &FragKey) -> Option<FragValue> {
+        ignore_missing(self.frags.get(key, 0), "reading the fragment table")
+    }
+
+    pub fn set_frag(&mut self, key: &FragKey, value: &FragValue) {
+        self.frags
+            .insert(key, value, 0)
+            .unwrap_or_else(|e| panic!("writing fragment entry {key:?}: {e}"));
+    }
+
+    pub fn remove_frag(&mut self, key: &FragKey) {
+        ignore_missing(self.frags.remove(key), "removing a fragment entry");
+    }
+
+    pub fn frag_entries(&self) -> Vec<(FragKey, FragValue)> {
+        let keys: Vec<FragKey> = self
+            .frags
+            .keys()
+            .filter_map(|k| ignore_missing(k, "listing the fragment table"))
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.frag(&k).map(|v| (k, v)))
+            .collect()
+    }
+
+    pub fn clear_frags(&mut self) {
+        for (k, _) in self.frag_entries() {
+            self.remove_frag(&k);
+        }
+    }
+}
+
+/// An error and its sources, e.g. "`bpf_prog_test_run` failed: Invalid argument (os error 22)".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+fn program<'a, P>(ebpf: &'a Ebpf, name: &str) -> &'a P
+where
+    &'a P: TryFrom<&'a Program>,
+    <&'a P as TryFrom<&'a Program>>::Error: std::fmt::Display,
+{
+    let p = ebpf
+        .program(name)
+        .unwrap_or_else(|| panic!("program {name} missing from the object"));
+    p.try_into()
+        .unwrap_or_else(|e| panic!("program {name} has an unexpected type: {e}"))
+}
+
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut P
+where
+    &'a mut P: TryFrom<&'a mut Program>,
+    <&'a mut P as TryFrom<&'a mut Program>>::Error: std::fmt::Display,
+{
+    let p = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("program {name} missing from the object"));
+    p.try_into()
+        .unwrap_or_else(|e| panic!("program {name} has an unexpected type: {e}"))
+}
