@@ -223,9 +223,9 @@ pub struct Pkt {
 /// "Experimental" protocol number: written by etherparse, replaced by the real one.
 const PLACEHOLDER_PROTO: u8 = 253;
 
-/// The IPv4 header checksum of `header` (its checksum field zero).
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
+/// The internet checksum (RFC 1071) of `data` (its checksum field zero): IPv4 headers, ICMPv4.
+pub fn ipv4_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
         .sum();

@@ -15,13 +15,13 @@ use std::{
     time::Duration,
 };
 
-use etherparse::{IpNumber, Ipv4Header, Ipv6Header, UdpHeader};
 use lockdown_tests::{
     cli::Lockdown,
     netns::{
         DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
         UdpEcho, exchange, ns_run, ping, syn_flood, tcp_connect, tcp_fetch, udp_query,
     },
+    packets::{Pkt, ipv4_checksum},
 };
 
 /// What protects the origin.
@@ -110,38 +110,21 @@ impl Side {
         &self.pair.peer
     }
 
-    /// Opens `tcp/port` for new connections.
-    fn allow(&self, port: u16) {
+    /// Opens (`open`) or closes `tcp/port` for new connections.
+    fn set_port(&self, port: u16, open: bool) {
         match &self.guard {
             Guard::Iptables => {
+                let rule = format!(
+                    "{} -p tcp --dport {port} -j ACCEPT",
+                    if open { "-I INPUT 3" } else { "-D INPUT" }
+                );
                 for v6 in [false, true] {
-                    tables(
-                        self.origin(),
-                        v6,
-                        &format!("-I INPUT 3 -p tcp --dport {port} -j ACCEPT"),
-                    );
+                    tables(self.origin(), v6, &rule);
                 }
             }
             Guard::Lockdown(ld) => {
-                ld.must(&["allow", "add", &format!("tcp/{port}")]);
-            }
-        }
-    }
-
-    /// Closes `tcp/port` for new connections.
-    fn disallow(&self, port: u16) {
-        match &self.guard {
-            Guard::Iptables => {
-                for v6 in [false, true] {
-                    tables(
-                        self.origin(),
-                        v6,
-                        &format!("-D INPUT -p tcp --dport {port} -j ACCEPT"),
-                    );
-                }
-            }
-            Guard::Lockdown(ld) => {
-                ld.must(&["allow", "del", &format!("tcp/{port}")]);
+                let verb = if open { "add" } else { "del" };
+                ld.must(&["allow", verb, &format!("tcp/{port}")]);
             }
         }
     }
@@ -252,45 +235,24 @@ fn send_pmtu_error(side: &Side, fam: Family, lport: u16, pport: u16, mtu: u16) {
     let origin = fam.origin();
     let peer = fam.peer();
     lockdown_tests::netns::in_ns(side.peer(), move || {
-        let udp = UdpHeader {
-            source_port: lport,
-            destination_port: pport,
-            length: 8 + 1400,
-            checksum: 0,
+        // The datagram the origin sent (or, for an untracked flow, did not send), as quoted.
+        let quoted = Pkt::udp(origin, peer, lport, pport)
+            .payload(&[0; 1400])
+            .quote();
+        let (domain, proto, mut msg) = if origin.is_ipv4() {
+            // Type 3 code 4, checksum, unused, next-hop MTU.
+            let mut m = vec![3u8, 4, 0, 0, 0, 0];
+            m.extend_from_slice(&mtu.to_be_bytes());
+            (libc::AF_INET, libc::IPPROTO_ICMP, m)
+        } else {
+            // Type 2 (packet too big), code 0, checksum (the kernel fills it in), MTU.
+            let mut m = vec![2u8, 0, 0, 0];
+            m.extend_from_slice(&u32::from(mtu).to_be_bytes());
+            (libc::AF_INET6, libc::IPPROTO_ICMPV6, m)
         };
-        let mut quoted = Vec::new();
-        let (domain, proto, mut msg) = match (origin, peer) {
-            (IpAddr::V4(o), IpAddr::V4(p)) => {
-                let ip = Ipv4Header::new(8 + 1400, 64, IpNumber::UDP, o.octets(), p.octets())
-                    .expect("ipv4 header");
-                ip.write(&mut quoted).expect("write");
-                // Type 3 code 4, checksum, unused, next-hop MTU.
-                let mut m = vec![3u8, 4, 0, 0, 0, 0];
-                m.extend_from_slice(&mtu.to_be_bytes());
-                (libc::AF_INET, libc::IPPROTO_ICMP, m)
-            }
-            (IpAddr::V6(o), IpAddr::V6(p)) => {
-                let ip = Ipv6Header {
-                    traffic_class: 0,
-                    flow_label: Default::default(),
-                    payload_length: 8 + 1400,
-                    next_header: IpNumber::UDP,
-                    hop_limit: 64,
-                    source: o.octets(),
-                    destination: p.octets(),
-                };
-                ip.write(&mut quoted).expect("write");
-                // Type 2 (packet too big), code 0, checksum (the kernel fills it in), MTU.
-                let mut m = vec![2u8, 0, 0, 0];
-                m.extend_from_slice(&u32::from(mtu).to_be_bytes());
-                (libc::AF_INET6, libc::IPPROTO_ICMPV6, m)
-            }
-            _ => unreachable!("one family"),
-        };
-        udp.write(&mut quoted).expect("write");
         msg.extend_from_slice(&quoted);
         if domain == libc::AF_INET {
-            let sum = checksum(&msg);
+            let sum = ipv4_checksum(&msg);
             msg[2..4].copy_from_slice(&sum.to_be_bytes());
         }
         // SAFETY: plain socket(2); checked below.
@@ -342,17 +304,6 @@ fn send_pmtu_error(side: &Side, fam: Family, lport: u16, pport: u16, mtu: u16) {
     });
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The origin keeps a UDP socket (bound, unconnected) that has sent to the peer's port 5500. The
 /// peer then sends a PMTU error quoting an *untracked* flow (to port 5501: the origin never sent
 /// there, but its socket would match) and then one quoting the tracked flow. Returns whether each
@@ -391,11 +342,11 @@ fn pmtu(side: &Side, fam: Family) -> (bool, bool) {
 /// exchanging data while a new connection is refused: (old still works, new refused).
 fn port_removed_while_open(side: &Side, fam: Family) -> (bool, bool) {
     let _server = TcpServer::start(side.origin(), sa(fam.any(), 8080), Serve::Echo);
-    side.allow(8080);
+    side.set_port(8080, true);
     let mut conn = tcp_connect(side.peer(), sa(fam.origin(), 8080), OK_TIMEOUT)
         .expect("allowed port connects");
     exchange(&mut conn, b"before").expect("exchange before removal");
-    side.disallow(8080);
+    side.set_port(8080, false);
     let old = (0..5).all(|i| exchange(&mut conn, format!("after {i}").as_bytes()).is_ok());
     let new_refused = tcp_connect(side.peer(), sa(fam.origin(), 8080), DROP_TIMEOUT).is_err();
     (old, new_refused)
