@@ -265,36 +265,34 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
     seed(&mut handles)?;
 
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(PROG_EGRESS)
-        .context("egress program missing")?
-        .try_into()?;
-    tc.load().context("loading the TC egress program")?;
-    let link =
-        FdLink::from(PinnedLink::from_pin(dir.link_egress()).context("opening the egress link")?);
-    let id = tc
-        .attach_to_link(
-            link.try_into()
-                .context("the egress link is not a TC link")?,
-        )
-        .context("swapping the egress program")?;
-    // The pin keeps the link; this process's handle can go.
-    drop(tc.take_link(id)?);
-
-    let xdp: &mut Xdp = ebpf
-        .program_mut(PROG_INGRESS)
-        .context("ingress program missing")?
-        .try_into()?;
-    xdp.load().context("loading the XDP program")?;
-    let link =
-        FdLink::from(PinnedLink::from_pin(dir.link_ingress()).context("opening the ingress link")?);
-    let id = xdp
-        .attach_to_link(
-            link.try_into()
-                .context("the ingress link is not an XDP link")?,
-        )
-        .context("swapping the XDP program")?;
-    drop(xdp.take_link(id)?);
+    // Loads a program and swaps it into its pinned link. A macro, because `Xdp` and
+    // `SchedClassifier` share no trait for `attach_to_link`.
+    macro_rules! swap {
+        ($ty:ty, $name:expr, $pin:expr, $what:literal) => {{
+            let prog: &mut $ty = ebpf
+                .program_mut($name)
+                .context(concat!($what, " program missing"))?
+                .try_into()?;
+            prog.load()
+                .context(concat!("loading the ", $what, " program"))?;
+            let link = FdLink::from(PinnedLink::from_pin($pin).context(concat!(
+                "opening the ",
+                $what,
+                " link"
+            ))?);
+            let id = prog
+                .attach_to_link(link.try_into().context(concat!(
+                    "the ",
+                    $what,
+                    " link has the wrong type"
+                ))?)
+                .context(concat!("swapping the ", $what, " program"))?;
+            // The pin keeps the link; this process's handle can go.
+            drop(prog.take_link(id)?);
+        }};
+    }
+    swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
+    swap!(Xdp, PROG_INGRESS, dir.link_ingress(), "ingress");
     Ok(ebpf)
 }
 
