@@ -167,6 +167,9 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
         // Dropping the unpinned links on the error path already detached them; remove the pins.
         let _ = detach_locked(dir);
     }
+    if result.is_ok() {
+        crate::confirm::clear_pending(&opts.iface)?;
+    }
     result
 }
 
@@ -293,6 +296,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
     swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
     swap!(Xdp, PROG_INGRESS, dir.link_ingress(), "ingress");
+    crate::confirm::clear_pending(&opts.iface)?;
     Ok(ebpf)
 }
 
@@ -319,7 +323,8 @@ pub fn detach(dir: &PinDir) -> Result<()> {
         Some(root) => Some(lock(root)?),
         None => None,
     };
-    detach_locked(dir)
+    detach_locked(dir)?;
+    crate::confirm::clear_pending(&dir.iface)
 }
 
 /// [`detach`], for a caller that holds the pin-root lock.

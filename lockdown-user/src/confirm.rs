@@ -88,6 +88,17 @@ pub fn read_pending(path: &Path) -> Result<Option<Pending>> {
     }
 }
 
+/// Forgets any change awaiting confirmation on `iface`: a deliberate `up`, `up --replace`, `run` or
+/// `down` supersedes it, so its watchdog must not undo what came after.
+pub fn clear_pending(iface: &str) -> Result<()> {
+    let path = pending_path(&run_dir(), iface);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 /// `lockdown confirm`: keeps the change.
 pub fn confirm(path: &Path, iface: &str) -> Result<()> {
     match fs::remove_file(path) {

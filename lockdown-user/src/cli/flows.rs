@@ -33,6 +33,7 @@ pub struct Flows {
 enum FlowsCommand {
     /// Empty the flow table. Open connections then pass only if their port is allowed, until their
     /// next outbound packet tracks them again. Asks first unless --yes.
+    /// Example: lockdown flows flush --yes
     Flush(FlushArgs),
 }
 

@@ -142,8 +142,14 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
     if secs == 0 {
         anyhow::bail!("--confirm needs a window of at least 1 second");
     }
-    let previous = confirm::snapshot(dir)?;
-    if previous.is_some() {
+    let path = confirm::pending_path(&confirm::run_dir(), &opts.iface);
+    // While an earlier change still awaits confirmation, the state to return to is the one from
+    // before it: confirming neither change must undo both.
+    let previous = match confirm::read_pending(&path)? {
+        Some(pending) => pending.previous,
+        None => confirm::snapshot(dir)?,
+    };
+    if dir.is_locked() {
         // A new policy over the current one: apply all of it, keeping the maps.
         opts.given.rules = true;
         opts.given.config = true;
@@ -152,7 +158,6 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
         drop(attach::up(dir, &opts)?);
     }
     let token = u64::from(std::process::id()) << 32 ^ lockdown_user::boot_time_ns();
-    let path = confirm::pending_path(&confirm::run_dir(), &opts.iface);
     let spawned =
         confirm::write_pending(&path, &confirm::Pending { token, previous }).and_then(|()| {
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
