@@ -8,9 +8,19 @@
 //! and a bad IHL. Truncations are plain `Vec::truncate` on the result; [`Pkt::l3_off`] and
 //! [`Pkt::l4_off`] say where to cut.
 //!
-//! ```ignore
-//! let syn = Pkt::tcp(REMOTE4, LOCAL4, 40000, 22, TCP_SYN).seq(1000).vlan(7).bytes();
-//! let err = Pkt::frag_needed(ROUTER4, LOCAL4, 1400, &Pkt::tcp(LOCAL4, REMOTE4, 40000, 443, TCP_ACK)).bytes();
+//! ```
+//! use std::net::Ipv4Addr;
+//! use lockdown_tests::packets::{Pkt, TCP_ACK, TCP_SYN};
+//! let (local, remote, router) = (
+//!     Ipv4Addr::new(192, 0, 2, 1),
+//!     Ipv4Addr::new(198, 51, 100, 7),
+//!     Ipv4Addr::new(203, 0, 113, 1),
+//! );
+//! let syn = Pkt::tcp(remote, local, 40000, 22, TCP_SYN).seq(1000).vlan(7).bytes();
+//! assert_eq!(&syn[12..14], &[0x81, 0x00], "802.1Q tag");
+//! let inner = Pkt::tcp(local, remote, 40000, 443, TCP_ACK);
+//! let err = Pkt::frag_needed(router, local, 1400, &inner).bytes();
+//! assert!(err.len() > 14 + 20 + 8 + inner.quote().len() - 1);
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
