@@ -1,5 +1,6 @@
 use anyhow::Result;
 use clap::Args;
+use lockdown_common::counters::Counter;
 use lockdown_user::{pins, report};
 
 /// Show an interface's mode, allowlist, flow count and counters.
@@ -46,9 +47,13 @@ impl StatusArgs {
             "{:<28} {:>14} {:>16} {:>12}",
             "counter", "packets", "bytes", "pps"
         );
-        for (name, packets) in &s.counters {
+        // Index order: passes, then drops, then egress and log statistics.
+        for name in Counter::ALL.iter().map(|c| c.name()) {
             let pps = s.rates_pps.as_ref().map_or(0.0, |r| r[name]);
-            println!("{name:<28} {packets:>14} {:>16} {pps:>12.1}", s.bytes[name]);
+            println!(
+                "{name:<28} {:>14} {:>16} {pps:>12.1}",
+                s.counters[name], s.bytes[name]
+            );
         }
         Ok(())
     }
