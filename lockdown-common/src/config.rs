@@ -116,6 +116,9 @@ pub const FLAG_MONITOR: u32 = 1 << 0;
 pub const FLAG_PASS_DHCP: u32 = 1 << 1;
 /// Pass IPv6 router advertisements (ICMPv6 134).
 pub const FLAG_PASS_RA: u32 = 1 << 2;
+/// Write dropped-packet events: set while a `lockdown log` reader runs, so that nobody pays for
+/// events nobody reads.
+pub const FLAG_LOG: u32 = 1 << 3;
 
 /// The one entry of [`crate::maps::CONFIG`].
 #[repr(C)]

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use lockdown_common::{
-    config::Config,
+    config::{Config, FLAG_LOG},
     counters::Counter,
     events::{DropEvent, EVENT_CAPTURE},
 };
@@ -17,7 +17,7 @@ use crate::{
 /// Writes one event for a dropped packet, unless over the rate limit or the ring is full.
 #[inline(always)]
 pub fn drop_event(ctx: &XdpContext, len: u64, reason: Counter, now: u64, config: &Config) {
-    if config.log_per_sec == 0 {
+    if config.flags & FLAG_LOG == 0 || config.log_per_sec == 0 {
         return;
     }
     let Some(window) = LOG_WINDOW.get_ptr_mut(0) else {

@@ -15,6 +15,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lockdown_common::{
+    config::FLAG_LOG,
     counters::Counter,
     verdict::{self, Tables as _},
 };
@@ -39,7 +40,7 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
             pkt.len()
         );
     }
-    if d.reason.is_drop() {
+    if d.reason.is_drop() && tables.config().flags & FLAG_LOG != 0 {
         let now = tables.now();
         log::drop_event(&ctx, pkt.len(), d.reason, now, tables.config());
     }

@@ -17,6 +17,8 @@ pub struct Status {
     pub interface: String,
     pub mode: String,
     pub monitor: bool,
+    /// Whether dropped-packet events are being written (a `lockdown log` reader runs).
+    pub logging: bool,
     /// Current number of live flow entries.
     pub flows: usize,
     pub max_flows: u32,
@@ -81,6 +83,7 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         }
         .to_owned(),
         monitor: config.has(lockdown_common::config::FLAG_MONITOR),
+        logging: config.has(lockdown_common::config::FLAG_LOG),
         flows,
         max_flows,
         allow,

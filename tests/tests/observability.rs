@@ -694,6 +694,17 @@ fn every_drop_is_logged_or_counted_as_suppressed() {
     const FLOOD: usize = 1000;
     let w = World::new("o-budget");
     w.ld.up(&[]);
+    // Events are written only while a reader runs.
+    let reader = Bg::spawn(&w.ld, &["log", "--iface", ORIGIN_IF, "--json"]);
+    wait_for(Duration::from_secs(10), || {
+        reader.holds_bpf_map().then_some(())
+    })
+    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", reader.output()));
+    assert_eq!(
+        w.ld.status_json()["logging"],
+        true,
+        "a running `log` turns events on"
+    );
     let before = w.counters();
     let r = syn_flood(&w.pair, ORIGIN_V4, WEB, FLOOD, Duration::from_secs(20));
     assert_eq!(r.sent, FLOOD, "the flood stopped early: {r:?}");
@@ -721,6 +732,25 @@ fn every_drop_is_logged_or_counted_as_suppressed() {
         d["log_suppressed"]
     );
     assert!(d["log_events"] >= 1, "nothing was logged: {d:?}");
+    reader.signal(Signal::SIGTERM);
+    wait_for(Duration::from_secs(10), || {
+        (w.ld.status_json()["logging"] == false).then_some(())
+    })
+    .unwrap_or_else(|| panic!("`log` did not turn events off at exit\n{}", reader.output()));
+    // With no reader, drops cost no event and no suppression count.
+    let before = w.counters();
+    let r = syn_flood(&w.pair, ORIGIN_V4, WEB, 100, Duration::from_secs(20));
+    assert_eq!(r.sent, 100);
+    let d = wait_for(Duration::from_secs(5), || {
+        let d = delta(&before, &w.counters());
+        (d["drop_new"] >= 90).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the second flood did not arrive"));
+    assert_eq!(
+        d["log_events"] + d["log_suppressed"],
+        0,
+        "no reader, no events: {d:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

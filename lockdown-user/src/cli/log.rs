@@ -1,6 +1,8 @@
 use std::{
     net::IpAddr,
     os::fd::AsRawFd as _,
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -8,20 +10,25 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, RingBuf};
 use clap::Args;
 use lockdown_common::{
+    config::FLAG_LOG,
     counters::Counter,
     events::DropEvent,
     flow::{FAMILY_V4, PROTO_TCP, PROTO_UDP},
     maps::EVENTS,
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-use lockdown_user::pins;
+use lockdown_user::{
+    handles::Handles,
+    pins::{self, PinDir},
+};
 use serde::Serialize;
 
 /// Stream dropped-packet events, like a focused tcpdump of what lockdown drops.
 ///
-/// Events come from a ring buffer the XDP program writes, rate-limited per CPU (see `log_per_sec`
-/// in the config, default 100/s per CPU) so a flood costs a fixed budget; the drop counters still
-/// count every packet, and `log_suppressed` counts the events the limit held back.
+/// Events come from a ring buffer the XDP program writes while a `log` reader runs (it turns
+/// events on at start and off at exit), rate-limited per CPU (default 100/s per CPU) so a flood
+/// costs a fixed budget; the drop counters still count every packet, and `log_suppressed` counts
+/// the events the limit held back.
 ///
 /// Example: lockdown log --count 10 --json
 #[derive(Debug, Args)]
@@ -128,15 +135,73 @@ fn describe(ev: &DropEvent, boot_now: u64, wall_now: SystemTime) -> EventJson {
     out
 }
 
+/// Set by SIGINT/SIGTERM: stop reading and turn events off again.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Turns events on for as long as it lives (unless they were on already).
+struct EventsOn {
+    root: PathBuf,
+    dir: PinDir,
+    turned_on: bool,
+}
+
+impl EventsOn {
+    fn new(root: PathBuf, dir: PinDir) -> Result<Self> {
+        let _lock = pins::lock(&root)?;
+        let mut handles = Handles::open(&dir)?;
+        let mut config = handles.read_config()?;
+        let turned_on = config.flags & FLAG_LOG == 0;
+        if turned_on {
+            config.flags |= FLAG_LOG;
+            handles.write_config(&config)?;
+        }
+        Ok(Self {
+            root,
+            dir,
+            turned_on,
+        })
+    }
+}
+
+impl Drop for EventsOn {
+    fn drop(&mut self) {
+        if !self.turned_on {
+            return;
+        }
+        let off = || -> Result<()> {
+            let _lock = pins::lock(&self.root)?;
+            let mut handles = Handles::open(&self.dir)?;
+            let mut config = handles.read_config()?;
+            config.flags &= !FLAG_LOG;
+            handles.write_config(&config)
+        };
+        if let Err(e) = off() {
+            log::warn!("turning dropped-packet events off again: {e:#}");
+        }
+    }
+}
+
 impl Log {
     pub fn run(self) -> Result<()> {
-        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
+        let root = pins::root();
+        let dir = pins::select(&root, self.iface.as_deref())?;
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        // On before the ring is opened, so a reader that holds the ring sees every event.
+        let _on = EventsOn::new(root, dir.clone())?;
         let path = dir.map(EVENTS);
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         let mut ring = RingBuf::try_from(Map::from_map_data(data)?)?;
         let mut seen = 0u64;
-        while self.count.is_none_or(|n| seen < n) {
+        while self.count.is_none_or(|n| seen < n) && !STOP.load(Ordering::SeqCst) {
             let mut pfd = libc::pollfd {
                 fd: ring.as_raw_fd(),
                 events: libc::POLLIN,
