@@ -13,7 +13,7 @@ pub const EVENT_CAPTURE: usize = 128;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct DropEvent {
-    /// `CLOCK_BOOTTIME` nanoseconds.
+    /// `CLOCK_MONOTONIC_COARSE` nanoseconds.
     pub time_ns: u64,
     pub ifindex: u32,
     /// [`crate::counters::Counter`] index of the drop reason.

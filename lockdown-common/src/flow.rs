@@ -92,8 +92,8 @@ impl FlowState {
     }
 }
 
-/// Flow value: 24 bytes, no padding. Times are `CLOCK_BOOTTIME` nanoseconds
-/// (`bpf_ktime_get_boot_ns`).
+/// Flow value: 24 bytes, no padding. Times are `CLOCK_MONOTONIC_COARSE`
+/// nanoseconds (`bpf_ktime_get_coarse_ns`; tick resolution, ample for idle timeouts in seconds).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowValue {

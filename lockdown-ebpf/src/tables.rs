@@ -1,6 +1,6 @@
 //! `Tables` over the BPF maps, so the shared decision logic runs on them.
 
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use lockdown_common::{
     config::Config,
     counters::Counter,
@@ -13,7 +13,7 @@ use crate::maps::{CIDRS, CONFIG, COUNTERS, FLOWS, FRAGS, PORTS};
 
 pub struct MapTables {
     config: &'static Config,
-    /// `bpf_ktime_get_boot_ns`, read on first use (0: not yet).
+    /// `bpf_ktime_get_coarse_ns`, read on first use (0: not yet).
     now: u64,
 }
 
@@ -73,7 +73,7 @@ impl Tables for MapTables {
     fn now(&mut self) -> u64 {
         if self.now == 0 {
             // SAFETY: a plain helper call with no arguments.
-            self.now = unsafe { bpf_ktime_get_boot_ns() };
+            self.now = unsafe { bpf_ktime_get_coarse_ns() };
         }
         self.now
     }

@@ -144,7 +144,7 @@ fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
 /// removal of the allow rule that let them in: an accepted connection on which the origin has not
 /// sent anything yet is not tracked until it does, so it would otherwise be cut.
 pub fn seed(handles: &mut Handles) -> Result<()> {
-    let n = sockets::seed(handles, &sockets::all()?, crate::boot_time_ns())?;
+    let n = sockets::seed(handles, &sockets::all()?, crate::clock_ns())?;
     log::info!("seeded {n} flows from existing sockets");
     Ok(())
 }

@@ -14,14 +14,15 @@ pub mod sockets;
 /// The eBPF object (XDP ingress + TC egress), built by `build.rs` with aya-build.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockdown"));
 
-/// `CLOCK_BOOTTIME` in nanoseconds: the clock of `bpf_ktime_get_boot_ns`.
-pub fn boot_time_ns() -> u64 {
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the datapath's clock (`bpf_ktime_get_coarse_ns`, a
+/// plain read of the last tick, where `bpf_ktime_get_boot_ns` costs a clocksource read per packet).
+pub fn clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

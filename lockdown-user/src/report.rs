@@ -42,7 +42,7 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .context("reading the flow table's info")?
         .max_entries();
     let config = handles.read_config()?;
-    let flows = handles.live_flows(crate::boot_time_ns())?.len();
+    let flows = handles.live_flows(crate::clock_ns())?.len();
     let allow = handles.rules()?.iter().map(ToString::to_string).collect();
     let mut counters = BTreeMap::new();
     let mut bytes = BTreeMap::new();

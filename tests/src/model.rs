@@ -45,7 +45,7 @@ pub struct HostTables {
     pub frags: HashMap<FragKey, FragValue>,
     pub touched_flows: Vec<FlowKey>,
     pub touched_frags: Vec<FragKey>,
-    /// The time the next decision runs at (`CLOCK_BOOTTIME` ns).
+    /// The time the next decision runs at (`CLOCK_MONOTONIC_COARSE` ns).
     pub now: u64,
 }
 

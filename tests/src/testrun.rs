@@ -120,9 +120,9 @@ pub const fn uniform_timeouts(flags: u32, secs: u32) -> Config {
     }
 }
 
-/// `CLOCK_BOOTTIME` now, the datapath's clock.
+/// `CLOCK_MONOTONIC_COARSE` now, the datapath's clock.
 pub fn now() -> u64 {
-    lockdown_user::boot_time_ns()
+    lockdown_user::clock_ns()
 }
 
 /// Whether `c` is an ingress verdict reason (as opposed to an egress or other statistic).

@@ -131,7 +131,7 @@ impl ListArgs {
             Some(p) => bail!("unknown protocol {p:?}: expected tcp, udp, icmp or icmpv6"),
         };
         let dir = pins::select(&pins::root(), self.iface.as_deref())?;
-        let now = lockdown_user::boot_time_ns();
+        let now = lockdown_user::clock_ns();
         let mut flows: Vec<FlowJson> = Handles::open(&dir)?
             .live_flows(now)?
             .iter()

@@ -214,7 +214,7 @@ impl Log {
                     continue;
                 };
                 let ev: DropEvent = bytemuck::pod_read_unaligned(bytes);
-                let e = describe(&ev, lockdown_user::boot_time_ns(), SystemTime::now());
+                let e = describe(&ev, lockdown_user::clock_ns(), SystemTime::now());
                 if self.json {
                     println!("{}", serde_json::to_string(&e)?);
                 } else {

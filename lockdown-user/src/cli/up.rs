@@ -157,7 +157,7 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
     } else {
         drop(attach::up(dir, &opts)?);
     }
-    let token = u64::from(std::process::id()) << 32 ^ lockdown_user::boot_time_ns();
+    let token = u64::from(std::process::id()) << 32 ^ lockdown_user::clock_ns();
     let spawned =
         confirm::write_pending(&path, &confirm::Pending { token, previous }).and_then(|()| {
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
