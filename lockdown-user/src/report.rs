@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::MapInfo;
 use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Timeouts},
+    counters::CounterKind,
     maps::FLOWS,
 };
 use serde::Serialize;
@@ -19,6 +20,11 @@ pub struct Status {
     pub monitor: bool,
     /// Whether dropped-packet events are being written (a `lockdown log` reader runs).
     pub logging: bool,
+    /// The event rate limit, per CPU per second.
+    pub log_per_sec: u32,
+    /// Every inbound packet and byte the XDP program saw (the sum of the pass and drop counters).
+    pub total_packets: u64,
+    pub total_bytes: u64,
     /// Current number of live flow entries.
     pub flows: usize,
     pub max_flows: u32,
@@ -64,9 +70,14 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
                 .collect(),
         )
     };
+    let (mut total_packets, mut total_bytes) = (0, 0);
     for (c, v) in first {
         counters.insert(c.name(), v.packets);
         bytes.insert(c.name(), v.bytes);
+        if matches!(c.kind(), CounterKind::Pass | CounterKind::Drop) {
+            total_packets += v.packets;
+            total_bytes += v.bytes;
+        }
     }
     let mut t = config.timeouts;
     let timeouts = Timeouts::NAMES
@@ -84,6 +95,9 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .to_owned(),
         monitor: config.has(lockdown_common::config::FLAG_MONITOR),
         logging: config.has(lockdown_common::config::FLAG_LOG),
+        log_per_sec: config.log_per_sec,
+        total_packets,
+        total_bytes,
         flows,
         max_flows,
         allow,

@@ -782,3 +782,32 @@ fn run_enforces_in_foreground_and_detaches_on_sigterm() {
     w.assert_inbound_tcp_ok(Family::V4, WEB);
     w.assert_inbound_tcp_ok(Family::V6, WEB);
 }
+
+/// On an interface whose driver has no native XDP (a bridge), `up` fails, says so, suggests
+/// `--mode skb`, and leaves nothing behind; it never falls back silently. `--mode skb` then works.
+#[test]
+fn native_mode_unsupported_suggests_skb_and_never_falls_back() {
+    const BRIDGE: &str = "ldbr0";
+    let pair = NetPair::new("nat");
+    lockdown_tests::netns::ip(&pair.origin, &["link", "add", BRIDGE, "type", "bridge"]);
+    lockdown_tests::netns::ip(&pair.origin, &["link", "set", BRIDGE, "up"]);
+    let ld = Lockdown::new(&pair.origin, BRIDGE, "nat");
+    ld.refuse(
+        &["up", "--iface", BRIDGE],
+        &["native XDP is not supported", "--mode skb"],
+    );
+    assert!(
+        !ld.is_locked(),
+        "a refused native attach must leave no pins"
+    );
+    assert!(
+        !lockdown_tests::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdp"),
+        "a refused native attach must leave no XDP program"
+    );
+    ld.up(&["--mode", "skb"]);
+    assert!(
+        lockdown_tests::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdpgeneric"),
+        "--mode skb attaches generic XDP"
+    );
+    ld.down();
+}
