@@ -1,0 +1,764 @@
+//! Section 1: what each datapath path costs, per packet, through BPF_PROG_TEST_RUN. The kernel
+//! runs the program `repeat` times on the same frame and returns the mean duration; the bare
+//! `XDP_DROP` / `XDP_PASS` programs of the same object (and a two-instruction TC program) are
+//! measured in the same repetition, interleaved, so every ratio compares like with like.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+};
+use lockdown_common::{
+    config::Config,
+    counters::{Counter, CounterKind},
+    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
+    maps::{FLOWS, PROG_BASELINE_DROP, PROG_BASELINE_PASS, PROG_EGRESS, PROG_INGRESS},
+    rules::AllowRule,
+};
+use lockdown_user::{EBPF_OBJECT, clock_ns, handles::Handles};
+use serde::Serialize;
+
+use crate::{
+    packets::{self, LOCAL4, LOCAL6, REMOTE4, REMOTE6, TCP_ACK, TCP_SYN, Tcp},
+    raw::{self, RawProg},
+    stats::{median, median_of},
+    sys,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (-1) as the test run reports it.
+const TC_NEXT: u32 = u32::MAX;
+
+/// The connection the established paths belong to: the origin's port 40000 to the remote's 443.
+const EST_LOCAL_PORT: u16 = 40_000;
+const EST_REMOTE_PORT: u16 = 443;
+const UDP_LOCAL_PORT: u16 = 40_001;
+const UDP_REMOTE_PORT: u16 = 53;
+const SYN_LOCAL_PORT: u16 = 40_002;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// BPF_PROG_TEST_RUN repeat count per measurement.
+    pub repeat: u32,
+    /// Measurements per path (the median is reported).
+    pub reps: usize,
+    /// Flow-table sizes of the table-size comparison.
+    pub small_table: u32,
+    pub big_table: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    XdpDrop,
+    XdpPass,
+    BareTc,
+}
+
+impl Baseline {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::XdpDrop => "bare XDP_DROP",
+            Self::XdpPass => "bare XDP_PASS",
+            Self::BareTc => "bare TC",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathResult {
+    pub id: &'static str,
+    pub label: String,
+    pub program: &'static str,
+    /// The verdict reason counted (ingress), or what the egress program did.
+    pub verdict: String,
+    pub frame_bytes: usize,
+    /// Median of the per-repetition means, ns per packet.
+    pub ns: f64,
+    pub ns_samples: Vec<f64>,
+    /// The bare program this path is compared with (none for the baselines themselves).
+    pub baseline: Option<Baseline>,
+    /// Median of the per-repetition ratios path / baseline.
+    pub ratio: Option<f64>,
+    pub ratio_samples: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableSize {
+    pub small_entries: usize,
+    pub big_entries: usize,
+    pub small_max_entries: u32,
+    pub big_max_entries: u32,
+    pub fill_secs: f64,
+    /// Median of per-repetition ratios: hit in the big table / hit in the small one.
+    pub ratio_big_to_small: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Section {
+    pub repeat: u32,
+    pub reps: usize,
+    pub cpu: usize,
+    pub paths: Vec<PathResult>,
+    pub table_size: TableSize,
+}
+
+impl Section {
+    pub fn path(&self, id: &str) -> Option<&PathResult> {
+        self.paths.iter().find(|p| p.id == id)
+    }
+}
+
+/// One loaded copy of the object with its programs loaded (none attached) and its maps.
+struct Loaded {
+    ebpf: Ebpf,
+    handles: Handles,
+}
+
+impl Loaded {
+    fn new(max_flows: Option<u32>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = max_flows {
+            loader.map_max_entries(FLOWS, n);
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the lockdown eBPF object")?;
+        for name in [PROG_INGRESS, PROG_BASELINE_DROP, PROG_BASELINE_PASS] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_EGRESS)
+            .with_context(|| format!("program {PROG_EGRESS} missing from the object"))?
+            .try_into()?;
+        tc.load()
+            .with_context(|| format!("loading {PROG_EGRESS}"))?;
+        let mut handles = Handles::take(&mut ebpf)?;
+        // What `lockdown up` writes by default: the default config and tcp/22.
+        handles.write_config(&Config::DEFAULT)?;
+        let rules = BTreeSet::from([
+            AllowRule::parse("tcp/22", None).map_err(|e| anyhow::anyhow!("tcp/22: {e}"))?
+        ]);
+        handles.set_rules(&rules)?;
+        Ok(Self { ebpf, handles })
+    }
+
+    fn run(&self, prog: Prog, frame: &[u8], repeat: u32, raws: &Raws) -> Result<(u32, f64)> {
+        let raw = match prog {
+            Prog::BareTc => Some(&raws.tc),
+            Prog::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS) => Some(&raws.boot),
+            Prog::ClockDrop(raw::HELPER_KTIME_GET_COARSE_NS) => Some(&raws.coarse),
+            Prog::ClockDrop(raw::HELPER_JIFFIES64) => Some(&raws.jiffies),
+            Prog::ClockDrop(h) => bail!("no hand-assembled program for helper {h}"),
+            _ => None,
+        };
+        if let Some(p) = raw {
+            let r = p.test_run(frame, repeat)?;
+            return Ok((r.retval, f64::from(r.ns)));
+        }
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let name = prog.name();
+        let p = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?;
+        let r = if prog == Prog::Egress {
+            let tc: &SchedClassifier = p.try_into()?;
+            tc.test_run(opts)
+        } else {
+            let xdp: &Xdp = p.try_into()?;
+            xdp.test_run(opts)
+        }
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
+    fn counters(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .handles
+            .counters()?
+            .into_iter()
+            .map(|(_, v)| v.packets)
+            .collect())
+    }
+
+    fn insert(&mut self, key: &FlowKey, state: FlowState) -> Result<()> {
+        let v = FlowValue::new(state, clock_ns(), 0);
+        self.handles
+            .flows
+            .insert(key, &v, 0)
+            .context("inserting a flow")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prog {
+    Ingress,
+    Egress,
+    BaseDrop,
+    BasePass,
+    BareTc,
+    /// Bare XDP_DROP after one call to the helper of this id.
+    ClockDrop(i32),
+}
+
+impl Prog {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => PROG_INGRESS,
+            Self::Egress => PROG_EGRESS,
+            Self::BaseDrop => PROG_BASELINE_DROP,
+            Self::BasePass => PROG_BASELINE_PASS,
+            Self::BareTc => "bare_tc (hand-assembled)",
+            Self::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS) => {
+                "call bpf_ktime_get_boot_ns; XDP_DROP"
+            }
+            Self::ClockDrop(raw::HELPER_KTIME_GET_COARSE_NS) => {
+                "call bpf_ktime_get_coarse_ns; XDP_DROP"
+            }
+            Self::ClockDrop(raw::HELPER_JIFFIES64) => "call bpf_jiffies64; XDP_DROP",
+            Self::ClockDrop(_) => "call helper; XDP_DROP",
+        }
+    }
+}
+
+/// The hand-assembled programs.
+struct Raws {
+    tc: RawProg,
+    boot: RawProg,
+    coarse: RawProg,
+    jiffies: RawProg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Obj {
+    Default,
+    /// Default, but with dropped-packet events off (`log_per_sec` 0).
+    NoLog,
+    Small,
+    Big,
+}
+
+/// What a path must do when run once, checked before it is timed.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Ingress(u32, Counter),
+    /// Egress: whether the checked run creates a flow.
+    Egress {
+        creates: bool,
+    },
+    Ret(u32),
+}
+
+struct Case {
+    id: &'static str,
+    label: String,
+    obj: Obj,
+    prog: Prog,
+    frame: Vec<u8>,
+    expect: Expect,
+    baseline: Option<Baseline>,
+}
+
+fn key(local: IpAddr, lport: u16, remote: IpAddr, rport: u16, proto: u8) -> FlowKey {
+    let addr16 = |a: IpAddr| match a {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    };
+    FlowKey {
+        local: addr16(local),
+        remote: addr16(remote),
+        local_port: lport,
+        remote_port: rport,
+        proto,
+        family: if local.is_ipv4() {
+            FAMILY_V4
+        } else {
+            FAMILY_V6
+        },
+        _pad: [0; 2],
+    }
+}
+
+/// "1k entries", "1M entries", or the plain number.
+pub fn entries(n: u32) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M entries", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}k entries", n >> 10),
+        n => format!("{n} entries"),
+    }
+}
+
+fn est_key4() -> FlowKey {
+    key(
+        LOCAL4.into(),
+        EST_LOCAL_PORT,
+        REMOTE4.into(),
+        EST_REMOTE_PORT,
+        PROTO_TCP,
+    )
+}
+
+fn cases(opts: &Options) -> Vec<Case> {
+    let ack_in = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK);
+    let ack_out = Tcp::outbound(EST_LOCAL_PORT, EST_REMOTE_PORT, TCP_ACK);
+    let drop = Some(Baseline::XdpDrop);
+    let pass = Some(Baseline::XdpPass);
+    let tc = Some(Baseline::BareTc);
+    let c = |id, label: &str, obj, prog, frame, expect, baseline| Case {
+        id,
+        label: label.to_owned(),
+        obj,
+        prog,
+        frame,
+        expect,
+        baseline,
+    };
+    vec![
+        c(
+            "baseline_drop",
+            "bare XDP_DROP (baseline)",
+            Obj::Default,
+            Prog::BaseDrop,
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ret(XDP_DROP),
+            None,
+        ),
+        c(
+            "baseline_pass",
+            "bare XDP_PASS (baseline)",
+            Obj::Default,
+            Prog::BasePass,
+            ack_in.frame(),
+            Expect::Ret(XDP_PASS),
+            None,
+        ),
+        c(
+            "baseline_tc",
+            "bare TC, return TC_ACT_UNSPEC (baseline)",
+            Obj::Default,
+            Prog::BareTc,
+            ack_out.frame(),
+            Expect::Ret(TC_NEXT),
+            None,
+        ),
+        c(
+            "drop_syn_closed",
+            "SYN to a closed port (dropped)",
+            Obj::Default,
+            Prog::Ingress,
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ingress(XDP_DROP, Counter::DropNew),
+            drop,
+        ),
+        c(
+            "drop_syn_closed_nolog",
+            "SYN to a closed port, drop events off (log_per_sec 0)",
+            Obj::NoLog,
+            Prog::Ingress,
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ingress(XDP_DROP, Counter::DropNew),
+            drop,
+        ),
+        c(
+            "allowed_syn",
+            "SYN to an allowed port (tcp/22)",
+            Obj::Default,
+            Prog::Ingress,
+            Tcp::inbound(40_000, 22, TCP_SYN).frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassAllowed),
+            pass,
+        ),
+        c(
+            "established_ack",
+            "established TCP ACK (IPv4)",
+            Obj::Default,
+            Prog::Ingress,
+            ack_in.frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "udp_reply",
+            "UDP reply on a tracked flow",
+            Obj::Default,
+            Prog::Ingress,
+            packets::udp_inbound(UDP_REMOTE_PORT, UDP_LOCAL_PORT),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "related_icmp",
+            "ICMP frag-needed quoting a tracked flow",
+            Obj::Default,
+            Prog::Ingress,
+            packets::frag_needed(&ack_out.frame(), 1400),
+            Expect::Ingress(XDP_PASS, Counter::PassRelated),
+            pass,
+        ),
+        c(
+            "ipv6_established",
+            "established TCP ACK (IPv6)",
+            Obj::Default,
+            Prog::Ingress,
+            ack_in.v6().frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "vlan_established",
+            "established TCP ACK, one VLAN tag",
+            Obj::Default,
+            Prog::Ingress,
+            ack_in.vlan(7).frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "malformed_tcp",
+            "truncated TCP header (malformed, dropped)",
+            Obj::Default,
+            Prog::Ingress,
+            packets::truncated_l4(&ack_in.frame(), 10),
+            Expect::Ingress(XDP_DROP, Counter::DropMalformed),
+            drop,
+        ),
+        c(
+            "flows_small_hit",
+            &format!(
+                "established ACK, full flow table of {}",
+                entries(opts.small_table)
+            ),
+            Obj::Small,
+            Prog::Ingress,
+            ack_in.frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "flows_big_hit",
+            &format!(
+                "established ACK, full flow table of {}",
+                entries(opts.big_table)
+            ),
+            Obj::Big,
+            Prog::Ingress,
+            ack_in.frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            pass,
+        ),
+        c(
+            "clock_boot_ns",
+            "diagnostic: bare XDP_DROP after bpf_ktime_get_boot_ns()",
+            Obj::Default,
+            Prog::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS),
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ret(XDP_DROP),
+            drop,
+        ),
+        c(
+            "clock_coarse_ns",
+            "diagnostic: bare XDP_DROP after bpf_ktime_get_coarse_ns()",
+            Obj::Default,
+            Prog::ClockDrop(raw::HELPER_KTIME_GET_COARSE_NS),
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ret(XDP_DROP),
+            drop,
+        ),
+        c(
+            "clock_jiffies64",
+            "diagnostic: bare XDP_DROP after bpf_jiffies64()",
+            Obj::Default,
+            Prog::ClockDrop(raw::HELPER_JIFFIES64),
+            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            Expect::Ret(XDP_DROP),
+            drop,
+        ),
+        c(
+            "egress_syn",
+            "egress: outbound SYN (flow exists after the first)",
+            Obj::Default,
+            Prog::Egress,
+            Tcp::outbound(SYN_LOCAL_PORT, EST_REMOTE_PORT, TCP_SYN).frame(),
+            Expect::Egress { creates: true },
+            tc,
+        ),
+        c(
+            "egress_ack",
+            "egress: outbound ACK on an established flow",
+            Obj::Default,
+            Prog::Egress,
+            ack_out.frame(),
+            Expect::Egress { creates: false },
+            tc,
+        ),
+    ]
+}
+
+/// Fills `l`'s flow table with `n - 1` distinct entries, then the established flow last (the most
+/// recent, so LRU keeps it). Returns the number of entries the table holds.
+fn fill(l: &mut Loaded, n: u32) -> Result<usize> {
+    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
+    let v = FlowValue::new(FlowState::TcpEstablished, clock_ns(), 0);
+    for i in 0..n.saturating_sub(1) {
+        if i % 65_536 == 0 {
+            sys::check_interrupted()?;
+        }
+        let k = key(
+            LOCAL4.into(),
+            50_000,
+            Ipv4Addr::from(base + i).into(),
+            443,
+            PROTO_TCP,
+        );
+        l.handles
+            .flows
+            .insert(&k, &v, 0)
+            .with_context(|| format!("filling the flow table (entry {i})"))?;
+    }
+    l.insert(&est_key4(), FlowState::TcpEstablished)?;
+    ensure!(
+        l.handles.flows.get(&est_key4(), 0).is_ok(),
+        "the established flow is missing from the filled table"
+    );
+    Ok(l.handles.flows.keys().filter(Result::is_ok).count())
+}
+
+fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
+    let before = l.counters()?;
+    let (ret, _) = l.run(case.prog, &case.frame, 1, raws)?;
+    let after = l.counters()?;
+    let moved: Vec<(Counter, u64)> = Counter::ALL
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(&c, (b, a))| (c, a - b))
+        .collect();
+    let reasons: Vec<(Counter, u64)> = moved
+        .iter()
+        .copied()
+        .filter(|(c, _)| matches!(c.kind(), CounterKind::Pass | CounterKind::Drop))
+        .collect();
+    match case.expect {
+        Expect::Ret(want) => {
+            ensure!(ret == want, "{}: returned {ret}, expected {want}", case.id);
+            Ok(if want == XDP_DROP {
+                "XDP_DROP".into()
+            } else if want == XDP_PASS {
+                "XDP_PASS".into()
+            } else {
+                "TC_ACT_UNSPEC".into()
+            })
+        }
+        Expect::Ingress(want, reason) => {
+            ensure!(
+                ret == want && reasons == [(reason, 1)],
+                "{}: expected action {want} counted as {}, got action {ret} with counters {moved:?}",
+                case.id,
+                reason.name()
+            );
+            Ok(reason.name().into())
+        }
+        Expect::Egress { creates } => {
+            let created = moved
+                .iter()
+                .find(|(c, _)| *c == Counter::EgressFlowsCreated)
+                .map_or(0, |(_, n)| *n);
+            ensure!(
+                ret == TC_NEXT && reasons.is_empty() && created == u64::from(creates),
+                "{}: expected TC_ACT_UNSPEC, {} flow created; got {ret:#x}, counters {moved:?}",
+                case.id,
+                u8::from(creates)
+            );
+            if creates {
+                // From now on the flow exists: the timed runs create nothing.
+                let before = l.counters()?;
+                l.run(case.prog, &case.frame, 1, raws)?;
+                let after = l.counters()?;
+                let i = Counter::EgressFlowsCreated as usize;
+                ensure!(
+                    after[i] == before[i],
+                    "{}: a second SYN created another flow",
+                    case.id
+                );
+                Ok("egress_packets (created 1 flow on the first run, 0 after)".into())
+            } else {
+                Ok("egress_packets (no flow created)".into())
+            }
+        }
+    }
+}
+
+pub fn run(opts: &Options) -> Result<Section> {
+    let cpu = crate::netpair::GEN_CPU;
+    println!(
+        "==> [1/4] program cost (BPF_PROG_TEST_RUN, repeat {}, {} repetitions, CPU{cpu})",
+        opts.repeat, opts.reps
+    );
+    let raws = Raws {
+        tc: RawProg::bare_tc()?,
+        boot: RawProg::xdp_drop_after(raw::HELPER_KTIME_GET_BOOT_NS)?,
+        coarse: RawProg::xdp_drop_after(raw::HELPER_KTIME_GET_COARSE_NS)?,
+        jiffies: RawProg::xdp_drop_after(raw::HELPER_JIFFIES64)?,
+    };
+    let mut default = Loaded::new(None)?;
+    default.insert(&est_key4(), FlowState::TcpEstablished)?;
+    default.insert(
+        &key(
+            LOCAL6.into(),
+            EST_LOCAL_PORT,
+            REMOTE6.into(),
+            EST_REMOTE_PORT,
+            PROTO_TCP,
+        ),
+        FlowState::TcpEstablished,
+    )?;
+    default.insert(
+        &key(
+            LOCAL4.into(),
+            UDP_LOCAL_PORT,
+            REMOTE4.into(),
+            UDP_REMOTE_PORT,
+            PROTO_UDP,
+        ),
+        FlowState::UdpReplied,
+    )?;
+    let mut nolog = Loaded::new(None)?;
+    nolog.handles.write_config(&Config {
+        log_per_sec: 0,
+        ..Config::DEFAULT
+    })?;
+    let mut small = Loaded::new(Some(opts.small_table))?;
+    let mut big = Loaded::new(Some(opts.big_table))?;
+    let t = Instant::now();
+    let small_entries = fill(&mut small, opts.small_table)?;
+    let big_entries = fill(&mut big, opts.big_table)?;
+    let fill_secs = t.elapsed().as_secs_f64();
+    println!(
+        "    flow tables filled in {fill_secs:.1} s: {small_entries} / {} and {big_entries} / {} entries",
+        opts.small_table, opts.big_table
+    );
+
+    let cases = cases(opts);
+    let mut verdicts = Vec::new();
+    for case in &cases {
+        let l = match case.obj {
+            Obj::Default => &mut default,
+            Obj::NoLog => &mut nolog,
+            Obj::Small => &mut small,
+            Obj::Big => &mut big,
+        };
+        verdicts.push(check(l, case, &raws)?);
+    }
+
+    let mut samples = vec![Vec::with_capacity(opts.reps); cases.len()];
+    for rep in 0..opts.reps {
+        sys::check_interrupted()?;
+        // Interleave, and rotate the order so no path always runs first.
+        for k in 0..cases.len() {
+            let i = (k + rep) % cases.len();
+            let case = &cases[i];
+            let l = match case.obj {
+                Obj::Default => &default,
+                Obj::NoLog => &nolog,
+                Obj::Small => &small,
+                Obj::Big => &big,
+            };
+            let (ret, ns) = l.run(case.prog, &case.frame, opts.repeat, &raws)?;
+            let want = match case.expect {
+                Expect::Ingress(r, _) | Expect::Ret(r) => r,
+                Expect::Egress { .. } => TC_NEXT,
+            };
+            if ret != want {
+                bail!("{}: returned {ret} during timing, expected {want}", case.id);
+            }
+            samples[i].push(ns);
+        }
+    }
+
+    let index = |id: &str| {
+        cases
+            .iter()
+            .position(|c| c.id == id)
+            .expect("baseline case")
+    };
+    let base_sample = |b: Baseline| match b {
+        Baseline::XdpDrop => &samples[index("baseline_drop")],
+        Baseline::XdpPass => &samples[index("baseline_pass")],
+        Baseline::BareTc => &samples[index("baseline_tc")],
+    };
+    let mut paths = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let ratio_samples: Vec<f64> = case.baseline.map_or_else(Vec::new, |b| {
+            samples[i]
+                .iter()
+                .zip(base_sample(b))
+                .map(|(p, b)| p / b.max(1.0))
+                .collect()
+        });
+        paths.push(PathResult {
+            id: case.id,
+            label: case.label.clone(),
+            program: case.prog.name(),
+            verdict: verdicts[i].clone(),
+            frame_bytes: case.frame.len(),
+            ns: median(&samples[i]),
+            ns_samples: samples[i].clone(),
+            baseline: case.baseline,
+            ratio: (!ratio_samples.is_empty()).then(|| median(&ratio_samples)),
+            ratio_samples,
+        });
+    }
+    let big_i = index("flows_big_hit");
+    let small_i = index("flows_small_hit");
+    let ratio_big_to_small = median_of(
+        samples[big_i]
+            .iter()
+            .zip(&samples[small_i])
+            .map(|(b, s)| b / s.max(1.0)),
+    );
+    let section = Section {
+        repeat: opts.repeat,
+        reps: opts.reps,
+        cpu,
+        paths,
+        table_size: TableSize {
+            small_entries,
+            big_entries,
+            small_max_entries: opts.small_table,
+            big_max_entries: opts.big_table,
+            fill_secs,
+            ratio_big_to_small,
+        },
+    };
+    for p in &section.paths {
+        println!(
+            "    {:<52} {:>7.1} ns {}",
+            p.label,
+            p.ns,
+            p.ratio
+                .map(|r| format!("{r:>5.2}x {}", p.baseline.map_or("", Baseline::label)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(section)
+}
