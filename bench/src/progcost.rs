@@ -18,7 +18,10 @@ use lockdown_common::{
     config::Config,
     counters::{Counter, CounterKind},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
-    maps::{FLOWS, PROG_BASELINE_DROP, PROG_BASELINE_PASS, PROG_EGRESS, PROG_INGRESS},
+    maps::{
+        FLOWS, PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS,
+        PROG_INGRESS,
+    },
     rules::AllowRule,
 };
 use lockdown_user::{EBPF_OBJECT, clock_ns, handles::Handles};
@@ -131,7 +134,12 @@ impl Loaded {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the lockdown eBPF object")?;
-        for name in [PROG_INGRESS, PROG_BASELINE_DROP, PROG_BASELINE_PASS] {
+        for name in [
+            PROG_INGRESS,
+            PROG_BASELINE_DROP,
+            PROG_BASELINE_PASS,
+            PROG_BASELINE_LOOKUP,
+        ] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -212,6 +220,8 @@ enum Prog {
     Egress,
     BaseDrop,
     BasePass,
+    /// One flow-table lookup keyed by the frame's first 40 bytes.
+    Lookup,
     BareTc,
     /// Bare XDP_DROP after one call to the helper of this id.
     ClockDrop(i32),
@@ -224,6 +234,7 @@ impl Prog {
             Self::Egress => PROG_EGRESS,
             Self::BaseDrop => PROG_BASELINE_DROP,
             Self::BasePass => PROG_BASELINE_PASS,
+            Self::Lookup => PROG_BASELINE_LOOKUP,
             Self::BareTc => "bare_tc (hand-assembled)",
             Self::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS) => {
                 "call bpf_ktime_get_boot_ns; XDP_DROP"
@@ -467,6 +478,15 @@ fn cases(opts: &Options) -> Vec<Case> {
             pass,
         ),
         c(
+            "lookup_only",
+            "diagnostic: one flow-table hit, no parsing (key = the frame's first 40 bytes)",
+            Obj::Default,
+            Prog::Lookup,
+            ack_in.frame(),
+            Expect::Ret(XDP_PASS),
+            pass,
+        ),
+        c(
             "clock_boot_ns",
             "diagnostic: bare XDP_DROP after bpf_ktime_get_boot_ns()",
             Obj::Default,
@@ -622,6 +642,10 @@ pub fn run(opts: &Options) -> Result<Section> {
     };
     let mut default = Loaded::new(None)?;
     default.insert(&est_key4(), FlowState::TcpEstablished)?;
+    // The lookup diagnostic's key: the established ACK frame's first 40 bytes, as a key.
+    let head = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).frame();
+    let raw_key: FlowKey = bytemuck::pod_read_unaligned(&head[..size_of::<FlowKey>()]);
+    default.insert(&raw_key, FlowState::TcpEstablished)?;
     default.insert(
         &key(
             LOCAL6.into(),

@@ -39,6 +39,8 @@ pub const PROG_EGRESS: &str = "lockdown_egress";
 /// Benchmark baselines in the object (never attached): bare `XDP_DROP` and `XDP_PASS`.
 pub const PROG_BASELINE_DROP: &str = "baseline_drop";
 pub const PROG_BASELINE_PASS: &str = "baseline_pass";
+/// Benchmark diagnostic in the object (never attached): one flow-table lookup, no parsing.
+pub const PROG_BASELINE_LOOKUP: &str = "baseline_lookup";
 
 /// Root of everything lockdown pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/lockdown";
