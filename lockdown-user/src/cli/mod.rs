@@ -18,8 +18,8 @@ use clap::{Parser, Subcommand};
 /// started — the iptables INPUT chain `lo ACCEPT; RELATED,ESTABLISHED ACCEPT; tcp dport 22 ACCEPT;
 /// DROP`, at XDP speed.
 ///
-/// Every verb needs root (or CAP_BPF and CAP_NET_ADMIN). State lives in bpffs under
-/// /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
+/// Every verb but check-config and import-iptables needs root (or CAP_BPF and CAP_NET_ADMIN).
+/// State lives in bpffs under /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
 #[derive(Debug, Parser)]
 #[command(name = "lockdown", version, about, long_about)]
 pub struct Cli {
