@@ -2,6 +2,7 @@
 //! programs and create network namespaces. Kernel-state tests run one at a time
 //! (`--test-threads=1`, see `cargo xtask test`).
 
+pub mod bg;
 pub mod cli;
 pub mod model;
 pub mod netns;

@@ -14,15 +14,14 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
-    thread::{self, JoinHandle},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use lockdown_tests::{
+    bg::Bg,
     cli::{self, Lockdown, wait_for},
     netns::{
         Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, Serve,
@@ -30,7 +29,7 @@ use lockdown_tests::{
         udp_query,
     },
 };
-use nix::{sys::signal::Signal, unistd::Pid};
+use nix::sys::signal::Signal;
 
 const SSH: u16 = 22;
 /// A listening origin service that is not allowed.
@@ -187,143 +186,6 @@ fn expect_counters(
         );
     }
     eprintln!("{what}: {d:?}");
-}
-
-/// A background `lockdown` process whose output is collected line by line; killed (SIGKILL) and
-/// reaped on drop if still running.
-struct Bg {
-    what: String,
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn collect_lines(
-    stream: impl io::Read + Send + 'static,
-) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    let handle = thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        }
-    });
-    (lines, handle)
-}
-
-impl Bg {
-    fn spawn(ld: &Lockdown, args: &[&str]) -> Self {
-        let mut child = ld.spawn(args);
-        let (stdout, a) = collect_lines(child.stdout.take().expect("piped stdout"));
-        let (stderr, b) = collect_lines(child.stderr.take().expect("piped stderr"));
-        Self {
-            what: format!("lockdown {}", args.join(" ")),
-            child,
-            stdout,
-            stderr,
-            readers: vec![a, b],
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
-        nix::sys::signal::kill(pid, sig)
-            .unwrap_or_else(|e| panic!("sending {sig} to `{}`: {e}", self.what));
-    }
-
-    fn stdout_lines(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout of `{}` ---\n{}\n--- stderr ---\n{}",
-            self.what,
-            self.stdout_lines().join("\n"),
-            self.stderr
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .join("\n")
-        )
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits until a stdout line contains `needle`; panics if the process exits first.
-    fn wait_stdout(&mut self, needle: &str, timeout: Duration) {
-        let found = wait_for(timeout, || {
-            if self.stdout_lines().iter().any(|l| l.contains(needle)) {
-                return Some(true);
-            }
-            (!self.running()).then_some(false)
-        });
-        match found {
-            Some(true) => {}
-            Some(false) => {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "`{}` exited before printing {needle:?}\n{}",
-                    self.what,
-                    self.output()
-                );
-            }
-            None => panic!(
-                "`{}` did not print {needle:?} within {timeout:?}\n{}",
-                self.what,
-                self.output()
-            ),
-        }
-    }
-
-    /// Waits (bounded) for the process to exit, then for its output to be read to the end.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let status =
-            wait_for(timeout, || self.child.try_wait().ok().flatten()).unwrap_or_else(|| {
-                panic!(
-                    "`{}` did not exit within {timeout:?}\n{}",
-                    self.what,
-                    self.output()
-                )
-            });
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        status
-    }
-
-    /// Whether the process holds a BPF map open (the ring buffer, for `log`).
-    fn holds_bpf_map(&self) -> bool {
-        let Ok(fds) = fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
-            return false;
-        };
-        fds.filter_map(Result::ok).any(|fd| {
-            fs::read_link(fd.path())
-                .is_ok_and(|t| t.to_string_lossy().contains("anon_inode:bpf-map"))
-        })
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
 }
 
 /// A non-lockdown child (e.g. `ping`), killed and reaped on drop.

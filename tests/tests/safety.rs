@@ -15,23 +15,24 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     mem,
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, Stdio},
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    thread::{self, JoinHandle},
+    thread::{self},
     time::Duration,
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
 use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
 use lockdown_tests::{
+    bg::Bg,
     cli::{CmdOutput, Lockdown, check_refused, wait_for},
     netns::{
         DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
@@ -417,125 +418,6 @@ fn find_flow<'a>(flows: &'a [Flow], origin_side: &TcpStream) -> Option<&'a Flow>
 
 /// A background `lockdown` process whose stdout and stderr are collected line by line. Killed
 /// (SIGKILL) and reaped on drop if still running.
-struct Bg {
-    what: String,
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn collect_lines(
-    stream: impl io::Read + Send + 'static,
-) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    let handle = thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        }
-    });
-    (lines, handle)
-}
-
-impl Bg {
-    fn spawn(ld: &Lockdown, args: &[&str]) -> Self {
-        let mut child = ld.spawn(args);
-        let (stdout, a) = collect_lines(child.stdout.take().expect("piped stdout"));
-        let (stderr, b) = collect_lines(child.stderr.take().expect("piped stderr"));
-        Self {
-            what: format!("lockdown {}", args.join(" ")),
-            child,
-            stdout,
-            stderr,
-            readers: vec![a, b],
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"))
-    }
-
-    fn signal(&self, sig: Signal) {
-        nix::sys::signal::kill(self.pid(), sig)
-            .unwrap_or_else(|e| panic!("sending {sig} to `{}`: {e}", self.what));
-    }
-
-    fn stdout_lines(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout of `{}` ---\n{}\n--- stderr ---\n{}",
-            self.what,
-            self.stdout_lines().join("\n"),
-            self.stderr
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .join("\n")
-        )
-    }
-
-    /// Waits until a stdout line contains `needle`; panics if the process exits first or the
-    /// bound passes.
-    fn wait_stdout(&mut self, needle: &str, timeout: Duration) {
-        let found = wait_for(timeout, || {
-            if self.stdout_lines().iter().any(|l| l.contains(needle)) {
-                return Some(true);
-            }
-            match self.child.try_wait() {
-                Ok(Some(_)) => Some(false),
-                _ => None,
-            }
-        });
-        match found {
-            Some(true) => {}
-            Some(false) => {
-                // Let the readers finish so the message has everything.
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "`{}` exited before printing {needle:?}\n{}",
-                    self.what,
-                    self.output()
-                );
-            }
-            None => panic!(
-                "`{}` did not print {needle:?} within {timeout:?}\n{}",
-                self.what,
-                self.output()
-            ),
-        }
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        wait_for(timeout, || self.child.try_wait().ok().flatten()).unwrap_or_else(|| {
-            panic!(
-                "`{}` did not exit within {timeout:?}\n{}",
-                self.what,
-                self.output()
-            )
-        })
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-}
-
 /// `tcpi_total_retrans` of a TCP socket: segments it had to send again.
 fn total_retrans(s: &TcpStream) -> u32 {
     // SAFETY: tcp_info is plain old data; all-zero is a valid value.
