@@ -95,6 +95,21 @@ impl Family {
     }
 }
 
+/// `[::]:port`: a dual-stack socket address (serves IPv4 and IPv6).
+pub fn any(port: u16) -> SocketAddr {
+    SocketAddr::new(Family::V6.any(), port)
+}
+
+/// The origin's IPv4 address on the test link, with `port`.
+pub fn origin_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ORIGIN_V4), port)
+}
+
+/// The peer's IPv4 address on the test link, with `port`.
+pub fn peer_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(PEER_V4), port)
+}
+
 /// `/run/netns/NAME`.
 pub fn netns_path(ns: &str) -> PathBuf {
     Path::new("/run/netns").join(ns)

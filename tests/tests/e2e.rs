@@ -19,7 +19,7 @@ use lockdown_tests::{
     cli::{Lockdown, check_refused, wait_for},
     netns::{
         DROP_TIMEOUT, FLOOD_NET, FLOOD_PREFIX, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4,
-        Serve, TcpServer, UdpEcho, exchange, pattern, ping, syn_flood, tcp_connect, tcp_fetch,
+        Serve, TcpServer, UdpEcho, any, exchange, pattern, ping, syn_flood, tcp_connect, tcp_fetch,
         udp_query,
     },
 };
@@ -32,11 +32,6 @@ const DOWNLOAD_PORT: u16 = 9000;
 const DOWNLOAD_SIZE: usize = 1 << 20;
 const FLOOD_SIZE: usize = 2000;
 const FLOOD_TIME_LIMIT: Duration = Duration::from_secs(20);
-
-/// `[::]:port`: a dual-stack socket address (serves IPv4 and IPv6).
-fn any(port: u16) -> SocketAddr {
-    SocketAddr::new(Family::V6.any(), port)
-}
 
 /// One test's world. Fields drop in declaration order: the servers close first, then `lockdown
 /// down` runs and the pin root goes, then the namespaces are deleted.

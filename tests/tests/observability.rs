@@ -24,9 +24,9 @@ use lockdown_tests::{
     bg::Bg,
     cli::{self, Lockdown, wait_for},
     netns::{
-        Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, Serve,
-        TcpServer, UdpEcho, exchange, in_ns, ip, ns_command, ping, syn_flood, tcp_connect,
-        udp_query,
+        NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, Serve, TcpServer,
+        UdpEcho, any, exchange, in_ns, ip, ns_command, origin_addr, peer_addr, ping, syn_flood,
+        tcp_connect, udp_query,
     },
 };
 use nix::sys::signal::Signal;
@@ -38,18 +38,6 @@ const PEER_ECHO: u16 = 7000;
 const PEER_UDP: u16 = 5353;
 /// Where the metrics servers listen, on the origin namespace's own loopback.
 const METRICS_PORT: u16 = 19477;
-
-fn any(port: u16) -> SocketAddr {
-    SocketAddr::new(Family::V6.any(), port)
-}
-
-fn origin_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(ORIGIN_V4), port)
-}
-
-fn peer_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(PEER_V4), port)
-}
 
 type Counters = BTreeMap<String, u64>;
 

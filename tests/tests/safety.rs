@@ -36,7 +36,7 @@ use lockdown_tests::{
     cli::{CmdOutput, Lockdown, check_refused, wait_for},
     netns::{
         DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
-        exchange, in_ns, tcp_connect,
+        any, exchange, in_ns, origin_addr, peer_addr, tcp_connect,
     },
 };
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -50,19 +50,6 @@ const CLOSED: u16 = 9090;
 const ALT_SSH: u16 = 2222;
 /// The peer's echo service (the "internet" server the origin talks to).
 const PEER_ECHO: u16 = 7000;
-
-/// `[::]:port`: a dual-stack socket address.
-fn any(port: u16) -> SocketAddr {
-    SocketAddr::new(Family::V6.any(), port)
-}
-
-fn origin_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(ORIGIN_V4), port)
-}
-
-fn peer_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(PEER_V4), port)
-}
 
 // ---------------------------------------------------------------------------------------------
 // The test world.
