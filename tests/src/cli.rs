@@ -115,7 +115,11 @@ impl Lockdown {
     /// `nsenter --net=/run/netns/NS -- <bin> args…` with `LOCKDOWN_PIN_ROOT` set.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = netns::ns_command(&self.ns, &self.bin);
-        cmd.args(args).env("LOCKDOWN_PIN_ROOT", &self.pin_root);
+        // The tester's own SSH session must not trigger the lockout guard in the test's
+        // namespace; the tests that exercise the guard set it themselves.
+        cmd.args(args)
+            .env("LOCKDOWN_PIN_ROOT", &self.pin_root)
+            .env_remove("SSH_CONNECTION");
         cmd
     }
 

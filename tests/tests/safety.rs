@@ -1016,6 +1016,30 @@ fn lockout_guard_protects_the_ssh_session() {
     );
     assert_eq!(w.link_ids(), ids, "a refused replace swapped programs");
     w.assert_inbound_ok(ALT_SSH);
+
+    // Removing the session's port live is refused the same way, and changes nothing; --force
+    // removes it.
+    let out = w.run_env(
+        &["allow", "del", "tcp/2222"],
+        std::slice::from_ref(&session),
+    );
+    check_refused(&out, &["port 2222", "--force"]);
+    assert_eq!(
+        w.allow(),
+        ["tcp/2222"],
+        "a refused allow del changed the allowlist"
+    );
+    w.assert_inbound_ok(ALT_SSH);
+    let out = w.run_env(
+        &["allow", "del", "tcp/2222", "--force"],
+        std::slice::from_ref(&session),
+    );
+    assert!(out.success(), "allow del --force should apply: {out}");
+    assert!(
+        w.allow().is_empty(),
+        "allow del --force left {:?}",
+        w.allow()
+    );
 }
 
 /// The lockout guard also protects sessions it finds by itself: established connections on a

@@ -1,7 +1,7 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::rules::AllowRule;
-use lockdown_user::{attach, handles::Handles, pins};
+use lockdown_user::{attach, handles::Handles, pins, sockets};
 use serde::Serialize;
 
 /// Change or list the allowlist live, through the pinned maps: no reload, and open flows are
@@ -28,6 +28,10 @@ pub struct RuleArgs {
     /// The locked-down interface; optional when exactly one is locked down.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
+    /// With `del`: remove the rule even if it would refuse new connections from the SSH session
+    /// this runs in.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,10 @@ impl RuleArgs {
         } else if !rules.remove(&rule) {
             bail!("{rule} is not in the allowlist of {}", dir.iface);
         } else {
+            // The lockout guard, as for `up`: the admin must be able to reconnect.
+            if !self.force {
+                sockets::check_lockout(&rules, &sockets::ssh_sessions(&sockets::all()?))?;
+            }
             // Connections the rule let in must survive it, as with iptables' conntrack.
             attach::seed(&mut handles)?;
         }
