@@ -182,9 +182,16 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Runs lockdown inside the origin namespace.
+    /// Runs lockdown inside the origin namespace. The sandbox serves no SSH session, so the
+    /// caller's own `$SSH_CONNECTION` (whose port the demo policy may not allow) is not passed on
+    /// to the lockout guard.
     fn lockdown(&self, args: &[&str]) -> anyhow::Result<()> {
-        exec_within(in_ns(ORIGIN_NS, &self.lockdown).args(args), LOCKDOWN)
+        exec_within(
+            in_ns(ORIGIN_NS, &self.lockdown)
+                .args(args)
+                .env_remove("SSH_CONNECTION"),
+            LOCKDOWN,
+        )
     }
 
     /// Waits until each listener accepts a connection from the peer (no lockdown yet).
