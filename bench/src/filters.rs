@@ -141,7 +141,9 @@ impl<'a> Applied<'a> {
 
     fn lockdown(&self) -> std::process::Command {
         let mut c = sys::ns_command(self.ns(), &self.env.lockdown.to_string_lossy());
-        c.env("LOCKDOWN_PIN_ROOT", &self.env.pin_root);
+        // The bench's namespaces serve no SSH session: the caller's must not trip the guard.
+        c.env("LOCKDOWN_PIN_ROOT", &self.env.pin_root)
+            .env_remove("SSH_CONNECTION");
         c
     }
 
