@@ -3,7 +3,7 @@
 //! eBPF programs and the host-side reference model run.
 //!
 //! The hot path is split by layer: [`parse`] → [`conntrack`] → [`policy`] → [`verdict`].
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 pub mod config;
 pub mod conntrack;
@@ -11,6 +11,8 @@ pub mod counters;
 pub mod events;
 pub mod flow;
 pub mod maps;
+#[cfg(any(test, feature = "std"))]
+pub mod model;
 pub mod parse;
 pub mod policy;
 pub mod rules;

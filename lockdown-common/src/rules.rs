@@ -274,6 +274,54 @@ pub fn mark_ports(rule: &AllowRule, table: &mut [u64]) {
     }
 }
 
+/// A rule set that does not fit the maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileError {
+    TooManyRules(usize),
+    TooManyCidrEntries,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
+        match self {
+            Self::TooManyRules(n) => write!(f, "too many allow rules: {n} (at most {MAX_RULES})"),
+            Self::TooManyCidrEntries => write!(
+                f,
+                "source-CIDR rules need more than {MAX_CIDR_ENTRIES} (port, CIDR) entries; use fewer ports per --from rule"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for CompileError {}
+
+/// The port table and the source-CIDR trie entries that implement a rule set: what the loader
+/// writes to the maps, and what the reference model decides with.
+#[cfg(any(test, feature = "std"))]
+pub fn compile(
+    rules: &std::collections::BTreeSet<AllowRule>,
+) -> Result<(Vec<u64>, std::collections::BTreeSet<CidrKey>), CompileError> {
+    use crate::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
+    if rules.len() > MAX_RULES as usize {
+        return Err(CompileError::TooManyRules(rules.len()));
+    }
+    let mut ports = vec![0u64; PORT_TABLE_ENTRIES as usize];
+    let mut cidrs = std::collections::BTreeSet::new();
+    for r in rules {
+        mark_ports(r, &mut ports);
+        if r.family != 0 {
+            for port in r.port_lo..=r.port_hi {
+                cidrs.insert(r.cidr_key(port));
+            }
+        }
+        if cidrs.len() > MAX_CIDR_ENTRIES as usize {
+            return Err(CompileError::TooManyCidrEntries);
+        }
+    }
+    Ok((ports, cidrs))
+}
+
 impl fmt::Display for AllowRule {
     /// `tcp/22`, `tcp/8000-8100 from 10.0.0.0/8`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
     maps::{
@@ -15,8 +15,8 @@ use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
     flow::{FlowKey, FlowValue},
-    maps::{CIDRS, CONFIG, COUNTERS, FLOWS, MAX_CIDR_ENTRIES, MAX_RULES, PORTS, RULES},
-    rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES, mark_ports},
+    maps::{CIDRS, CONFIG, COUNTERS, FLOWS, PORTS, RULES},
+    rules::{AllowRule, CidrKey},
 };
 
 use crate::pins::PinDir;
@@ -188,28 +188,8 @@ pub fn is_not_found(e: &aya::maps::MapError) -> bool {
     }
 }
 
-/// The port table and the source-CIDR trie entries that implement a rule set.
+/// The port table and the source-CIDR trie entries that implement a rule set; an error names
+/// the limit it exceeds.
 pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
-    if rules.len() > MAX_RULES as usize {
-        bail!(
-            "too many allow rules: {} (at most {MAX_RULES})",
-            rules.len()
-        );
-    }
-    let mut ports = vec![0u64; PORT_TABLE_ENTRIES as usize];
-    let mut cidrs = BTreeSet::new();
-    for r in rules {
-        mark_ports(r, &mut ports);
-        if r.family != 0 {
-            for port in r.port_lo..=r.port_hi {
-                cidrs.insert(r.cidr_key(port));
-            }
-        }
-        if cidrs.len() > MAX_CIDR_ENTRIES as usize {
-            bail!(
-                "source-CIDR rules need more than {MAX_CIDR_ENTRIES} (port, CIDR) entries; use fewer ports per --from rule"
-            );
-        }
-    }
-    Ok((ports, cidrs))
+    Ok(lockdown_common::rules::compile(rules)?)
 }

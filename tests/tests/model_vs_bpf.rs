@@ -903,9 +903,10 @@ fn model_agrees_with_bpf() {
     let mut rng = StdRng::seed_from_u64(seed);
     let first = epoch_config(&mut rng, t as u32);
     let dp = Datapath::with_max_flows(first, RULES, Some(MAX_FLOWS));
-    let model = HostTables::snapshot(&dp);
+    let model = lockdown_tests::model::snapshot(&dp);
     // The kernel's port table and trie hold exactly what `compile` makes of the rules.
-    let compiled = HostTables::from_rules(first, &rules(RULES));
+    let compiled = HostTables::from_rules(first, &rules(RULES))
+        .unwrap_or_else(|e| panic!("compiling the rules: {e}"));
     assert!(
         model.ports == compiled.ports,
         "the port table differs from compile()"
