@@ -4,6 +4,8 @@
 //! `remote` the peer's. The egress program builds it from (src, dst) and the ingress program from
 //! (dst, src), so both directions of a connection find the same entry with one lookup.
 
+use core::net::IpAddr;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::config::Timeouts;
@@ -15,6 +17,28 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
+
+/// An address as lockdown stores it (IPv4 in the first 4 of 16 bytes), back as an [`IpAddr`].
+pub fn ip_addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        let [a, b, c, d, ..] = *bytes;
+        IpAddr::from([a, b, c, d])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+/// An address as lockdown stores it: (family, 16 bytes with IPv4 in the first 4).
+pub fn addr_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (FAMILY_V4, b)
+        }
+        IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+    }
+}
 
 /// Flow key: 40 bytes, no padding. IPv4 addresses use the first 4 bytes of each address and
 /// leave the rest zero. For ICMP echo, `local_port` is the echo identifier and `remote_port` 0.
@@ -187,6 +211,16 @@ mod tests {
         let mut bogus = v;
         bogus.state = 99;
         assert!(!bogus.is_live(0, &t));
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for a in ["192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let (family, bytes) = addr_bytes(ip);
+            assert_eq!(ip_addr(family, &bytes), ip, "{a}");
+        }
+        assert_eq!(addr_bytes("10.1.2.3".parse().unwrap()).1[4..], [0; 12]);
     }
 
     #[test]

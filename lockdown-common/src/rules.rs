@@ -5,7 +5,7 @@ use core::{fmt, net::IpAddr, str::FromStr};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use crate::flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr};
 
 /// Port-table flag: any IPv4 source may connect.
 pub const PORT_ANY_V4: u8 = 1 << 0;
@@ -165,15 +165,8 @@ pub fn parse_cidr(s: &str) -> Result<(u8, u8, [u8; 16]), RuleError> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let addr = IpAddr::from_str(addr).map_err(|_| RuleError::Cidr)?;
-    let (family, max, mut bytes) = match addr {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (FAMILY_V4, 32u8, b)
-        }
-        IpAddr::V6(a) => (FAMILY_V6, 128u8, a.octets()),
-    };
+    let (family, mut bytes) = addr_bytes(IpAddr::from_str(addr).map_err(|_| RuleError::Cidr)?);
+    let max = if family == FAMILY_V4 { 32u8 } else { 128 };
     let len = match len {
         None => max,
         Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
@@ -251,11 +244,7 @@ impl AllowRule {
     /// The source address, if the rule has one.
     pub fn source(&self) -> Option<(IpAddr, u8)> {
         match self.family {
-            FAMILY_V4 => {
-                let [a, b, c, d, ..] = self.addr;
-                Some((IpAddr::from([a, b, c, d]), self.prefix_len))
-            }
-            FAMILY_V6 => Some((IpAddr::from(self.addr), self.prefix_len)),
+            FAMILY_V4 | FAMILY_V6 => Some((ip_addr(self.family, &self.addr), self.prefix_len)),
             _ => None,
         }
     }

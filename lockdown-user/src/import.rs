@@ -22,11 +22,13 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    net::IpAddr,
 };
 
 use anyhow::{Context as _, Result, bail};
-use lockdown_common::{flow::FAMILY_V4, rules::parse_cidr};
+use lockdown_common::{
+    flow::{FAMILY_V4, ip_addr},
+    rules::parse_cidr,
+};
 
 use crate::config_file;
 
@@ -1035,11 +1037,11 @@ fn source(s: &str, family: Family) -> Result<Option<String>, String> {
         _ => s.to_owned(),
     };
     let (fam, len, bytes) = parse_cidr(&cidr).map_err(|e| format!("source {s}: {e}"))?;
-    let (got, ip) = if fam == FAMILY_V4 {
-        let [a, b, c, d, ..] = bytes;
-        (Family::V4, IpAddr::from([a, b, c, d]))
+    let ip = ip_addr(fam, &bytes);
+    let got = if fam == FAMILY_V4 {
+        Family::V4
     } else {
-        (Family::V6, IpAddr::from(bytes))
+        Family::V6
     };
     if got != family {
         return Err(format!(

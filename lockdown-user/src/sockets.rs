@@ -6,9 +6,7 @@ use std::{collections::BTreeSet, fs, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 use lockdown_common::{
-    flow::{
-        FAMILY_V4, FAMILY_V6, FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP,
-    },
+    flow::{FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes},
     rules::AllowRule,
 };
 
@@ -112,16 +110,10 @@ pub fn seed_entry(s: &Socket, now: u64) -> Option<(FlowKey, FlowValue)> {
         (PROTO_UDP, TCP_ESTABLISHED) => FlowState::UdpReplied,
         _ => return None,
     };
-    let (family, local, remote) = match (s.local, s.remote) {
-        (IpAddr::V4(l), IpAddr::V4(r)) => {
-            let (mut lb, mut rb) = ([0u8; 16], [0u8; 16]);
-            lb[..4].copy_from_slice(&l.octets());
-            rb[..4].copy_from_slice(&r.octets());
-            (FAMILY_V4, lb, rb)
-        }
-        (IpAddr::V6(l), IpAddr::V6(r)) => (FAMILY_V6, l.octets(), r.octets()),
-        _ => return None,
-    };
+    let ((family, local), (remote_family, remote)) = (addr_bytes(s.local), addr_bytes(s.remote));
+    if family != remote_family {
+        return None;
+    }
     let key = FlowKey {
         local,
         remote,
@@ -273,6 +265,8 @@ pub fn check_lockout(rules: &BTreeSet<AllowRule>, sessions: &[SshSession]) -> Re
 
 #[cfg(test)]
 mod tests {
+    use lockdown_common::flow::FAMILY_V4;
+
     use super::*;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

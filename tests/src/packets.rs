@@ -247,14 +247,7 @@ pub fn ipv4_checksum(data: &[u8]) -> u16 {
 
 /// IPv4-mapped bytes of an address as lockdown stores it: IPv4 in the first 4 bytes, zero-padded.
 pub fn addr16(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
-    }
+    lockdown_common::flow::addr_bytes(a).1
 }
 
 /// Lower-case hex of a byte string.

@@ -1,12 +1,12 @@
 use std::{
     io::{BufRead as _, IsTerminal as _, Write as _},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::flow::{
-    FAMILY_V4, FlowKey, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    FlowKey, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr,
 };
 use lockdown_user::{
     handles::{self, Handles},
@@ -69,9 +69,9 @@ struct FlushArgs {
 #[derive(Debug, Serialize)]
 struct FlowJson {
     proto: &'static str,
-    local: String,
+    local: IpAddr,
     local_port: u16,
-    remote: String,
+    remote: IpAddr,
     remote_port: u16,
     state: &'static str,
     age_secs: f64,
@@ -89,20 +89,12 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(*bytes)
-    }
-}
-
 fn to_json(k: &FlowKey, v: &FlowValue, now: u64) -> FlowJson {
     FlowJson {
         proto: proto_name(k.proto),
-        local: addr(k.family, &k.local).to_string(),
+        local: ip_addr(k.family, &k.local),
         local_port: k.local_port,
-        remote: addr(k.family, &k.remote).to_string(),
+        remote: ip_addr(k.family, &k.remote),
         remote_port: k.remote_port,
         state: v.state().map_or("?", |s| s.name()),
         age_secs: now.saturating_sub(v.created_ns) as f64 / 1e9,
@@ -141,8 +133,9 @@ impl ListArgs {
                     .is_none_or(|p| k.local_port == p || k.remote_port == p)
             })
             .filter(|(k, _)| {
-                self.addr
-                    .is_none_or(|a| addr(k.family, &k.local) == a || addr(k.family, &k.remote) == a)
+                self.addr.is_none_or(|a| {
+                    ip_addr(k.family, &k.local) == a || ip_addr(k.family, &k.remote) == a
+                })
             })
             .map(|(k, v)| to_json(k, v, now))
             .collect();
@@ -159,8 +152,8 @@ impl ListArgs {
             println!(
                 "{:<7} {:<41} {:<41} {:<12} {:>9.1}s {:>9.1}s{}",
                 f.proto,
-                endpoint(&f.local, f.local_port),
-                endpoint(&f.remote, f.remote_port),
+                SocketAddr::new(f.local, f.local_port).to_string(),
+                SocketAddr::new(f.remote, f.remote_port).to_string(),
                 f.state,
                 f.age_secs,
                 f.idle_secs,
@@ -169,14 +162,6 @@ impl ListArgs {
         }
         println!("{} flows", flows.len());
         Ok(())
-    }
-}
-
-fn endpoint(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
     }
 }
 

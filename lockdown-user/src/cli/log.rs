@@ -1,5 +1,5 @@
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     os::fd::AsRawFd as _,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
@@ -13,7 +13,7 @@ use lockdown_common::{
     config::FLAG_LOG,
     counters::Counter,
     events::DropEvent,
-    flow::{FAMILY_V4, PROTO_TCP, PROTO_UDP},
+    flow::{PROTO_TCP, PROTO_UDP, ip_addr},
     maps::EVENTS,
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -50,8 +50,8 @@ struct EventJson {
     interface: String,
     reason: &'static str,
     proto: &'static str,
-    src: Option<String>,
-    dst: Option<String>,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
     sport: Option<u16>,
     dport: Option<u16>,
     icmp_type: Option<u8>,
@@ -102,15 +102,8 @@ fn describe(ev: &DropEvent, boot_now: u64, wall_now: SystemTime) -> EventJson {
         packet_len: ev.packet_len,
     };
     if let Some((ip, l4)) = ev.tuple() {
-        let addr = |b: &[u8; 16]| -> IpAddr {
-            if ip.family == FAMILY_V4 {
-                IpAddr::from([b[0], b[1], b[2], b[3]])
-            } else {
-                IpAddr::from(*b)
-            }
-        };
-        out.src = Some(addr(&ip.src).to_string());
-        out.dst = Some(addr(&ip.dst).to_string());
+        out.src = Some(ip_addr(ip.family, &ip.src));
+        out.dst = Some(ip_addr(ip.family, &ip.dst));
         out.proto = match ip.proto {
             PROTO_TCP => "tcp",
             PROTO_UDP => "udp",
@@ -218,10 +211,9 @@ impl Log {
                 if self.json {
                     println!("{}", serde_json::to_string(&e)?);
                 } else {
-                    let ep = |a: &Option<String>, p: Option<u16>| match (a, p) {
-                        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
-                        (Some(a), Some(p)) => format!("{a}:{p}"),
-                        (Some(a), None) => a.clone(),
+                    let ep = |a: Option<IpAddr>, p: Option<u16>| match (a, p) {
+                        (Some(a), Some(p)) => SocketAddr::new(a, p).to_string(),
+                        (Some(a), None) => a.to_string(),
                         _ => "-".to_owned(),
                     };
                     println!(
@@ -230,8 +222,8 @@ impl Log {
                         e.interface,
                         e.reason,
                         e.proto,
-                        ep(&e.src, e.sport),
-                        ep(&e.dst, e.dport),
+                        ep(e.src, e.sport),
+                        ep(e.dst, e.dport),
                         e.tcp_flags
                             .as_ref()
                             .map_or(String::new(), |f| format!(" [{f}]")),
