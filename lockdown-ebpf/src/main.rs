@@ -14,11 +14,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use lockdown_common::{
-    config::FLAG_LOG,
-    counters::Counter,
-    verdict::{self, Tables as _},
-};
+use lockdown_common::{counters::Counter, verdict};
 
 use crate::{
     packet::Bytes,
@@ -40,9 +36,8 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
             pkt.len()
         );
     }
-    if d.reason.is_drop() && tables.config().flags & FLAG_LOG != 0 {
-        let now = tables.now();
-        log::drop_event(&ctx, pkt.len(), d.reason, now, tables.config());
+    if d.reason.is_drop() {
+        log::drop_event(&ctx, pkt.len(), d.reason, &mut tables);
     }
     if d.pass {
         xdp_action::XDP_PASS
