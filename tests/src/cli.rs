@@ -148,7 +148,18 @@ impl Lockdown {
 
     /// Runs the binary with `args` and returns what it did.
     pub fn run(&self, args: &[&str]) -> CmdOutput {
-        Self::output(&mut self.command(args), self.describe("", args))
+        self.run_env(args, &[])
+    }
+
+    /// Runs the binary with `args` and extra environment variables (e.g. `SSH_CONNECTION` for the
+    /// lockout guard's tests).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, String)]) -> CmdOutput {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let prefix: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+        Self::output(&mut cmd, format!("{prefix}{}", self.describe("", args)))
     }
 
     /// Runs the binary and panics unless it succeeds.

@@ -128,27 +128,7 @@ impl World {
     /// Runs the binary with extra environment variables (and without `$SSH_CONNECTION` unless
     /// given, so the tester's own SSH session cannot trigger the lockout guard).
     fn run_env(&self, args: &[&str], env: &[(&str, String)]) -> CmdOutput {
-        let mut cmd = self.ld.command(args);
-        cmd.env_remove("SSH_CONNECTION");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let prefix: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
-        let description = format!(
-            "{prefix}LOCKDOWN_PIN_ROOT={} lockdown {}",
-            self.ld.pin_root.display(),
-            args.join(" ")
-        );
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {description}: {e}"));
-        CmdOutput {
-            cmd: description,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.ld.run_env(args, env)
     }
 
     /// Runs the binary (without `$SSH_CONNECTION`, see [`Self::run_env`]).
