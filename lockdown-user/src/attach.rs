@@ -162,15 +162,18 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
-    let result = attach(dir, opts, index);
-    if result.is_err() {
-        // Dropping the unpinned links on the error path already detached them; remove the pins.
-        let _ = detach_locked(dir);
+    match attach(dir, opts, index) {
+        Ok(ebpf) => {
+            crate::confirm::clear_pending(&opts.iface)?;
+            Ok(ebpf)
+        }
+        Err(e) => {
+            // Dropping the unpinned links on the error path already detached them; remove the
+            // pins.
+            let _ = detach_locked(dir);
+            Err(e)
+        }
     }
-    if result.is_ok() {
-        crate::confirm::clear_pending(&opts.iface)?;
-    }
-    result
 }
 
 fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<Ebpf> {
