@@ -104,8 +104,9 @@ pub const fn tcp_ingress(
 ///
 /// With no live entry, only two kinds of segment create one: the origin's SYN (an outbound
 /// connection) and the origin's first ACK-bearing, non-SYN, non-RST segment (a connection past its
-/// handshake, accepted on an allowed port or already open before lockdown started). A SYN-ACK or a
-/// RST never creates state, so a spoofed SYN flood or ACK scan to an allowed port creates nothing.
+/// handshake that the allowlist no longer vouches for, e.g. accepted just before its rule was
+/// removed) — closing if it carries a FIN. A SYN-ACK or a RST never creates state. (Segments from a
+/// port the allowlist opens never get here: see [`crate::verdict::egress`].)
 #[inline(always)]
 pub const fn tcp_egress(state: Option<FlowState>, flags: u8) -> Option<FlowState> {
     let rst = flags & TCP_RST != 0;
@@ -115,6 +116,8 @@ pub const fn tcp_egress(state: Option<FlowState>, flags: u8) -> Option<FlowState
                 Some(FlowState::TcpSynSent)
             } else if rst || flags & TCP_SYN != 0 || flags & TCP_ACK == 0 {
                 None
+            } else if flags & TCP_FIN != 0 {
+                Some(FlowState::TcpClosing)
             } else {
                 Some(FlowState::TcpEstablished)
             }
@@ -211,7 +214,11 @@ mod tests {
         assert_eq!(tcp_egress(None, TCP_RST | TCP_ACK), None);
         assert_eq!(tcp_egress(None, TCP_FIN), None);
         assert_eq!(tcp_egress(None, TCP_ACK), Some(TcpEstablished));
-        assert_eq!(tcp_egress(None, TCP_ACK | TCP_FIN), Some(TcpEstablished));
+        assert_eq!(
+            tcp_egress(None, TCP_ACK | TCP_FIN),
+            Some(TcpClosing),
+            "a closing connection takes no live slot"
+        );
         assert_eq!(tcp_egress(Some(TcpClosed), TCP_SYN), Some(TcpSynSent));
         assert_eq!(tcp_egress(Some(TcpClosed), TCP_ACK), Some(TcpClosed));
         assert_eq!(tcp_egress(Some(TcpSynSent), TCP_RST), Some(TcpClosed));

@@ -44,6 +44,8 @@ pub enum CounterKind {
     Drop,
     Egress,
     Log,
+    /// Flow-table health.
+    Table,
 }
 
 counters! {
@@ -87,6 +89,9 @@ counters! {
     LogEvents = "log_events", Log;
     /// Dropped-packet events not written: over the per-CPU rate limit, or the ring was full.
     LogSuppressed = "log_suppressed", Log;
+    /// Flow entries the datapath could not write (the kernel refused the insert). An LRU table
+    /// that is full evicts its least recently used entry instead; see the tables' high-water marks.
+    FlowInsertFailed = "flow_insert_failed", Table;
 }
 
 impl Counter {

@@ -3,6 +3,12 @@
 //! A flow key is oriented from the origin's side: `local` is the origin's address and port,
 //! `remote` the peer's. The egress program builds it from (src, dst) and the ingress program from
 //! (dst, src), so both directions of a connection find the same entry with one lookup.
+//!
+//! Flows live in four maps: a [`FlowTable::Live`] and a [`FlowTable::Closing`] table per address
+//! family. IPv4 tables are keyed by the 16-byte [`FlowKey4`] (a hit costs less than with the
+//! 40-byte [`FlowKey`], which keys the IPv6 tables). A flow's state decides its table
+//! ([`FlowState::table`]): a closing or closed flow can only push out other closing flows, never a
+//! live one.
 
 use core::net::IpAddr;
 
@@ -56,6 +62,80 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+/// The IPv4 flow key: [`FlowKey`] without the unused 24 address bytes and the family. 16 bytes,
+/// no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct FlowKey4 {
+    pub local: [u8; 4],
+    pub remote: [u8; 4],
+    /// Host byte order.
+    pub local_port: u16,
+    /// Host byte order.
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The IPv4 tables' key for this key (meaningful when `family` is [`FAMILY_V4`]).
+    #[inline(always)]
+    pub const fn v4(&self) -> FlowKey4 {
+        let (l, r) = (&self.local, &self.remote);
+        FlowKey4 {
+            local: [l[0], l[1], l[2], l[3]],
+            remote: [r[0], r[1], r[2], r[3]],
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+impl FlowKey4 {
+    /// The family-independent key this IPv4 key stands for.
+    pub const fn widen(&self) -> FlowKey {
+        let mut local = [0u8; 16];
+        let mut remote = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            local[i] = self.local[i];
+            remote[i] = self.remote[i];
+            i += 1;
+        }
+        FlowKey {
+            local,
+            remote,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            proto: self.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Which of a family's two flow tables an entry lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlowTable {
+    /// Flows that may carry traffic for a long time: SYN sent, established, UDP, ICMP echo.
+    Live,
+    /// TCP flows that saw a FIN or a RST; their LRU evicts only each other.
+    Closing,
+}
+
+impl FlowTable {
+    pub const ALL: [Self; 2] = [Self::Live, Self::Closing];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Closing => "closing",
+        }
+    }
+}
+
 /// State of a tracked flow.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +178,15 @@ impl FlowState {
             Self::UdpUnreplied => "unreplied",
             Self::UdpReplied => "replied",
             Self::IcmpEcho => "echo",
+        }
+    }
+
+    /// The table a flow in this state lives in.
+    #[inline(always)]
+    pub const fn table(self) -> FlowTable {
+        match self {
+            Self::TcpClosing | Self::TcpClosed => FlowTable::Closing,
+            _ => FlowTable::Live,
         }
     }
 
@@ -152,6 +241,22 @@ impl FlowValue {
         FlowState::from_u8(self.state)
     }
 
+    /// The value as three words, to compare without a byte-wise `bcmp` (which is a BPF
+    /// subprogram call).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 3] {
+        bytemuck::cast(*self)
+    }
+
+    /// The table this entry belongs in (by its state; an invalid state counts as live).
+    #[inline(always)]
+    pub const fn table(&self) -> FlowTable {
+        match self.state() {
+            Some(s) => s.table(),
+            None => FlowTable::Live,
+        }
+    }
+
     /// Whether the entry is still alive at `now`: its state is valid and it has been idle for no
     /// longer than the state's timeout. An expired entry is treated as absent.
     #[inline(always)]
@@ -195,6 +300,7 @@ mod tests {
     #[test]
     fn key_and_value_fit_the_budget() {
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowKey4>(), 16);
         assert_eq!(size_of::<FlowValue>(), 24);
         assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
         assert_eq!(size_of::<FragKey>(), 40);
@@ -221,6 +327,31 @@ mod tests {
             assert_eq!(ip_addr(family, &bytes), ip, "{a}");
         }
         assert_eq!(addr_bytes("10.1.2.3".parse().unwrap()).1[4..], [0; 12]);
+    }
+
+    #[test]
+    fn v4_keys_round_trip() {
+        let (_, local) = addr_bytes("192.0.2.1".parse().unwrap());
+        let (_, remote) = addr_bytes("198.51.100.7".parse().unwrap());
+        let k = FlowKey {
+            local,
+            remote,
+            local_port: 50000,
+            remote_port: 443,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        assert_eq!(k.v4().widen(), k);
+        assert_eq!(k.v4().local, [192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn only_closing_states_use_the_closing_table() {
+        for s in (1..=7).filter_map(FlowState::from_u8) {
+            let closing = matches!(s, FlowState::TcpClosing | FlowState::TcpClosed);
+            assert_eq!(s.table() == FlowTable::Closing, closing, "{s:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! map names, key and value layouts, counter indices, and the pure decision logic that both the
 //! eBPF programs and the host-side reference model run.
 //!
-//! The hot path is split by layer: [`parse`] → [`conntrack`] → [`policy`] → [`verdict`].
+//! The hot path is split by layer: [`parse`] → [`conntrack`] (state transitions) and
+//! [`flowtable`] (where flows live) → [`policy`] → [`verdict`].
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 pub mod config;
@@ -10,6 +11,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod events;
 pub mod flow;
+pub mod flowtable;
 pub mod maps;
 #[cfg(any(test, feature = "std"))]
 pub mod model;
@@ -33,6 +35,7 @@ macro_rules! impl_pod {
 #[cfg(feature = "user")]
 impl_pod!(
     flow::FlowKey,
+    flow::FlowKey4,
     flow::FlowValue,
     rules::AllowRule,
     rules::CidrKey,

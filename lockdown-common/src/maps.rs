@@ -1,7 +1,52 @@
 //! Map names, pin names and sizes: the contract between the eBPF object and the loader.
 
-/// Flow table (LRU hash): [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`].
-pub const FLOWS: &str = "LD_FLOWS";
+use crate::flow::{FAMILY_V4, FAMILY_V6, FlowTable};
+
+/// IPv4 live flows (LRU hash): [`crate::flow::FlowKey4`] → [`crate::flow::FlowValue`].
+pub const FLOWS4: &str = "LD_FLOWS4";
+/// IPv6 live flows (LRU hash): [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`].
+pub const FLOWS6: &str = "LD_FLOWS6";
+/// IPv4 closing flows (LRU hash), keyed as [`FLOWS4`].
+pub const CLOSING4: &str = "LD_CLOSING4";
+/// IPv6 closing flows (LRU hash), keyed as [`FLOWS6`].
+pub const CLOSING6: &str = "LD_CLOSING6";
+
+/// The four flow maps: (name, table, family).
+pub const FLOW_MAPS: [(&str, FlowTable, u8); 4] = [
+    (FLOWS4, FlowTable::Live, FAMILY_V4),
+    (FLOWS6, FlowTable::Live, FAMILY_V6),
+    (CLOSING4, FlowTable::Closing, FAMILY_V4),
+    (CLOSING6, FlowTable::Closing, FAMILY_V6),
+];
+
+/// The flow map that holds `table` entries of `family`.
+pub const fn flow_map(table: FlowTable, family: u8) -> &'static str {
+    match (table, family == FAMILY_V4) {
+        (FlowTable::Live, true) => FLOWS4,
+        (FlowTable::Live, false) => FLOWS6,
+        (FlowTable::Closing, true) => CLOSING4,
+        (FlowTable::Closing, false) => CLOSING6,
+    }
+}
+
+/// Capacity of each closing table for a live-table capacity of `max_flows`: a quarter, at least
+/// [`MIN_CLOSING`]. Closing flows need their entry for the few round trips of the close; the LRU
+/// drops the ones closed longest ago first.
+pub const fn closing_capacity(max_flows: u32) -> u32 {
+    let n = max_flows / 4;
+    if n < MIN_CLOSING { MIN_CLOSING } else { n }
+}
+
+/// Smallest closing-table capacity.
+pub const MIN_CLOSING: u32 = 256;
+
+/// Capacity of `table` for a live-table capacity of `max_flows`.
+pub const fn flow_capacity(table: FlowTable, max_flows: u32) -> u32 {
+    match table {
+        FlowTable::Live => max_flows,
+        FlowTable::Closing => closing_capacity(max_flows),
+    }
+}
 /// Port allow table (array of packed nibbles, see [`crate::rules::port_slot`]).
 pub const PORTS: &str = "LD_PORTS";
 /// Source-CIDR allow rules (LPM trie): [`crate::rules::CidrKey`] → `u8`.
@@ -23,9 +68,18 @@ pub const EVENTS: &str = "LD_EVENTS";
 /// [`crate::events::LogWindow`]).
 pub const LOG_WINDOW: &str = "LD_LOG_WINDOW";
 
+/// The highest occupancy seen of each flow map, in [`FLOW_MAPS`] order (array of 4 `u32`). Only
+/// the loader reads and writes it: every reader that counts the tables (`status`, `flows`, the
+/// exporter, and `run` every [`HIGH_WATER_SAMPLE_SECS`]) raises it.
+pub const HIGH_WATER: &str = "LD_HIGH_WATER";
+
+/// How often a foreground `run` counts the flow tables to keep [`HIGH_WATER`] current.
+pub const HIGH_WATER_SAMPLE_SECS: u64 = 10;
+
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 9] = [
-    FLOWS, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS, LOG_WINDOW,
+pub const ALL: [&str; 13] = [
+    FLOWS4, FLOWS6, CLOSING4, CLOSING6, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS,
+    LOG_WINDOW, HIGH_WATER,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).
@@ -39,7 +93,8 @@ pub const PROG_EGRESS: &str = "lockdown_egress";
 /// Benchmark baselines in the object (never attached): bare `XDP_DROP` and `XDP_PASS`.
 pub const PROG_BASELINE_DROP: &str = "baseline_drop";
 pub const PROG_BASELINE_PASS: &str = "baseline_pass";
-/// Benchmark diagnostic in the object (never attached): one flow-table lookup, no parsing.
+/// Benchmark diagnostic in the object (never attached): one lookup in the IPv4 live table (an LRU
+/// hash with a 16-byte key), no parsing: the floor of any 5-tuple table.
 pub const PROG_BASELINE_LOOKUP: &str = "baseline_lookup";
 
 /// Root of everything lockdown pins.
@@ -49,7 +104,7 @@ pub const PIN_LINK_INGRESS: &str = "link_ingress";
 /// Pin name of the TC egress link, inside the interface's pin directory.
 pub const PIN_LINK_EGRESS: &str = "link_egress";
 
-/// Default flow-table capacity.
+/// Default capacity of each live flow table (one per family).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// Capacity of the source-CIDR trie (entries are per port × CIDR).
 pub const MAX_CIDR_ENTRIES: u32 = 65_536;

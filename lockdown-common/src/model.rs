@@ -12,20 +12,25 @@ use std::collections::{BTreeSet, HashMap};
 use crate::{
     config::Config,
     counters::Counter,
-    flow::{FlowKey, FlowValue, FragKey, FragValue},
+    flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     rules::{AllowRule, CidrKey, CompileError, compile},
     verdict::{self, Decision, Tables},
 };
 
-/// The model's tables. `touched_*` log every key the last packet looked up or wrote.
+/// The model's tables. `touched_*` log every key the last packet looked up or wrote. Each flow
+/// table stands for both families' maps of that kind (the kernel splits them by family only to key
+/// IPv4 flows with 16 bytes).
 #[derive(Clone, Debug)]
 pub struct HostTables {
     pub config: Config,
+    /// The live flow tables.
     pub flows: HashMap<FlowKey, FlowValue>,
+    /// The closing flow tables.
+    pub closing: HashMap<FlowKey, FlowValue>,
     pub ports: Vec<u64>,
     pub cidrs: BTreeSet<CidrKey>,
     pub frags: HashMap<FragKey, FragValue>,
-    pub touched_flows: Vec<FlowKey>,
+    pub touched_flows: Vec<(FlowTable, FlowKey)>,
     pub touched_frags: Vec<FragKey>,
     /// The time the next decision runs at (`CLOCK_MONOTONIC_COARSE` ns).
     pub now: u64,
@@ -56,6 +61,7 @@ impl HostTables {
         Self {
             config,
             flows: HashMap::new(),
+            closing: HashMap::new(),
             ports,
             cidrs,
             frags: HashMap::new(),
@@ -63,6 +69,40 @@ impl HostTables {
             touched_frags: Vec::new(),
             now: 0,
         }
+    }
+
+    /// The flow table of kind `table`.
+    pub fn table(&self, table: FlowTable) -> &HashMap<FlowKey, FlowValue> {
+        match table {
+            FlowTable::Live => &self.flows,
+            FlowTable::Closing => &self.closing,
+        }
+    }
+
+    fn table_mut(&mut self, table: FlowTable) -> &mut HashMap<FlowKey, FlowValue> {
+        match table {
+            FlowTable::Live => &mut self.flows,
+            FlowTable::Closing => &mut self.closing,
+        }
+    }
+
+    /// Replaces both flow tables with `entries`.
+    pub fn load_flows(
+        &mut self,
+        entries: impl IntoIterator<Item = (FlowTable, FlowKey, FlowValue)>,
+    ) {
+        self.flows.clear();
+        self.closing.clear();
+        for (table, key, value) in entries {
+            self.table_mut(table).insert(key, value);
+        }
+    }
+
+    /// Every entry of both flow tables, with its table.
+    pub fn flow_entries(&self) -> impl Iterator<Item = (FlowTable, FlowKey, FlowValue)> + '_ {
+        FlowTable::ALL
+            .into_iter()
+            .flat_map(move |t| self.table(t).iter().map(move |(k, v)| (t, *k, *v)))
     }
 
     /// Decides an inbound frame, as the XDP program does.
@@ -87,14 +127,20 @@ impl Tables for HostTables {
         &self.config
     }
 
-    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowValue> {
-        self.touched_flows.push(*key);
-        self.flows.get_mut(key)
+    fn flow_mut(&mut self, table: FlowTable, key: &FlowKey) -> Option<&mut FlowValue> {
+        self.touched_flows.push((table, *key));
+        self.table_mut(table).get_mut(key)
     }
 
-    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) {
-        self.touched_flows.push(*key);
-        self.flows.insert(*key, *value);
+    fn flow_insert(&mut self, table: FlowTable, key: &FlowKey, value: &FlowValue) -> bool {
+        self.touched_flows.push((table, *key));
+        self.table_mut(table).insert(*key, *value);
+        true
+    }
+
+    fn flow_remove(&mut self, table: FlowTable, key: &FlowKey) {
+        self.touched_flows.push((table, *key));
+        self.table_mut(table).remove(key);
     }
 
     fn port_entry(&self, index: u32) -> u64 {
@@ -168,6 +214,9 @@ mod tests {
         if flags & TCP_RST != 0 {
             b = b.rst();
         }
+        if flags & crate::parse::TCP_FIN != 0 {
+            b = b.fin();
+        }
         let mut out = Vec::new();
         b.write(&mut out, &[]).expect("building a TCP frame");
         out
@@ -218,11 +267,15 @@ mod tests {
         assert_eq!(t.ingress(&synack, NOW).reason, Counter::PassEstablished);
         let data = tcp(peer, out, TCP_ACK, 8, 1001);
         assert_eq!(t.ingress(&data, NOW + 1).reason, Counter::PassEstablished);
-        let key = t.touched_flows[0];
+        let (_, key) = t.touched_flows[0];
         assert_eq!(t.flows[&key].state(), Some(FlowState::TcpEstablished));
         let rst = tcp(peer, out, TCP_RST | TCP_ACK, 9, 1001);
         assert_eq!(t.ingress(&rst, NOW + 2).reason, Counter::PassEstablished);
-        assert_eq!(t.flows[&key].state(), Some(FlowState::TcpClosed));
+        assert!(
+            !t.flows.contains_key(&key),
+            "a reset flow leaves the live table"
+        );
+        assert_eq!(t.closing[&key].state(), Some(FlowState::TcpClosed));
         // 10 s after the RST the entry is gone for good.
         let late = NOW + 2 + 11_000_000_000;
         assert_eq!(t.ingress(&data, late).reason, Counter::DropNew);
@@ -236,9 +289,85 @@ mod tests {
         let rst = tcp((LOCAL, 22), (REMOTE, 40000), TCP_RST | TCP_ACK, 0, 2);
         assert_eq!(t.egress(&rst, NOW), None);
         assert!(t.flows.is_empty());
-        // The origin's first segment past the handshake tracks an accepted connection.
-        let ack = tcp((LOCAL, 22), (REMOTE, 40000), TCP_ACK, 6, 2);
-        assert_eq!(t.egress(&ack, NOW), Some(Counter::EgressFlowsCreated));
+    }
+
+    #[test]
+    fn the_allowlist_vouches_for_accepted_connections_without_state() {
+        let mut t = model(&["tcp/8080", "tcp/22 from 10.0.0.0/8"]);
+        let client = (REMOTE, 40000);
+        let ack = tcp((LOCAL, 8080), client, TCP_ACK, 6, 2);
+        assert_eq!(t.egress(&ack, NOW), None);
+        assert!(
+            t.touched_flows.is_empty(),
+            "no flow lookup for a vouched packet"
+        );
+        let data = tcp(client, (LOCAL, 8080), TCP_ACK, 2, 7);
+        assert_eq!(t.ingress(&data, NOW).reason, Counter::PassAllowed);
+        assert!(t.touched_flows.is_empty());
+        // A source the rule does not vouch for: the origin's segment is tracked, as for a
+        // connection accepted before its rule was narrowed.
+        let outside = tcp((LOCAL, 22), client, TCP_ACK, 6, 2);
+        assert_eq!(t.egress(&outside, NOW), Some(Counter::EgressFlowsCreated));
+        let inside = tcp(
+            (LOCAL, 22),
+            (Ipv4Addr::new(10, 1, 2, 3), 40000),
+            TCP_ACK,
+            6,
+            2,
+        );
+        assert_eq!(t.egress(&inside, NOW), None);
+        assert_eq!(t.flows.len(), 1);
+        // Without the rule, only state lets the connection's packets in.
+        t = model(&["tcp/22"]);
+        assert_eq!(t.ingress(&data, NOW).reason, Counter::DropNew);
+    }
+
+    #[test]
+    fn closing_flows_move_to_their_own_table_and_never_evict_live_ones() {
+        let mut t = model(&["tcp/22"]);
+        let out = (LOCAL, 50000);
+        let peer = (REMOTE, 443);
+        t.egress(&tcp(out, peer, TCP_SYN, 1000, 0), NOW);
+        let synack = tcp(peer, out, TCP_SYN | TCP_ACK, 7, 1001);
+        assert_eq!(t.ingress(&synack, NOW).reason, Counter::PassEstablished);
+        assert_eq!(t.flows.len(), 1);
+        let fin = tcp(out, peer, TCP_ACK | crate::parse::TCP_FIN, 1001, 8);
+        assert_eq!(t.egress(&fin, NOW + 1), None);
+        assert!(
+            t.flows.is_empty(),
+            "a FIN moves the flow out of the live table"
+        );
+        let (&key, v) = t.closing.iter().next().expect("the closing entry");
+        assert_eq!(v.state(), Some(FlowState::TcpClosing));
+        assert_eq!(v.created_ns, NOW, "the move keeps the entry's history");
+        let last_ack = tcp(peer, out, TCP_ACK, 8, 1002);
+        assert_eq!(
+            t.ingress(&last_ack, NOW + 2).reason,
+            Counter::PassEstablished
+        );
+        assert_eq!(t.closing[&key].last_seen_ns, NOW + 2);
+        // Reusing the 4-tuple for a new connection brings it back to the live table.
+        t.egress(&tcp(out, peer, TCP_SYN, 5000, 0), NOW + 3);
+        assert!(t.closing.is_empty());
+        assert_eq!(t.flows[&key].state(), Some(FlowState::TcpSynSent));
+        assert_eq!(t.flows[&key].origin_seq, 5000);
+    }
+
+    #[test]
+    fn a_packet_in_the_same_clock_tick_writes_nothing() {
+        let mut t = model(&["tcp/22"]);
+        let out = (LOCAL, 50000);
+        let peer = (REMOTE, 443);
+        t.egress(&tcp(out, peer, TCP_ACK, 1000, 5), NOW);
+        let (&key, &before) = t.flows.iter().next().expect("the entry");
+        let data = tcp(peer, out, TCP_ACK, 5, 1000);
+        assert_eq!(t.ingress(&data, NOW).reason, Counter::PassEstablished);
+        assert_eq!(t.flows[&key], before);
+        assert_eq!(
+            t.ingress(&data, NOW + 4_000_000).reason,
+            Counter::PassEstablished
+        );
+        assert_eq!(t.flows[&key].last_seen_ns, NOW + 4_000_000);
     }
 
     #[test]
@@ -252,6 +381,13 @@ mod tests {
         // The origin answering on its allowed port 53 creates no state.
         assert_eq!(t.egress(&udp((LOCAL, 53), (REMOTE, 999)), NOW), None);
         assert_eq!(t.flows.len(), 1);
+        // A port opened to some sources only: the origin's own datagram to another destination
+        // is an outbound flow like any other.
+        let mut t = model(&["udp/51820 from 10.0.0.0/8"]);
+        let out = udp((LOCAL, 51820), (REMOTE, 51820));
+        assert_eq!(t.egress(&out, NOW), Some(Counter::EgressFlowsCreated));
+        let back = udp((REMOTE, 51820), (LOCAL, 51820));
+        assert_eq!(t.ingress(&back, NOW).reason, Counter::PassEstablished);
     }
 
     #[test]

@@ -140,12 +140,14 @@ pub fn ethernet<P: Packet + ?Sized>(p: &P) -> Result<(u16, usize), Counter> {
     Ok((proto, off))
 }
 
-/// IPv4 at `off`, honouring IHL (options are skipped, not interpreted).
+/// IPv4 at `off` into `ip`, honouring IHL (options are skipped, not interpreted).
 #[inline(always)]
-pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
+fn ipv4<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counter> {
     if off > MAX_HDR_OFF {
         return Err(Counter::DropTooDeep);
     }
+    // One block for the whole fixed header: a second bounds check for the addresses would look
+    // redundant to LLVM (IHL ≥ 20) and be dropped, which the verifier rejects.
     let h: [u8; 20] = block(p, off)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     if h[0] >> 4 != 4 || ihl < 20 || usize::from(be16(&h, 2)) < ihl {
@@ -163,15 +165,9 @@ pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
     } else {
         Frag::Whole
     };
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&h[12..16]);
-    dst[..4].copy_from_slice(&h[16..20]);
-    Ok(Ip {
+    *ip = Ip {
         family: FAMILY_V4,
         proto,
-        src,
-        dst,
         l4_off: off + ihl,
         frag,
         frag_id: if frag == Frag::Whole {
@@ -180,29 +176,29 @@ pub fn ipv4<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
             u32::from(id)
         },
         frag_proto: proto,
-    })
+        ..Ip::default()
+    };
+    ip.src[..4].copy_from_slice(&h[12..16]);
+    ip.dst[..4].copy_from_slice(&h[16..20]);
+    Ok(())
 }
 
-/// IPv6 at `off`, walking at most [`MAX_IPV6_EXT`] extension headers.
+/// IPv6 at `off` into `ip`, walking at most [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
-pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
+fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counter> {
     if off > MAX_HDR_OFF {
         return Err(Counter::DropTooDeep);
     }
-    let h: [u8; 40] = block(p, off)?;
+    let h: [u8; 8] = block(p, off)?;
     if h[0] >> 4 != 6 {
         return Err(Counter::DropMalformed);
     }
     let mut next = h[6];
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
-    let mut ip = Ip {
+    *ip = Ip {
         family: FAMILY_V6,
         proto: next,
-        src,
-        dst,
+        src: block(p, off + 8)?,
+        dst: block(p, off + 24)?,
         l4_off: off + 40,
         frag: Frag::Whole,
         frag_id: 0,
@@ -223,7 +219,7 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         ) {
             ip.proto = next;
             ip.l4_off = cur;
-            return Ok(ip);
+            return Ok(());
         }
         // Every extension header is at least 8 bytes.
         let e: [u8; 8] = block(p, cur)?;
@@ -254,7 +250,7 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
             // No further headers are guaranteed in a non-first fragment.
             ip.proto = next;
             ip.l4_off = cur;
-            return Ok(ip);
+            return Ok(());
         }
     }
     match next {
@@ -263,7 +259,7 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
         _ => {
             ip.proto = next;
             ip.l4_off = cur;
-            Ok(ip)
+            Ok(())
         }
     }
 }
@@ -271,11 +267,26 @@ pub fn ipv6<P: Packet + ?Sized>(p: &P, off: usize) -> Result<Ip, Counter> {
 /// IPv4 or IPv6 at `off`, by ethertype; `Ok(None)` for any other ethertype.
 #[inline(always)]
 pub fn ip<P: Packet + ?Sized>(p: &P, ethertype: u16, off: usize) -> Result<Option<Ip>, Counter> {
+    let mut out = Ip::default();
+    Ok(ip_into(p, ethertype, off, &mut out)?.then_some(out))
+}
+
+/// [`ip`] into `out`: `Ok(true)` when it parsed an IP header. Not inlined: in the kernel it is one
+/// BPF subprogram (which cannot return a struct, hence `out`), so its header copies take no room
+/// in its callers' stack frames; the ICMP handler parses quoted headers with it too.
+#[inline(never)]
+pub fn ip_into<P: Packet + ?Sized>(
+    p: &P,
+    ethertype: u16,
+    off: usize,
+    out: &mut Ip,
+) -> Result<bool, Counter> {
     match ethertype {
-        ETH_P_IP => ipv4(p, off).map(Some),
-        ETH_P_IPV6 => ipv6(p, off).map(Some),
-        _ => Ok(None),
+        ETH_P_IP => ipv4(p, off, out)?,
+        ETH_P_IPV6 => ipv6(p, off, out)?,
+        _ => return Ok(false),
     }
+    Ok(true)
 }
 
 /// The L4 header of TCP, UDP, ICMP and ICMPv6. Other protocols give a zeroed [`L4`].

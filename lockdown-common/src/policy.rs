@@ -34,13 +34,18 @@ pub fn allowed<T: Tables + ?Sized>(
     if flags & any != 0 {
         return true;
     }
-    flags & PORT_CIDR != 0 && t.cidr_match(&CidrKey::lookup(family, proto, port, *src))
+    flags & PORT_CIDR != 0 && cidr_allowed(t, family, proto, port, src)
 }
 
-/// Whether local `port` is a service port (in any allow rule). Egress traffic from a service port
-/// answers inbound traffic that the allowlist already lets in, so for UDP it never creates state:
-/// otherwise a spoofed datagram would make the origin create state for the spoofed source.
-#[inline(always)]
-pub fn is_service_port<T: Tables + ?Sized>(t: &T, proto: u8, port: u16) -> bool {
-    port_flags(t, proto, port) != 0
+/// The source-CIDR half of [`allowed`]. Not inlined: in the kernel it is one BPF subprogram, so the
+/// trie key is not on the stack of every call site.
+#[inline(never)]
+fn cidr_allowed<T: Tables + ?Sized>(
+    t: &T,
+    family: u8,
+    proto: u8,
+    port: u16,
+    src: &[u8; 16],
+) -> bool {
+    t.cidr_match(&CidrKey::lookup(family, proto, port, *src))
 }

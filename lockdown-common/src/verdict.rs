@@ -9,19 +9,23 @@ use crate::{
     },
     counters::Counter,
     flow::{
-        FAMILY_V4, FlowState, FlowValue, FragKey, FragValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-        PROTO_UDP,
+        FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     },
+    flowtable::{self, Update},
     parse::{self, Frag, Ip, L4, Packet},
-    policy::{allowed, is_service_port},
+    policy::allowed,
 };
 
 /// The state lockdown decides with: the maps in the kernel, plain collections on the host.
 pub trait Tables {
     fn config(&self) -> &Config;
-    /// The live or expired entry for `key`, to read and update in place.
-    fn flow_mut(&mut self, key: &crate::flow::FlowKey) -> Option<&mut FlowValue>;
-    fn flow_insert(&mut self, key: &crate::flow::FlowKey, value: &FlowValue);
+    /// The live or expired entry for `key` in `table` (of the key's family), to read and update
+    /// in place.
+    fn flow_mut(&mut self, table: FlowTable, key: &FlowKey) -> Option<&mut FlowValue>;
+    /// Writes an entry; `false` if the table refused it (the kernel implementation counts that).
+    fn flow_insert(&mut self, table: FlowTable, key: &FlowKey, value: &FlowValue) -> bool;
+    fn flow_remove(&mut self, table: FlowTable, key: &FlowKey);
     /// One `u64` entry of the packed port table.
     fn port_entry(&self, index: u32) -> u64;
     /// Longest-prefix match in the source-CIDR trie.
@@ -51,8 +55,9 @@ pub fn ingress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Deci
 /// The flood fast path: an untagged IPv4 TCP SYN with a plain 20-byte IP header, decided by the
 /// port table alone, with no header copies and no flow lookup. `None` sends every other packet —
 /// and any SYN whose port has source-CIDR rules — down the full path, which would decide this one
-/// the same way: it is the full path's answer for exactly these packets, only cheaper.
-#[inline(always)]
+/// the same way: it is the full path's answer for exactly these packets, only cheaper. A BPF
+/// subprogram of its own, so its 48-byte header copy is not in the entry's stack frame.
+#[inline(never)]
 fn fast_syn<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &T) -> Option<Counter> {
     use crate::rules::{PORT_ANY_V4, PORT_CIDR};
     // Ethernet (14) + IPv4 without options (20) + TCP up to its flags (14).
@@ -106,19 +111,32 @@ fn classify<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Counter
     let reason = match ip.proto {
         PROTO_TCP => tcp(t, &ip, &l4),
         PROTO_UDP => udp(t, &ip, &l4),
-        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(p, t, &ip, &l4),
-        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(p, t, &ip, &l4),
+        // Errors go straight to `related`, which parses the quoted header: one call deep.
+        PROTO_ICMP | PROTO_ICMPV6
+            if (ip.proto == PROTO_ICMP) == (ip.family == FAMILY_V4)
+                && is_icmp_error(ip.family, l4.icmp_type) =>
+        {
+            related(p, t, &ip)
+        }
+        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(t, &ip, &l4),
+        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(t, &ip, &l4),
         _ => Counter::DropProtocol,
     };
     if ip.frag == Frag::First && !reason.is_drop() {
-        let value = FragValue {
-            first_seen_ns: t.now(),
-            reason: reason as u32,
-            _pad: 0,
-        };
-        t.frag_insert(&frag_key(&ip), &value);
+        first_fragment(t, &ip, reason);
     }
     reason
+}
+
+/// Remembers that a first fragment passed, for the datagram's later fragments.
+#[inline(never)]
+fn first_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip, reason: Counter) {
+    let value = FragValue {
+        first_seen_ns: t.now(),
+        reason: reason as u32,
+        _pad: 0,
+    };
+    t.frag_insert(&frag_key(ip), &value);
 }
 
 #[inline(always)]
@@ -134,7 +152,7 @@ const fn frag_key(ip: &Ip) -> FragKey {
 }
 
 /// A non-first fragment follows its first fragment's verdict, if that passed recently.
-#[inline(always)]
+#[inline(never)]
 fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip) -> Counter {
     let now = t.now();
     let ttl = u64::from(t.config().timeouts.fragment) * 1_000_000_000;
@@ -144,35 +162,35 @@ fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip) -> Counter {
     }
 }
 
-#[inline(always)]
+// The per-protocol handlers are not inlined: in the kernel each is a BPF subprogram with a stack
+// frame of its own, called from a thin parsing entry, so their flow keys and table temporaries do
+// not add up in one 512-byte frame.
+
+/// A TCP or UDP packet the allowlist vouches for passes on that alone, with no flow lookup: the
+/// table holds only what the allowlist cannot vouch for.
+#[inline(never)]
 fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
-    // A connection request is decided by the allowlist alone, before any flow lookup.
-    if tcp_is_new(l4.tcp_flags) {
-        return if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
-            Counter::PassAllowed
-        } else {
-            Counter::DropNew
-        };
-    }
-    let timeouts = t.config().timeouts;
-    let now = t.now();
-    if let Some(v) = t.flow_mut(&ingress_key(ip, l4))
-        && v.is_live(now, &timeouts)
-        && let Some(state) = v.state()
-    {
-        return match tcp_ingress(state, l4.tcp_flags, l4.ack, v.origin_seq) {
-            Some(next) => {
-                v.state = next as u8;
-                v.last_seen_ns = now;
-                Counter::PassEstablished
-            }
-            None => Counter::DropInvalid,
-        };
-    }
     if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
-        Counter::PassAllowed
-    } else {
-        Counter::DropNew
+        return Counter::PassAllowed;
+    }
+    // A connection request to a port that is not allowed: no flow lookup either.
+    if tcp_is_new(l4.tcp_flags) {
+        return Counter::DropNew;
+    }
+    let now = t.now();
+    let (flags, ack) = (l4.tcp_flags, l4.ack);
+    let update = flowtable::update(t, &ingress_key(ip, l4), |v| {
+        let next = tcp_ingress(v.state()?, flags, ack, v.origin_seq)?;
+        Some(FlowValue {
+            state: next as u8,
+            last_seen_ns: now,
+            ..*v
+        })
+    });
+    match update {
+        Update::Done => Counter::PassEstablished,
+        Update::Refused => Counter::DropInvalid,
+        Update::Missing => Counter::DropNew,
     }
 }
 
@@ -185,26 +203,35 @@ const fn is_dhcp_reply(ip: &Ip, l4: &L4) -> bool {
     }
 }
 
-#[inline(always)]
+#[inline(never)]
 fn udp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
-    let config = *t.config();
-    if config.flags & FLAG_PASS_DHCP != 0 && is_dhcp_reply(ip, l4) {
+    if t.config().flags & FLAG_PASS_DHCP != 0 && is_dhcp_reply(ip, l4) {
         return Counter::PassDhcp;
     }
-    let now = t.now();
-    if let Some(v) = t.flow_mut(&ingress_key(ip, l4))
-        && v.is_live(now, &config.timeouts)
-        && let Some(state) = v.state()
-    {
-        v.state = udp_ingress(state) as u8;
-        v.last_seen_ns = now;
-        return Counter::PassEstablished;
-    }
     if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
-        Counter::PassAllowed
-    } else {
-        Counter::DropNew
+        return Counter::PassAllowed;
     }
+    let now = t.now();
+    let update = flowtable::update(t, &ingress_key(ip, l4), |v| {
+        Some(FlowValue {
+            state: udp_ingress(v.state()?) as u8,
+            last_seen_ns: now,
+            ..*v
+        })
+    });
+    match update {
+        Update::Done => Counter::PassEstablished,
+        Update::Refused | Update::Missing => Counter::DropNew,
+    }
+}
+
+/// The refreshed value of an entry that saw a packet and keeps its state.
+#[inline(always)]
+const fn refreshed(v: &FlowValue, now: u64) -> Option<FlowValue> {
+    Some(FlowValue {
+        last_seen_ns: now,
+        ..*v
+    })
 }
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -225,8 +252,8 @@ const fn is_icmp_error(family: u8, ty: u8) -> bool {
     }
 }
 
-#[inline(always)]
-fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, ip: &Ip, l4: &L4) -> Counter {
+#[inline(never)]
+fn icmp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     let v6 = ip.family != FAMILY_V4;
     let ty = l4.icmp_type;
     if v6 && ty == ICMPV6_ROUTER_ADVERT {
@@ -245,32 +272,29 @@ fn icmp<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, ip: &Ip, l4: &
         return Counter::PassMld;
     }
     if (!v6 && ty == ICMP_ECHO_REPLY) || (v6 && ty == ICMPV6_ECHO_REPLY) {
-        let timeouts = t.config().timeouts;
         let now = t.now();
-        if let Some(v) = t.flow_mut(&echo_key(ip.dst, ip.src, l4.sport, ip))
-            && v.is_live(now, &timeouts)
-        {
-            v.last_seen_ns = now;
-            return Counter::PassEstablished;
-        }
-        return Counter::DropNew;
-    }
-    if is_icmp_error(ip.family, ty) {
-        return related(p, t, ip);
+        let key = echo_key(ip.dst, ip.src, l4.sport, ip);
+        return match flowtable::update(t, &key, |v| refreshed(v, now)) {
+            Update::Done => Counter::PassEstablished,
+            Update::Refused | Update::Missing => Counter::DropNew,
+        };
     }
     Counter::DropNew
 }
 
-/// An ICMP error passes only if the packet it quotes was sent by the origin on a live flow.
-#[inline(always)]
+/// An ICMP error passes only if the packet it quotes was sent by the origin on a live flow (or
+/// on a connection the allowlist vouches for). A subprogram of its own, off the echo path.
+#[inline(never)]
 fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip) -> Counter {
     let inner_off = outer.l4_off + 8;
-    let inner = match if outer.family == FAMILY_V4 {
-        parse::ipv4(p, inner_off)
+    let ethertype = if outer.family == FAMILY_V4 {
+        parse::ETH_P_IP
     } else {
-        parse::ipv6(p, inner_off)
-    } {
-        Ok(ip) => ip,
+        parse::ETH_P_IPV6
+    };
+    let inner = match parse::ip(p, ethertype, inner_off) {
+        Ok(Some(ip)) => ip,
+        Ok(None) => return Counter::DropMalformed,
         Err(c) => return c,
     };
     // The quoted packet must have left the origin: its source is the error's destination.
@@ -282,7 +306,14 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
         Err(c) => return c,
     };
     let key = match inner.proto {
-        PROTO_TCP | PROTO_UDP => egress_key(&inner, &quoted),
+        PROTO_TCP | PROTO_UDP => {
+            // The quoted packet left from a port the allowlist opens to its destination: the
+            // connection is one the allowlist vouches for, so its errors are related too.
+            if allowed(t, inner.family, inner.proto, quoted.sport, &inner.dst) {
+                return Counter::PassRelated;
+            }
+            egress_key(&inner, &quoted)
+        }
         PROTO_ICMP if quoted.icmp_type == ICMP_ECHO_REQUEST && inner.family == FAMILY_V4 => {
             echo_key(inner.src, inner.dst, quoted.sport, &inner)
         }
@@ -291,16 +322,19 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
         }
         _ => return Counter::DropUnrelatedIcmp,
     };
-    let timeouts = t.config().timeouts;
-    let now = t.now();
-    match t.flow_mut(&key) {
-        Some(v) if v.is_live(now, &timeouts) => Counter::PassRelated,
-        _ => Counter::DropUnrelatedIcmp,
+    if flowtable::is_tracked(t, &key) {
+        Counter::PassRelated
+    } else {
+        Counter::DropUnrelatedIcmp
     }
 }
 
 /// Learns from an outbound packet: creates or updates its flow. Returns
 /// [`Counter::EgressFlowsCreated`] when it created an entry. Never drops.
+///
+/// A TCP or UDP packet from a port the allowlist opens to its destination is left alone, before
+/// any flow lookup: the allowlist vouches for its connection, so it takes no entry, and the origin's
+/// answers to spoofed packets on an allowed port can never create state.
 #[inline(always)]
 pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Option<Counter> {
     let (ethertype, off) = parse::ethernet(p).ok()?;
@@ -309,59 +343,68 @@ pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Optio
         return None;
     }
     let l4 = parse::l4(p, &ip).ok()?;
-    let timeouts = t.config().timeouts;
-    let now = t.now();
+    if matches!(ip.proto, PROTO_TCP | PROTO_UDP)
+        && allowed(t, ip.family, ip.proto, l4.sport, &ip.dst)
+    {
+        return None;
+    }
     match ip.proto {
-        PROTO_TCP => {
-            let key = egress_key(&ip, &l4);
-            if let Some(v) = t.flow_mut(&key)
-                && v.is_live(now, &timeouts)
-            {
-                if let Some(next) = tcp_egress(v.state(), l4.tcp_flags) {
-                    if next == FlowState::TcpSynSent && v.state() != Some(FlowState::TcpSynSent) {
-                        *v = FlowValue::new(next, now, l4.seq);
-                    } else {
-                        if next == FlowState::TcpSynSent {
-                            v.origin_seq = l4.seq;
-                        }
-                        v.state = next as u8;
-                        v.last_seen_ns = now;
-                    }
-                }
-                return None;
-            }
-            let next = tcp_egress(None, l4.tcp_flags)?;
-            t.flow_insert(&key, &FlowValue::new(next, now, l4.seq));
-            Some(Counter::EgressFlowsCreated)
-        }
-        PROTO_UDP => {
-            let key = egress_key(&ip, &l4);
-            if let Some(v) = t.flow_mut(&key)
-                && v.is_live(now, &timeouts)
-            {
-                v.last_seen_ns = now;
-                return None;
-            }
-            if is_service_port(t, ip.proto, l4.sport) {
-                return None;
-            }
-            t.flow_insert(&key, &FlowValue::new(FlowState::UdpUnreplied, now, 0));
-            Some(Counter::EgressFlowsCreated)
-        }
+        PROTO_TCP => egress_tcp(t, &ip, &l4),
+        PROTO_UDP => learn(t, &egress_key(&ip, &l4), FlowState::UdpUnreplied),
         PROTO_ICMP | PROTO_ICMPV6
             if l4.icmp_type == ICMP_ECHO_REQUEST && ip.family == FAMILY_V4
                 || l4.icmp_type == ICMPV6_ECHO_REQUEST && ip.family != FAMILY_V4 =>
         {
-            let key = echo_key(ip.src, ip.dst, l4.sport, &ip);
-            if let Some(v) = t.flow_mut(&key)
-                && v.is_live(now, &timeouts)
-            {
-                v.last_seen_ns = now;
-                return None;
-            }
-            t.flow_insert(&key, &FlowValue::new(FlowState::IcmpEcho, now, 0));
-            Some(Counter::EgressFlowsCreated)
+            learn(
+                t,
+                &echo_key(ip.src, ip.dst, l4.sport, &ip),
+                FlowState::IcmpEcho,
+            )
         }
         _ => None,
     }
+}
+
+/// An outbound TCP segment the allowlist does not vouch for: its flow's transition, or a new
+/// entry. A BPF subprogram (as the ingress handlers are).
+#[inline(never)]
+fn egress_tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Option<Counter> {
+    let now = t.now();
+    let key = egress_key(ip, l4);
+    let (flags, seq) = (l4.tcp_flags, l4.seq);
+    let update = flowtable::update(t, &key, |v| {
+        let next = tcp_egress(v.state(), flags)?;
+        Some(
+            if next == FlowState::TcpSynSent && v.state() != Some(next) {
+                // The 4-tuple is reused for a new connection: a fresh entry.
+                FlowValue::new(next, now, seq)
+            } else {
+                FlowValue {
+                    state: next as u8,
+                    last_seen_ns: now,
+                    origin_seq: if next == FlowState::TcpSynSent {
+                        seq
+                    } else {
+                        v.origin_seq
+                    },
+                    ..*v
+                }
+            },
+        )
+    });
+    if update != Update::Missing {
+        return None;
+    }
+    let value = FlowValue::new(tcp_egress(None, flags)?, now, seq);
+    flowtable::create(t, &key, &value).then_some(Counter::EgressFlowsCreated)
+}
+
+/// An outbound UDP datagram or echo request: refreshes its flow, or creates it in `state`.
+#[inline(never)]
+fn learn<T: Tables + ?Sized>(t: &mut T, key: &FlowKey, state: FlowState) -> Option<Counter> {
+    let now = t.now();
+    if flowtable::update(t, key, |v| refreshed(v, now)) != Update::Missing {
+        return None;
+    }
+    flowtable::create(t, key, &FlowValue::new(state, now, 0)).then_some(Counter::EgressFlowsCreated)
 }

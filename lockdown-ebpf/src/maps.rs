@@ -9,14 +9,28 @@ use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
     events::LogWindow,
-    flow::{FlowKey, FlowValue, FragKey, FragValue},
-    maps::{DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES},
+    flow::{FlowKey, FlowKey4, FlowValue, FragKey, FragValue},
+    maps::{
+        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES, closing_capacity,
+    },
     rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
 };
 
-#[map(name = "LD_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+#[map(name = "LD_FLOWS4")]
+pub static FLOWS4: LruHashMap<FlowKey4, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+#[map(name = "LD_FLOWS6")]
+pub static FLOWS6: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+#[map(name = "LD_CLOSING4")]
+pub static CLOSING4: LruHashMap<FlowKey4, FlowValue> =
+    LruHashMap::with_max_entries(closing_capacity(DEFAULT_MAX_FLOWS), 0);
+
+#[map(name = "LD_CLOSING6")]
+pub static CLOSING6: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(closing_capacity(DEFAULT_MAX_FLOWS), 0);
 
 #[map(name = "LD_PORTS")]
 pub static PORTS: Array<u64> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
@@ -43,5 +57,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "LD_LOG_WINDOW")]
 pub static LOG_WINDOW: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
 
-/// Keeps `CidrKey`'s layout and the trie's key in step.
-const _: () = assert!(size_of::<CidrKey>() == 4 + 20);
+/// Written and read by the loader only (see `lockdown_common::maps::HIGH_WATER`); declared here so
+/// it is created and pinned with the others.
+#[map(name = "LD_HIGH_WATER")]
+pub static HIGH_WATER: Array<u32> = Array::with_max_entries(4, 0);
+
+/// Keeps `CidrKey`'s layout and the trie's key in step (`MapTables::cidr_match` relies on it).
+const _: () = assert!(size_of::<CidrKey>() == size_of::<aya_ebpf::maps::lpm_trie::Key<[u8; 20]>>());
+const _: () = assert!(core::mem::offset_of!(CidrKey, family) == 4);
+const _: () = assert!(core::mem::offset_of!(CidrKey, addr) == 8);

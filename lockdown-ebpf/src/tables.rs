@@ -1,20 +1,23 @@
 //! `Tables` over the BPF maps, so the shared decision logic runs on them.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use bytemuck::Zeroable as _;
 use lockdown_common::{
     config::Config,
     counters::Counter,
-    flow::{FlowKey, FlowValue, FragKey, FragValue},
+    flow::{FAMILY_V4, FlowKey, FlowKey4, FlowTable, FlowValue, FragKey, FragValue},
     rules::CidrKey,
     verdict::Tables,
 };
 
-use crate::maps::{CIDRS, CONFIG, COUNTERS, FLOWS, FRAGS, PORTS};
+use crate::maps::{CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, FLOWS4, FLOWS6, FRAGS, PORTS};
 
 pub struct MapTables {
     config: &'static Config,
     /// `bpf_ktime_get_coarse_ns`, read on first use (0: not yet).
     now: u64,
+    /// The IPv4 tables' key of the last flow operation: one stack slot for all of them.
+    key4: FlowKey4,
 }
 
 static DEFAULT_CONFIG: Config = Config::DEFAULT;
@@ -25,7 +28,20 @@ impl MapTables {
         Self {
             config: CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG),
             now: 0,
+            key4: FlowKey4::zeroed(),
         }
+    }
+}
+
+impl MapTables {
+    /// Whether `key` is IPv4; if so, puts its IPv4 tables' key in `key4`.
+    #[inline(always)]
+    fn v4(&mut self, key: &FlowKey) -> bool {
+        let v4 = key.family == FAMILY_V4;
+        if v4 {
+            self.key4 = key.v4();
+        }
+        v4
     }
 }
 
@@ -36,16 +52,42 @@ impl Tables for MapTables {
     }
 
     #[inline(always)]
-    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowValue> {
+    fn flow_mut(&mut self, table: FlowTable, key: &FlowKey) -> Option<&mut FlowValue> {
+        let p = match (table, self.v4(key)) {
+            (FlowTable::Live, true) => FLOWS4.get_ptr_mut(&self.key4),
+            (FlowTable::Closing, true) => CLOSING4.get_ptr_mut(&self.key4),
+            (FlowTable::Live, false) => FLOWS6.get_ptr_mut(key),
+            (FlowTable::Closing, false) => CLOSING6.get_ptr_mut(key),
+        };
         // SAFETY: the pointer comes from a successful lookup and stays valid for this program
         // run (RCU); concurrent writers on other CPUs race benignly on plain integers.
-        FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+        p.map(|p| unsafe { &mut *p })
     }
 
     #[inline(always)]
-    fn flow_insert(&mut self, key: &FlowKey, value: &FlowValue) {
-        // A failed insert leaves the flow untracked; its next packet tries again.
-        let _ = FLOWS.insert(key, value, 0);
+    fn flow_insert(&mut self, table: FlowTable, key: &FlowKey, value: &FlowValue) -> bool {
+        let r = match (table, self.v4(key)) {
+            (FlowTable::Live, true) => FLOWS4.insert(&self.key4, value, 0),
+            (FlowTable::Closing, true) => CLOSING4.insert(&self.key4, value, 0),
+            (FlowTable::Live, false) => FLOWS6.insert(key, value, 0),
+            (FlowTable::Closing, false) => CLOSING6.insert(key, value, 0),
+        };
+        // A failed insert leaves the flow untracked (or where it was); its next packet tries
+        // again. Counted, so that `status` shows it.
+        if r.is_err() {
+            count(Counter::FlowInsertFailed, 0);
+        }
+        r.is_ok()
+    }
+
+    #[inline(always)]
+    fn flow_remove(&mut self, table: FlowTable, key: &FlowKey) {
+        let _ = match (table, self.v4(key)) {
+            (FlowTable::Live, true) => FLOWS4.remove(&self.key4),
+            (FlowTable::Closing, true) => CLOSING4.remove(&self.key4),
+            (FlowTable::Live, false) => FLOWS6.remove(key),
+            (FlowTable::Closing, false) => CLOSING6.remove(key),
+        };
     }
 
     #[inline(always)]
@@ -55,7 +97,11 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn cidr_match(&self, key: &CidrKey) -> bool {
-        CIDRS.get(&Key::new(key.prefix_len, key.data())).is_some()
+        // SAFETY: `CidrKey` is `repr(C)`: the prefix length, then the 20 bytes of `data()` in
+        // order, 24 bytes with no padding — exactly the packed `Key<[u8; 20]>` (alignment 1), so
+        // the trie reads the key in place instead of from a copy on the stack.
+        let key = unsafe { &*core::ptr::from_ref(key).cast::<Key<[u8; 20]>>() };
+        CIDRS.get(key).is_some()
     }
 
     #[inline(always)]

@@ -15,7 +15,7 @@ use aya::{
 };
 use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Config},
-    maps::{ALL, FLOWS, PROG_EGRESS, PROG_INGRESS},
+    maps::{ALL, FLOW_MAPS, FLOWS4, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
 
@@ -78,7 +78,9 @@ fn loader<'a>(
     debug_log: bool,
 ) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(FLOWS, max_flows);
+    for (name, table, _) in FLOW_MAPS {
+        loader.map_max_entries(name, flow_capacity(table, max_flows));
+    }
     for (name, path) in paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -140,11 +142,17 @@ fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
     sockets::check_lockout(rules, &sockets::ssh_sessions(&sockets::all()?))
 }
 
-/// Seeds the flow table from the origin's open sockets, so they survive the attach — or the
-/// removal of the allow rule that let them in: an accepted connection on which the origin has not
-/// sent anything yet is not tracked until it does, so it would otherwise be cut.
-pub fn seed(handles: &mut Handles) -> Result<()> {
-    let n = sockets::seed(handles, &sockets::all()?, crate::clock_ns())?;
+/// Seeds the flow tables with the origin's open connections that `rules` will not vouch for, so
+/// they survive the attach — or the removal of the allow rule that let them in: a connection the
+/// allowlist vouches for has no entry, so it would otherwise be cut. Call it before the rules
+/// change.
+pub fn seed(handles: &mut Handles, rules: &BTreeSet<AllowRule>) -> Result<()> {
+    let now = crate::clock_ns();
+    let entries = sockets::all()?
+        .iter()
+        .filter_map(|s| sockets::seed_entry(s, now))
+        .collect::<Vec<_>>();
+    let n = sockets::seed(handles, entries, rules)?;
     log::info!("seeded {n} flows from existing sockets");
     Ok(())
 }
@@ -191,8 +199,8 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<Ebpf> {
         Mode::Skb => ATTACH_SKB,
     };
     handles.write_config(&config)?;
+    seed(&mut handles, &opts.rules)?;
     handles.set_rules(&opts.rules)?;
-    seed(&mut handles)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
     let tc: &mut SchedClassifier = ebpf
@@ -240,7 +248,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             opts.iface
         );
     }
-    let pinned_max = MapInfo::from_pin(dir.map(FLOWS))
+    let pinned_max = MapInfo::from_pin(dir.map(FLOWS4))
         .context("reading the pinned flow table")?
         .max_entries();
     if opts.given.max_flows && opts.max_flows != pinned_max {
@@ -266,10 +274,16 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             ..opts.config
         })?;
     }
+    // Connections the old rules let in must survive the new ones: seed first.
+    let rules = if opts.given.rules {
+        opts.rules.clone()
+    } else {
+        handles.rules()?
+    };
+    seed(&mut handles, &rules)?;
     if opts.given.rules {
-        handles.set_rules(&opts.rules)?;
+        handles.set_rules(&rules)?;
     }
-    seed(&mut handles)?;
 
     // Loads a program and swaps it into its pinned link. A macro, because `Xdp` and
     // `SchedClassifier` share no trait for `attach_to_link`.

@@ -137,7 +137,7 @@ pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<boo
             let root = dir.dir.parent().context("pin directory has no parent")?;
             let _lock = crate::pins::lock(root)?;
             let mut h = Handles::open(dir)?;
-            attach::seed(&mut h)?;
+            attach::seed(&mut h, &rules)?;
             h.set_rules(&rules)?;
             h.write_config(&config)?;
         }

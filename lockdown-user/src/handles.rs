@@ -14,16 +14,18 @@ use aya::{
 use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
-    flow::{FlowKey, FlowValue},
-    maps::{CIDRS, CONFIG, COUNTERS, FLOWS, PORTS, RULES},
+    maps::{CIDRS, CONFIG, COUNTERS, PORTS, RULES},
     rules::{AllowRule, CidrKey},
 };
 
-use crate::pins::PinDir;
+use crate::{
+    flowmaps::{FlowEntry, FlowMaps},
+    pins::PinDir,
+};
 
 /// The maps of one attachment.
 pub struct Handles {
-    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub flows: FlowMaps,
     pub ports: Array<MapData, u64>,
     pub cidrs: LpmTrie<MapData, [u8; 20], u8>,
     pub rules: HashMap<MapData, AllowRule, u8>,
@@ -56,7 +58,7 @@ impl Handles {
 
     fn from_maps(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         Ok(Self {
-            flows: get(FLOWS)?.try_into()?,
+            flows: FlowMaps::from_maps(&mut get)?,
             ports: get(PORTS)?.try_into()?,
             cidrs: get(CIDRS)?.try_into()?,
             rules: get(RULES)?.try_into()?,
@@ -160,22 +162,10 @@ impl Handles {
             .collect()
     }
 
-    /// Live flow entries (expired ones stay in the LRU map until reused, but no longer count).
-    pub fn live_flows(&self, now: u64) -> Result<Vec<(FlowKey, FlowValue)>> {
-        let timeouts = self.read_config()?.timeouts;
-        let mut out = Vec::new();
-        for entry in self.flows.iter() {
-            let (k, v) = match entry {
-                Ok(kv) => kv,
-                // An entry can vanish between two reads of a live table.
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e).context("reading the flow table"),
-            };
-            if v.is_live(now, &timeouts) {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
+    /// Live flow entries of every table (expired ones stay in the LRU maps until reused, but no
+    /// longer count).
+    pub fn live_flows(&self, now: u64) -> Result<Vec<FlowEntry>> {
+        self.flows.live(now, &self.read_config()?.timeouts)
     }
 }
 

@@ -17,11 +17,21 @@ struct IfaceLabels {
     interface: String,
 }
 
+/// One flow map of one interface.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    interface: String,
+    /// live or closing.
+    table: String,
+    /// ipv4 or ipv6.
+    family: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     interface: String,
     reason: String,
-    /// pass, drop, egress or log.
+    /// pass, drop, egress, log or table.
     kind: String,
 }
 
@@ -33,9 +43,10 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
     };
     let packets = Family::<ReasonLabels, Counter>::default();
     let bytes = Family::<ReasonLabels, Counter>::default();
-    let flows = Family::<IfaceLabels, Gauge>::default();
-    let capacity = Family::<IfaceLabels, Gauge>::default();
-    let pressure = Family::<IfaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let flows = Family::<TableLabels, Gauge>::default();
+    let capacity = Family::<TableLabels, Gauge>::default();
+    let high_water = Family::<TableLabels, Gauge>::default();
+    let pressure = Family::<TableLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let rules = Family::<IfaceLabels, Gauge>::default();
     let monitor = Family::<IfaceLabels, Gauge>::default();
     for dir in &dirs {
@@ -53,28 +64,44 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
                     CounterKind::Drop => "drop",
                     CounterKind::Egress => "egress",
                     CounterKind::Log => "log",
+                    CounterKind::Table => "table",
                 }
                 .to_owned(),
             };
             packets.get_or_create(&labels).inc_by(s.counters[c.name()]);
             bytes.get_or_create(&labels).inc_by(s.bytes[c.name()]);
         }
-        flows.get_or_create(&l).set(s.flows as i64);
-        capacity.get_or_create(&l).set(i64::from(s.max_flows));
-        pressure
-            .get_or_create(&l)
-            .set(s.flows as f64 / f64::from(s.max_flows.max(1)));
+        for o in &s.tables {
+            let t = TableLabels {
+                interface: s.interface.clone(),
+                table: o.table.to_owned(),
+                family: o.family.to_owned(),
+            };
+            flows.get_or_create(&t).set(o.entries as i64);
+            capacity.get_or_create(&t).set(i64::from(o.capacity));
+            high_water.get_or_create(&t).set(i64::from(o.high_water));
+            pressure.get_or_create(&t).set(o.fill());
+        }
         rules.get_or_create(&l).set(s.allow.len() as i64);
         monitor.get_or_create(&l).set(i64::from(s.monitor));
     }
     let mut registry = Registry::with_prefix("lockdown");
     registry.register("packets", "Packets by verdict reason", packets);
     registry.register("bytes", "Bytes by verdict reason", bytes);
-    registry.register("flows", "Live flow-table entries", flows);
-    registry.register("flows_capacity", "Flow-table capacity (entries)", capacity);
+    registry.register("flows", "Live entries per flow table", flows);
+    registry.register(
+        "flows_capacity",
+        "Capacity per flow table (entries)",
+        capacity,
+    );
+    registry.register(
+        "flows_high_water",
+        "Most live entries counted per flow table since the interface was locked down",
+        high_water,
+    );
     registry.register(
         "flow_table_pressure",
-        "Live flow entries as a fraction of capacity",
+        "Live entries as a fraction of capacity, per flow table",
         pressure,
     );
     registry.register("allow_rules", "Rules in the allowlist", rules);

@@ -2,16 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
-use aya::maps::MapInfo;
+use anyhow::Result;
 use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Timeouts},
     counters::CounterKind,
-    maps::FLOWS,
+    flow::FlowTable,
 };
 use serde::Serialize;
 
-use crate::{handles::Handles, pins::PinDir};
+use crate::{flowmaps::Occupancy, handles::Handles, pins::PinDir};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -25,9 +24,15 @@ pub struct Status {
     /// Every inbound packet and byte the XDP program saw (the sum of the pass and drop counters).
     pub total_packets: u64,
     pub total_bytes: u64,
-    /// Current number of live flow entries.
+    /// Live entries in the live tables (both families): flows the origin opened, and connections
+    /// whose allow rule has been removed.
     pub flows: usize,
+    /// Capacity of each family's live table.
     pub max_flows: u32,
+    /// Live entries in the closing tables (TCP flows that saw a FIN or RST).
+    pub closing_flows: usize,
+    /// How full each flow map is, with its high-water mark.
+    pub tables: Vec<Occupancy>,
     pub allow: Vec<String>,
     /// Idle timeouts in seconds, by name.
     pub timeouts: BTreeMap<&'static str, u32>,
@@ -43,12 +48,13 @@ pub struct Status {
 
 /// The status of one interface; counter rates are measured over `interval` (none if zero).
 pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
-    let handles = Handles::open(dir)?;
-    let max_flows = MapInfo::from_pin(dir.map(FLOWS))
-        .context("reading the flow table's info")?
-        .max_entries();
+    let mut handles = Handles::open(dir)?;
     let config = handles.read_config()?;
-    let flows = handles.live_flows(crate::clock_ns())?.len();
+    let live = handles.live_flows(crate::clock_ns())?;
+    let tables = handles.flows.occupancy(&live)?;
+    let count = |table| live.iter().filter(|e| e.table == table).count();
+    let (flows, closing_flows) = (count(FlowTable::Live), count(FlowTable::Closing));
+    let max_flows = tables.first().map_or(0, |o| o.capacity);
     let allow = handles.rules()?.iter().map(ToString::to_string).collect();
     let mut counters = BTreeMap::new();
     let mut bytes = BTreeMap::new();
@@ -100,6 +106,8 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         total_bytes,
         flows,
         max_flows,
+        closing_flows,
+        tables,
         allow,
         counters,
         bytes,

@@ -1,12 +1,15 @@
 //! The origin's existing sockets, read from `/proc/net/{tcp,tcp6,udp,udp6}` of the current network
-//! namespace: seeded into the flow table at attach so open connections survive it, and used by the
-//! lockout guard to find the SSH sessions `up` must not cut.
+//! namespace: seeded into the flow tables at attach, and before an allow rule goes, so open
+//! connections survive both; and used by the lockout guard to find the SSH sessions `up` must not
+//! cut.
 
 use std::{collections::BTreeSet, fs, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 use lockdown_common::{
-    flow::{FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes},
+    flow::{
+        FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr,
+    },
     rules::AllowRule,
 };
 
@@ -98,7 +101,8 @@ const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_LISTEN: u8 = 0x0a;
 
 /// The flow-table entry for a socket, if it is a connection worth keeping: established or closing
-/// TCP, connected UDP, not on loopback.
+/// TCP, connected UDP, not on loopback. (Whether the allowlist vouches for it is the caller's
+/// question: see [`seed`].)
 pub fn seed_entry(s: &Socket, now: u64) -> Option<(FlowKey, FlowValue)> {
     if s.local.is_loopback() || s.remote.is_loopback() || s.remote.is_unspecified() {
         return None;
@@ -128,17 +132,35 @@ pub fn seed_entry(s: &Socket, now: u64) -> Option<(FlowKey, FlowValue)> {
     Some((key, value))
 }
 
-/// Seeds the flow table from the existing sockets; entries already present are left alone.
-/// Returns how many were added.
-pub fn seed(handles: &mut Handles, sockets: &[Socket], now: u64) -> Result<usize> {
+/// Whether `rules` vouch for the connection of flow `key`: a new connection from its remote end to
+/// its local port would be allowed, so its packets pass without an entry.
+pub fn vouched(rules: &BTreeSet<AllowRule>, key: &FlowKey) -> bool {
+    admits_proto(
+        rules,
+        key.proto,
+        ip_addr(key.family, &key.remote),
+        key.local_port,
+    )
+}
+
+/// Seeds the flow tables with `entries` that `rules` do not vouch for; entries already present
+/// are left alone. Returns how many were added.
+pub fn seed(
+    handles: &mut Handles,
+    entries: impl IntoIterator<Item = (FlowKey, FlowValue)>,
+    rules: &BTreeSet<AllowRule>,
+) -> Result<usize> {
     const BPF_NOEXIST: u64 = 1;
     let mut added = 0;
-    for (key, value) in sockets.iter().filter_map(|s| seed_entry(s, now)) {
-        match handles.flows.insert(&key, &value, BPF_NOEXIST) {
+    for (key, value) in entries.into_iter().filter(|(k, _)| !vouched(rules, k)) {
+        match handles
+            .flows
+            .insert(value.table(), &key, &value, BPF_NOEXIST)
+        {
             Ok(()) => added += 1,
             Err(aya::maps::MapError::SyscallError(e))
                 if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e).context("seeding the flow table"),
+            Err(e) => return Err(e).context("seeding the flow tables"),
         }
     }
     Ok(added)
@@ -222,8 +244,13 @@ pub fn ssh_sessions(sockets: &[Socket]) -> Vec<SshSession> {
 
 /// Whether `rules` let `client` open a new TCP connection to `port`.
 pub fn admits(rules: &BTreeSet<AllowRule>, client: IpAddr, port: u16) -> bool {
+    admits_proto(rules, PROTO_TCP, client, port)
+}
+
+/// Whether `rules` let `client` send a new `proto` packet to `port`.
+fn admits_proto(rules: &BTreeSet<AllowRule>, proto: u8, client: IpAddr, port: u16) -> bool {
     rules.iter().any(|r| {
-        r.proto == PROTO_TCP
+        r.proto == proto
             && (r.port_lo..=r.port_hi).contains(&port)
             && match r.source() {
                 None => true,
@@ -309,6 +336,22 @@ mod tests {
         assert_eq!(&k.local[..4], &[10, 231, 0, 1]);
         assert_eq!(v.state(), Some(FlowState::TcpEstablished));
         assert_eq!(v.flags, FLOW_FLAG_SEEDED);
+    }
+
+    #[test]
+    fn the_allowlist_vouches_by_port_protocol_and_source() {
+        let s = parse_proc_net(TCP, PROTO_TCP);
+        let (k, _) = seed_entry(&s[1], 5).unwrap();
+        let rules = |list: &[(&str, Option<&str>)]| -> BTreeSet<AllowRule> {
+            list.iter()
+                .map(|(spec, from)| AllowRule::parse(spec, *from).unwrap())
+                .collect()
+        };
+        assert!(vouched(&rules(&[("tcp/22", None)]), &k));
+        assert!(vouched(&rules(&[("tcp/20-30", Some("10.231.0.0/24"))]), &k));
+        assert!(!vouched(&rules(&[("tcp/22", Some("10.1.0.0/16"))]), &k));
+        assert!(!vouched(&rules(&[("udp/22", None)]), &k));
+        assert!(!vouched(&rules(&[("tcp/8080", None)]), &k));
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub fn snapshot(dp: &Datapath) -> HostTables {
         })
         .collect();
     let mut t = HostTables::new(config, ports, cidrs);
-    t.flows = dp.flows().into_iter().collect();
+    t.load_flows(
+        dp.flow_entries()
+            .into_iter()
+            .map(|e| (e.table, e.key, e.value)),
+    );
     t.frags = dp.frag_entries().into_iter().collect();
     t
 }

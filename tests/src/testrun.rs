@@ -15,11 +15,11 @@ use aya::{
 use lockdown_common::{
     config::{Config, Timeouts},
     counters::{Counter, CounterKind},
-    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, FragKey, FragValue},
-    maps::{FLOWS, FRAGS, PROG_EGRESS, PROG_INGRESS},
+    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+    maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
-use lockdown_user::{EBPF_OBJECT, handles::Handles};
+use lockdown_user::{EBPF_OBJECT, flowmaps::FlowEntry, handles::Handles};
 
 use crate::packets::addr16;
 
@@ -154,11 +154,14 @@ impl Datapath {
         Self::with_max_flows(config, rules, None)
     }
 
-    /// Loads the object; `max_flows` overrides the flow table's capacity.
+    /// Loads the object; `max_flows` overrides the live flow tables' capacity (and so the
+    /// closing tables').
     pub fn with_max_flows(config: Config, rules: &[&str], max_flows: Option<u32>) -> Self {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
-            loader.map_max_entries(FLOWS, n);
+            for (name, table, _) in FLOW_MAPS {
+                loader.map_max_entries(name, flow_capacity(table, n));
+            }
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -357,39 +360,62 @@ impl Datapath {
             .map_err(|e| chain(&e))
     }
 
-    // The flow table.
+    // The flow tables.
 
-    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        ignore_missing(self.handles.flows.get(key, 0), "reading the flow table")
+    /// The entry of `key` in `table`, live or expired.
+    pub fn flow_in(&mut self, table: FlowTable, key: &FlowKey) -> Option<FlowValue> {
+        self.handles
+            .flows
+            .get(table, key)
+            .unwrap_or_else(|e| panic!("reading the flow tables: {e:#}"))
     }
 
+    /// The entry of `key` in the live table, else in the closing table.
+    pub fn flow(&mut self, key: &FlowKey) -> Option<FlowValue> {
+        self.flow_in(FlowTable::Live, key)
+            .or_else(|| self.flow_in(FlowTable::Closing, key))
+    }
+
+    /// Writes an entry into the table its state belongs in.
     pub fn set_flow(&mut self, key: &FlowKey, value: &FlowValue) {
         self.handles
             .flows
-            .insert(key, value, 0)
+            .insert(value.table(), key, value, 0)
             .unwrap_or_else(|e| panic!("writing flow {key:?}: {e}"));
     }
 
+    /// Removes `key` from both tables.
     pub fn remove_flow(&mut self, key: &FlowKey) {
-        ignore_missing(self.handles.flows.remove(key), "removing a flow");
+        for table in FlowTable::ALL {
+            self.handles
+                .flows
+                .remove(table, key)
+                .unwrap_or_else(|e| panic!("removing a flow: {e:#}"));
+        }
     }
 
-    /// Every entry of the flow table, live or expired.
-    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
-        let keys: Vec<FlowKey> = self
-            .handles
+    /// Every entry of every flow table, live or expired, with its table.
+    pub fn flow_entries(&self) -> Vec<FlowEntry> {
+        self.handles
             .flows
-            .keys()
-            .filter_map(|k| ignore_missing(k, "listing the flow table"))
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.flow(&k).map(|v| (k, v)))
+            .entries()
+            .unwrap_or_else(|e| panic!("listing the flow tables: {e:#}"))
+    }
+
+    /// Every entry of every flow table, live or expired.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flow_entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
             .collect()
     }
 
     pub fn clear_flows(&mut self) {
-        for (k, _) in self.flows() {
-            self.remove_flow(&k);
+        for e in self.flow_entries() {
+            self.handles
+                .flows
+                .remove(e.table, &e.key)
+                .unwrap_or_else(|e| panic!("removing a flow: {e:#}"));
         }
     }
 

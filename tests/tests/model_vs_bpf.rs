@@ -25,8 +25,8 @@ use lockdown_common::{
     config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
     counters::Counter,
     flow::{
-        FAMILY_V4, FlowKey, FlowState, FlowValue, FragKey, FragValue, PROTO_ICMP, PROTO_ICMPV6,
-        PROTO_TCP, PROTO_UDP,
+        FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     },
     verdict::Decision,
 };
@@ -688,7 +688,9 @@ impl Runner {
             ));
         }
         // Carry on from the kernel's tables.
-        self.model.flows = self.dp.flows().into_iter().collect();
+        let entries = self.dp.flow_entries();
+        self.model
+            .load_flows(entries.into_iter().map(|e| (e.table, e.key, e.value)));
         self.model.frags = self.dp.frag_entries().into_iter().collect();
     }
 
@@ -777,9 +779,9 @@ impl Runner {
         touched.dedup();
         // Every flow the model looked at, after the packet: context for a disagreement.
         let mut flows = String::new();
-        for k in &touched {
-            let bpf = self.dp.flow(k);
-            let model = self.model.flows.get(k);
+        for (table, k) in &touched {
+            let bpf = self.dp.flow_in(*table, k);
+            let model = self.model.table(*table).get(k);
             if bpf.is_some() {
                 generator.learn(*k);
             }
@@ -789,7 +791,7 @@ impl Runner {
             }
             let _ = writeln!(
                 flows,
-                "  flow {k:?}{}\n    bpf:   {}\n    model: {}",
+                "  {table:?} flow {k:?}{}\n    bpf:   {}\n    model: {}",
                 if same { "" } else { " DIFFERS" },
                 flow_summary(bpf.as_ref()),
                 flow_summary(model)
@@ -817,15 +819,25 @@ impl Runner {
 
     /// Compares the whole flow and fragment tables.
     fn compare_tables(&mut self) {
-        let bpf: HashMap<FlowKey, FlowValue> = self.dp.flows().into_iter().collect();
-        let keys: HashSet<&FlowKey> = bpf.keys().chain(self.model.flows.keys()).collect();
+        let bpf: HashMap<(FlowTable, FlowKey), FlowValue> = self
+            .dp
+            .flow_entries()
+            .into_iter()
+            .map(|e| ((e.table, e.key), e.value))
+            .collect();
+        let model: HashMap<(FlowTable, FlowKey), FlowValue> = self
+            .model
+            .flow_entries()
+            .map(|(t, k, v)| ((t, k), v))
+            .collect();
+        let keys: HashSet<&(FlowTable, FlowKey)> = bpf.keys().chain(model.keys()).collect();
         let mut bad = Vec::new();
         for k in keys {
-            if !same_flow(bpf.get(k), self.model.flows.get(k)) {
+            if !same_flow(bpf.get(k), model.get(k)) {
                 bad.push(format!(
                     "  flow {k:?}\n    bpf:   {}\n    model: {}",
                     flow_summary(bpf.get(k)),
-                    flow_summary(self.model.flows.get(k))
+                    flow_summary(model.get(k))
                 ));
             }
         }
@@ -870,7 +882,8 @@ impl Runner {
         for (k, v) in &frags {
             self.dp.set_frag(k, v);
         }
-        self.model.flows = flows.iter().copied().collect();
+        self.model
+            .load_flows(flows.iter().map(|(k, v)| (v.table(), *k, *v)));
         self.model.frags = frags.iter().copied().collect();
         let known: Vec<FlowKey> = flows.iter().map(|(k, _)| *k).collect();
         Gen {

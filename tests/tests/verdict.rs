@@ -1209,16 +1209,27 @@ fn egress_learns_only_from_the_origins_own_connections() {
             "UDP from port 8080 creates a flow: only tcp/8080 is a service port"
         );
         dp.clear_flows();
-        // TCP from a service port past the handshake does create an established flow.
+        // TCP from a port the allowlist opens takes no entry, past the handshake too: the
+        // allowlist vouches for the connection.
         assert!(
-            send(
+            !send(
                 &mut dp,
                 &Pkt::tcp(net.local, net.remote, 22, 40000, TCP_ACK)
             ),
-            "the origin's ACK creates a flow"
+            "the origin's ACK on an allowed port creates no flow"
+        );
+        assert!(dp.flows().is_empty(), "no flows: {:?}", dp.flows());
+        // A connection past its handshake that nothing vouches for (accepted before its rule
+        // went) is tracked from the origin's first segment.
+        assert!(
+            send(
+                &mut dp,
+                &Pkt::tcp(net.local, net.remote, 41000, 40000, TCP_ACK)
+            ),
+            "the origin's ACK from a port that is not allowed creates a flow"
         );
         assert_eq!(
-            state(dp.flow(&flow_key(net.local, 22, net.remote, 40000, PROTO_TCP))),
+            state(dp.flow(&flow_key(net.local, 41000, net.remote, 40000, PROTO_TCP))),
             Some(FlowState::TcpEstablished)
         );
         // Non-first fragments and non-IP frames teach nothing.

@@ -90,7 +90,7 @@ impl RuleArgs {
                 sockets::check_lockout(&rules, &sockets::ssh_sessions(&sockets::all()?))?;
             }
             // Connections the rule let in must survive it, as with iptables' conntrack.
-            attach::seed(&mut handles)?;
+            attach::seed(&mut handles, &rules)?;
         }
         handles.set_rules(&rules)?;
         println!(

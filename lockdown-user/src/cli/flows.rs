@@ -3,20 +3,17 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use lockdown_common::flow::{
-    FlowKey, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr,
-};
-use lockdown_user::{
-    handles::{self, Handles},
-    pins,
-};
+use lockdown_common::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr};
+use lockdown_user::{flowmaps::FlowEntry, handles::Handles, pins};
 use serde::Serialize;
 
-/// List the flow table (like `conntrack -L`): tuple, state, age and idle time of each live entry.
+/// List the flow tables (like `conntrack -L`): tuple, state, age and idle time of each live entry,
+/// then how full each table is.
 ///
-/// Reads the pinned flow table; changes nothing.
+/// Connections the allowlist vouches for (accepted on an allowed port) take no entry and are not
+/// listed. Reads the pinned flow tables; changes nothing.
 ///
 /// Examples: lockdown flows --proto tcp --port 443
 ///           lockdown flows flush --yes
@@ -31,7 +28,7 @@ pub struct Flows {
 
 #[derive(Debug, Subcommand)]
 enum FlowsCommand {
-    /// Empty the flow table. Open connections then pass only if their port is allowed, until their
+    /// Empty the flow tables. Open connections then pass only if their port is allowed, until their
     /// next outbound packet tracks them again. Asks first unless --yes.
     /// Example: lockdown flows flush --yes
     Flush(FlushArgs),
@@ -74,6 +71,8 @@ struct FlowJson {
     remote: IpAddr,
     remote_port: u16,
     state: &'static str,
+    /// `live` or `closing`: the table the entry is in.
+    table: &'static str,
     age_secs: f64,
     idle_secs: f64,
     seeded: bool,
@@ -89,7 +88,8 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-fn to_json(k: &FlowKey, v: &FlowValue, now: u64) -> FlowJson {
+fn to_json(e: &FlowEntry, now: u64) -> FlowJson {
+    let (k, v) = (&e.key, &e.value);
     FlowJson {
         proto: proto_name(k.proto),
         local: ip_addr(k.family, &k.local),
@@ -97,6 +97,7 @@ fn to_json(k: &FlowKey, v: &FlowValue, now: u64) -> FlowJson {
         remote: ip_addr(k.family, &k.remote),
         remote_port: k.remote_port,
         state: v.state().map_or("?", |s| s.name()),
+        table: e.table.name(),
         age_secs: now.saturating_sub(v.created_ns) as f64 / 1e9,
         idle_secs: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
         seeded: v.flags & lockdown_common::flow::FLOW_FLAG_SEEDED != 0,
@@ -124,20 +125,23 @@ impl ListArgs {
         };
         let dir = pins::select(&pins::root(), self.iface.as_deref())?;
         let now = lockdown_user::clock_ns();
-        let mut flows: Vec<FlowJson> = Handles::open(&dir)?
-            .live_flows(now)?
+        let mut handles = Handles::open(&dir)?;
+        let live = handles.live_flows(now)?;
+        let occupancy = handles.flows.occupancy(&live)?;
+        let mut flows: Vec<FlowJson> = live
             .iter()
-            .filter(|(k, _)| proto.is_none_or(|p| k.proto == p))
-            .filter(|(k, _)| {
+            .filter(|e| proto.is_none_or(|p| e.key.proto == p))
+            .filter(|e| {
                 self.port
-                    .is_none_or(|p| k.local_port == p || k.remote_port == p)
+                    .is_none_or(|p| e.key.local_port == p || e.key.remote_port == p)
             })
-            .filter(|(k, _)| {
+            .filter(|e| {
+                let k = &e.key;
                 self.addr.is_none_or(|a| {
                     ip_addr(k.family, &k.local) == a || ip_addr(k.family, &k.remote) == a
                 })
             })
-            .map(|(k, v)| to_json(k, v, now))
+            .map(|e| to_json(e, now))
             .collect();
         flows.sort_by(|a, b| a.age_secs.total_cmp(&b.age_secs).reverse());
         if self.json {
@@ -154,13 +158,28 @@ impl ListArgs {
                 f.proto,
                 SocketAddr::new(f.local, f.local_port).to_string(),
                 SocketAddr::new(f.remote, f.remote_port).to_string(),
-                f.state,
+                if f.table == "closing" {
+                    format!("{} (c)", f.state)
+                } else {
+                    f.state.to_owned()
+                },
                 f.age_secs,
                 f.idle_secs,
                 if f.seeded { "  (seeded)" } else { "" }
             );
         }
-        println!("{} flows", flows.len());
+        println!("{} flows ((c): in a closing table)", flows.len());
+        for o in &occupancy {
+            println!(
+                "{:<8} {:<5} {:>8} / {:<8} ({:.1}% full, high-water {})",
+                o.table,
+                o.family,
+                o.entries,
+                o.capacity,
+                100.0 * o.fill(),
+                o.high_water
+            );
+        }
         Ok(())
     }
 }
@@ -171,7 +190,7 @@ impl FlushArgs {
         let _lock = pins::lock(&root)?;
         let dir = pins::select(&root, self.iface.as_deref())?;
         let mut handles = Handles::open(&dir)?;
-        let keys: Vec<FlowKey> = handles.flows.keys().filter_map(Result::ok).collect();
+        let keys = handles.flows.entries()?;
         if !self.yes {
             if !std::io::stdin().is_terminal() {
                 bail!(
@@ -188,12 +207,8 @@ impl FlushArgs {
             }
         }
         let mut removed = 0;
-        for k in &keys {
-            match handles.flows.remove(k) {
-                Ok(()) => removed += 1,
-                Err(e) if handles::is_not_found(&e) => {}
-                Err(e) => return Err(e).context("removing a flow"),
-            }
+        for e in &keys {
+            removed += usize::from(handles.flows.remove(e.table, &e.key)?);
         }
         println!("lockdown: flushed {removed} flows on {}", dir.iface);
         Ok(())

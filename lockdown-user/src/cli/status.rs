@@ -37,12 +37,21 @@ impl StatusArgs {
             if s.monitor { "monitor" } else { "enforce" }
         );
         println!("allow      {}", s.allow.join(", "));
-        println!(
-            "flows      {} / {} ({:.1}% full)",
-            s.flows,
-            s.max_flows,
-            100.0 * s.flows as f64 / f64::from(s.max_flows.max(1))
-        );
+        for o in &s.tables {
+            println!(
+                "{:<10} {} / {} {} ({:.1}% full, high-water {})",
+                if o.table == "live" {
+                    "flows"
+                } else {
+                    "closing"
+                },
+                o.entries,
+                o.capacity,
+                o.family,
+                100.0 * o.fill(),
+                o.high_water
+            );
+        }
         println!(
             "{:<28} {:>14} {:>16} {:>12}",
             "counter", "packets", "bytes", "pps"
