@@ -4,6 +4,8 @@ pub mod attach;
 pub mod caps;
 pub mod config_file;
 pub mod confirm;
+pub mod ctnetlink;
+pub mod flowmaps;
 pub mod handles;
 pub mod import;
 pub mod metrics;
