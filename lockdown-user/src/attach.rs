@@ -142,18 +142,23 @@ fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
     sockets::check_lockout(rules, &sockets::ssh_sessions(&sockets::all()?))
 }
 
-/// Seeds the flow tables with the origin's open connections that `rules` will not vouch for, so
+/// Seeds the flow tables with the open connections that `rules` will not vouch for (see
+/// [`crate::seed`]), so
 /// they survive the attach — or the removal of the allow rule that let them in: a connection the
 /// allowlist vouches for has no entry, so it would otherwise be cut. Call it before the rules
 /// change.
 pub fn seed(handles: &mut Handles, rules: &BTreeSet<AllowRule>) -> Result<()> {
-    let now = crate::clock_ns();
-    let entries = sockets::all()?
-        .iter()
-        .filter_map(|s| sockets::seed_entry(s, now))
-        .collect::<Vec<_>>();
-    let n = sockets::seed(handles, entries, rules)?;
-    log::info!("seeded {n} flows from existing sockets");
+    let n = crate::seed::seed(handles, rules, crate::clock_ns())?;
+    log::info!(
+        "seeded {} flows from sockets and {} from conntrack{}",
+        n.sockets,
+        n.conntrack,
+        if n.conntrack_available {
+            ""
+        } else {
+            " (conntrack not available)"
+        }
+    );
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod import;
 pub mod metrics;
 pub mod pins;
 pub mod report;
+pub mod seed;
 pub mod sockets;
 
 /// The eBPF object (XDP ingress + TC egress), built by `build.rs` with aya-build.

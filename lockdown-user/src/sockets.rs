@@ -7,13 +7,9 @@ use std::{collections::BTreeSet, fs, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 use lockdown_common::{
-    flow::{
-        FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr,
-    },
+    flow::{FlowState, PROTO_TCP, PROTO_UDP},
     rules::AllowRule,
 };
-
-use crate::handles::Handles;
 
 /// One socket from `/proc/net/*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,70 +96,17 @@ pub fn all() -> Result<Vec<Socket>> {
 const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_LISTEN: u8 = 0x0a;
 
-/// The flow-table entry for a socket, if it is a connection worth keeping: established or closing
-/// TCP, connected UDP, not on loopback. (Whether the allowlist vouches for it is the caller's
-/// question: see [`seed`].)
-pub fn seed_entry(s: &Socket, now: u64) -> Option<(FlowKey, FlowValue)> {
-    if s.local.is_loopback() || s.remote.is_loopback() || s.remote.is_unspecified() {
-        return None;
-    }
-    let state = match (s.proto, s.state) {
+/// The flow state to seed for a socket, if it is a connection worth keeping: established or
+/// closing TCP, connected UDP. (Loopback, and whether the allowlist vouches for it, are
+/// [`crate::seed`]'s questions.)
+pub const fn seed_state(s: &Socket) -> Option<FlowState> {
+    Some(match (s.proto, s.state) {
         (PROTO_TCP, TCP_ESTABLISHED) => FlowState::TcpEstablished,
         // FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
         (PROTO_TCP, 0x04 | 0x05 | 0x08 | 0x09 | 0x0b) => FlowState::TcpClosing,
         (PROTO_UDP, TCP_ESTABLISHED) => FlowState::UdpReplied,
         _ => return None,
-    };
-    let ((family, local), (remote_family, remote)) = (addr_bytes(s.local), addr_bytes(s.remote));
-    if family != remote_family {
-        return None;
-    }
-    let key = FlowKey {
-        local,
-        remote,
-        local_port: s.local_port,
-        remote_port: s.remote_port,
-        proto: s.proto,
-        family,
-        _pad: [0; 2],
-    };
-    let mut value = FlowValue::new(state, now, 0);
-    value.flags = FLOW_FLAG_SEEDED;
-    Some((key, value))
-}
-
-/// Whether `rules` vouch for the connection of flow `key`: a new connection from its remote end to
-/// its local port would be allowed, so its packets pass without an entry.
-pub fn vouched(rules: &BTreeSet<AllowRule>, key: &FlowKey) -> bool {
-    admits_proto(
-        rules,
-        key.proto,
-        ip_addr(key.family, &key.remote),
-        key.local_port,
-    )
-}
-
-/// Seeds the flow tables with `entries` that `rules` do not vouch for; entries already present
-/// are left alone. Returns how many were added.
-pub fn seed(
-    handles: &mut Handles,
-    entries: impl IntoIterator<Item = (FlowKey, FlowValue)>,
-    rules: &BTreeSet<AllowRule>,
-) -> Result<usize> {
-    const BPF_NOEXIST: u64 = 1;
-    let mut added = 0;
-    for (key, value) in entries.into_iter().filter(|(k, _)| !vouched(rules, k)) {
-        match handles
-            .flows
-            .insert(value.table(), &key, &value, BPF_NOEXIST)
-        {
-            Ok(()) => added += 1,
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e).context("seeding the flow tables"),
-        }
-    }
-    Ok(added)
+    })
 }
 
 /// An SSH session this host serves: (client address, local port).
@@ -248,7 +191,7 @@ pub fn admits(rules: &BTreeSet<AllowRule>, client: IpAddr, port: u16) -> bool {
 }
 
 /// Whether `rules` let `client` send a new `proto` packet to `port`.
-fn admits_proto(rules: &BTreeSet<AllowRule>, proto: u8, client: IpAddr, port: u16) -> bool {
+pub fn admits_proto(rules: &BTreeSet<AllowRule>, proto: u8, client: IpAddr, port: u16) -> bool {
     rules.iter().any(|r| {
         r.proto == proto
             && (r.port_lo..=r.port_hi).contains(&port)
@@ -292,7 +235,6 @@ pub fn check_lockout(rules: &BTreeSet<AllowRule>, sessions: &[SshSession]) -> Re
 
 #[cfg(test)]
 mod tests {
-    use lockdown_common::flow::FAMILY_V4;
 
     use super::*;
 
@@ -327,31 +269,8 @@ mod tests {
     #[test]
     fn seeds_only_real_connections() {
         let s = parse_proc_net(TCP, PROTO_TCP);
-        assert!(seed_entry(&s[0], 5).is_none(), "listener on loopback");
-        let (k, v) = seed_entry(&s[1], 5).unwrap();
-        assert_eq!(
-            (k.local_port, k.remote_port, k.family),
-            (22, 50000, FAMILY_V4)
-        );
-        assert_eq!(&k.local[..4], &[10, 231, 0, 1]);
-        assert_eq!(v.state(), Some(FlowState::TcpEstablished));
-        assert_eq!(v.flags, FLOW_FLAG_SEEDED);
-    }
-
-    #[test]
-    fn the_allowlist_vouches_by_port_protocol_and_source() {
-        let s = parse_proc_net(TCP, PROTO_TCP);
-        let (k, _) = seed_entry(&s[1], 5).unwrap();
-        let rules = |list: &[(&str, Option<&str>)]| -> BTreeSet<AllowRule> {
-            list.iter()
-                .map(|(spec, from)| AllowRule::parse(spec, *from).unwrap())
-                .collect()
-        };
-        assert!(vouched(&rules(&[("tcp/22", None)]), &k));
-        assert!(vouched(&rules(&[("tcp/20-30", Some("10.231.0.0/24"))]), &k));
-        assert!(!vouched(&rules(&[("tcp/22", Some("10.1.0.0/16"))]), &k));
-        assert!(!vouched(&rules(&[("udp/22", None)]), &k));
-        assert!(!vouched(&rules(&[("tcp/8080", None)]), &k));
+        assert_eq!(seed_state(&s[0]), None, "listener");
+        assert_eq!(seed_state(&s[1]), Some(FlowState::TcpEstablished));
     }
 
     #[test]
