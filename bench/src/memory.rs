@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, fs};
 use anyhow::{Context as _, Result};
 use aya::{EbpfLoader, maps::MapInfo};
 use lockdown_common::{
-    flow::{FlowKey, FlowValue},
-    maps::{DEFAULT_MAX_FLOWS, FLOWS},
+    flow::{FlowKey4, FlowValue},
+    maps::{DEFAULT_MAX_FLOWS, FLOW_MAPS, FLOWS4 as FLOWS, flow_capacity},
 };
 use lockdown_user::EBPF_OBJECT;
 use serde::Serialize;
@@ -81,7 +81,9 @@ fn held_maps() -> Result<BTreeMap<u32, FdMap>> {
 fn object_maps(max_flows: u32) -> Result<BTreeMap<String, FdMap>> {
     let before = held_maps()?;
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(FLOWS, max_flows);
+    for (name, table, _) in FLOW_MAPS {
+        loader.map_max_entries(name, flow_capacity(table, max_flows));
+    }
     let ebpf = loader
         .load(EBPF_OBJECT)
         .context("loading the lockdown eBPF object")?;
@@ -140,7 +142,7 @@ pub fn run(big: u32) -> Result<Section> {
             memlock_big: l.memlock,
         });
     }
-    // Kernel map names are cut at 15 bytes; LD_FLOWS fits.
+    // Kernel map names are cut at 15 bytes; LD_FLOWS4 fits. Its entries are IPv4 flows.
     let flows = maps.iter().find(|m| m.name == FLOWS).with_context(|| {
         format!(
             "no map {FLOWS} among {:?}",
@@ -150,9 +152,9 @@ pub fn run(big: u32) -> Result<Section> {
     let memlock_per_flow = (flows.memlock_big as f64 - flows.memlock_default as f64)
         / (f64::from(flows.max_entries_big) - f64::from(flows.max_entries_default));
     let section = Section {
-        key_bytes: size_of::<FlowKey>(),
+        key_bytes: size_of::<FlowKey4>(),
         value_bytes: size_of::<FlowValue>(),
-        key_value_bytes: size_of::<FlowKey>() + size_of::<FlowValue>(),
+        key_value_bytes: size_of::<FlowKey4>() + size_of::<FlowValue>(),
         default_max_flows: DEFAULT_MAX_FLOWS,
         big_max_flows: big,
         memlock_per_flow,

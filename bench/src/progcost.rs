@@ -19,7 +19,7 @@ use lockdown_common::{
     counters::{Counter, CounterKind},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
     maps::{
-        FLOWS, PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS,
+        FLOW_MAPS, PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS,
         PROG_INGRESS,
     },
     rules::AllowRule,
@@ -129,7 +129,9 @@ impl Loaded {
     fn new(max_flows: Option<u32>) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
-            loader.map_max_entries(FLOWS, n);
+            for (name, table, _) in FLOW_MAPS {
+                loader.map_max_entries(name, lockdown_common::maps::flow_capacity(table, n));
+            }
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -209,7 +211,7 @@ impl Loaded {
         let v = FlowValue::new(state, clock_ns(), 0);
         self.handles
             .flows
-            .insert(key, &v, 0)
+            .insert(v.table(), key, &v, 0)
             .context("inserting a flow")
     }
 }
@@ -220,7 +222,7 @@ enum Prog {
     Egress,
     BaseDrop,
     BasePass,
-    /// One flow-table lookup keyed by the frame's first 40 bytes.
+    /// One lookup in the IPv4 flow table (16-byte key) keyed by the frame's first 16 bytes.
     Lookup,
     BareTc,
     /// Bare XDP_DROP after one call to the helper of this id.
@@ -552,15 +554,18 @@ fn fill(l: &mut Loaded, n: u32) -> Result<usize> {
         );
         l.handles
             .flows
-            .insert(&k, &v, 0)
+            .insert(v.table(), &k, &v, 0)
             .with_context(|| format!("filling the flow table (entry {i})"))?;
     }
     l.insert(&est_key4(), FlowState::TcpEstablished)?;
     ensure!(
-        l.handles.flows.get(&est_key4(), 0).is_ok(),
+        l.handles
+            .flows
+            .get(lockdown_common::flow::FlowTable::Live, &est_key4())?
+            .is_some(),
         "the established flow is missing from the filled table"
     );
-    Ok(l.handles.flows.keys().filter(Result::is_ok).count())
+    Ok(l.handles.flows.entries()?.len())
 }
 
 fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
@@ -642,9 +647,12 @@ pub fn run(opts: &Options) -> Result<Section> {
     };
     let mut default = Loaded::new(None)?;
     default.insert(&est_key4(), FlowState::TcpEstablished)?;
-    // The lookup diagnostic's key: the established ACK frame's first 40 bytes, as a key.
+    // The lookup diagnostic's key: the established ACK frame's first 16 bytes, as an IPv4 key.
     let head = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).frame();
-    let raw_key: FlowKey = bytemuck::pod_read_unaligned(&head[..size_of::<FlowKey>()]);
+    let raw_key = bytemuck::pod_read_unaligned::<lockdown_common::flow::FlowKey4>(
+        &head[..size_of::<lockdown_common::flow::FlowKey4>()],
+    )
+    .widen();
     default.insert(&raw_key, FlowState::TcpEstablished)?;
     default.insert(
         &key(

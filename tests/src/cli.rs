@@ -230,12 +230,15 @@ impl Lockdown {
             .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
     }
 
-    /// The live flow count from `status --json`.
+    /// Live entries in every flow table (live and closing) from `status --json`.
     pub fn flows(&self) -> u64 {
         let s = self.status_json();
-        s["flows"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("status --json has no integer \"flows\": {s}"))
+        let get = |name: &str| {
+            s[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("status --json has no integer {name:?}: {s}"))
+        };
+        get("flows") + get("closing_flows")
     }
 
     /// Every packet counter from `status --json`.

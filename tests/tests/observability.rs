@@ -744,6 +744,7 @@ fn scrape(w: &World, server: &mut Bg) -> BTreeMap<Sample, f64> {
         "lockdown_bytes",
         "lockdown_flows",
         "lockdown_flows_capacity",
+        "lockdown_flows_high_water",
         "lockdown_flow_table_pressure",
     ] {
         assert!(
@@ -789,27 +790,50 @@ fn check_metrics_match_status(w: &World, server: &mut Bg) {
             &labels("drop_new", "drop"),
         )
         .unwrap_or_else(|| panic!("no drop_new bytes sample: {samples:?}"));
-        let capacity = sample(
-            &samples,
-            "lockdown_flows_capacity",
-            &[("interface", ORIGIN_IF)],
-        );
-        assert_eq!(
-            capacity,
-            before["max_flows"].as_f64(),
-            "lockdown_flows_capacity vs status max_flows"
-        );
-        let pressure = sample(
-            &samples,
-            "lockdown_flow_table_pressure",
-            &[("interface", ORIGIN_IF)],
-        )
-        .unwrap_or_else(|| panic!("no lockdown_flow_table_pressure: {samples:?}"));
-        assert!((0.0..=1.0).contains(&pressure), "pressure {pressure}");
-        assert!(
-            sample(&samples, "lockdown_flows", &[("interface", ORIGIN_IF)]).is_some(),
-            "no lockdown_flows: {samples:?}"
-        );
+        for (table, family) in [
+            ("live", "ipv4"),
+            ("live", "ipv6"),
+            ("closing", "ipv4"),
+            ("closing", "ipv6"),
+        ] {
+            let labels = [
+                ("interface", ORIGIN_IF),
+                ("table", table),
+                ("family", family),
+            ];
+            let capacity = sample(&samples, "lockdown_flows_capacity", &labels);
+            let want = before["tables"]
+                .as_array()
+                .and_then(|t| {
+                    t.iter()
+                        .find(|o| o["table"] == table && o["family"] == family)
+                })
+                .and_then(|o| o["capacity"].as_f64());
+            assert!(
+                want.is_some(),
+                "status has no {table} {family} table: {before}"
+            );
+            assert_eq!(
+                capacity, want,
+                "lockdown_flows_capacity vs status for {table} {family}"
+            );
+            if table == "live" {
+                assert_eq!(
+                    want,
+                    before["max_flows"].as_f64(),
+                    "live capacity is max_flows"
+                );
+            }
+            let pressure = sample(&samples, "lockdown_flow_table_pressure", &labels)
+                .unwrap_or_else(|| panic!("no lockdown_flow_table_pressure: {samples:?}"));
+            assert!((0.0..=1.0).contains(&pressure), "pressure {pressure}");
+            for gauge in ["lockdown_flows", "lockdown_flows_high_water"] {
+                assert!(
+                    sample(&samples, gauge, &labels).is_some(),
+                    "no {gauge} for {table} {family}: {samples:?}"
+                );
+            }
+        }
         let (b, a) = (
             before["counters"]["drop_new"].as_f64().unwrap_or(-1.0),
             after["counters"]["drop_new"].as_f64().unwrap_or(-1.0),
