@@ -282,10 +282,34 @@ fn allow_del_keeps_a_connection_dnatd_to_a_container() {
         "sysctl",
         &["-q", "-w", "net.ipv4.ip_forward=1"],
     );
-    let rules = format!(
-        "table ip ldnat {{ chain prerouting {{ type nat hook prerouting priority dstnat; tcp dport {WEB} dnat to {CONTAINER_V4}:80; }} }}"
-    );
-    must_run(&w.pair.origin, "nft", &[&rules]);
+    let to = format!("{CONTAINER_V4}:80");
+    let web = WEB.to_string();
+    for cmd in [
+        &["add", "table", "ip", "ldnat"][..],
+        &[
+            "add",
+            "chain",
+            "ip",
+            "ldnat",
+            "prerouting",
+            "{ type nat hook prerouting priority dstnat ; }",
+        ],
+        &[
+            "add",
+            "rule",
+            "ip",
+            "ldnat",
+            "prerouting",
+            "tcp",
+            "dport",
+            &web,
+            "dnat",
+            "to",
+            &to,
+        ],
+    ] {
+        must_run(&w.pair.origin, "nft", cmd);
+    }
     w.servers
         .push(TcpServer::start(&c.ns, any(80), Serve::Echo));
     w.up(&["tcp/22", "tcp/8080"]);
