@@ -7,7 +7,6 @@ use std::{collections::BTreeSet, ffi::CString, fs};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapInfo,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -15,12 +14,13 @@ use aya::{
 };
 use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Config},
-    maps::{ALL, FLOW_MAPS, FLOWS4, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+    maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
 
 use crate::{
     handles::{Handles, compile},
+    migrate,
     pins::{PinDir, ensure_root, lock},
     sockets,
 };
@@ -72,7 +72,7 @@ pub struct UpOptions {
 
 /// The loader for this binary's object: maps pinned at `paths`, flow table sized, kernel-side
 /// debug logging off unless asked for.
-fn loader<'a>(
+pub(crate) fn loader<'a>(
     paths: &'a [(&'a str, std::path::PathBuf)],
     max_flows: u32,
     debug_log: bool,
@@ -253,9 +253,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             opts.iface
         );
     }
-    let pinned_max = MapInfo::from_pin(dir.map(FLOWS4))
-        .context("reading the pinned flow table")?
-        .max_entries();
+    let pinned_max = migrate::pinned_max_flows(dir)?;
     if opts.given.max_flows && opts.max_flows != pinned_max {
         bail!(
             "--max-flows {} differs from the pinned flow table's {pinned_max}; a replace keeps the table (run `lockdown down` and `up` to resize)",
@@ -266,11 +264,51 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
         compile(&opts.rules)?;
         guard_lockout(&opts.rules, opts.force)?;
     }
-    let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
-    let mut ebpf = loader(&paths, pinned_max, opts.debug_log)
-        .load(crate::EBPF_OBJECT)
-        .context("loading the eBPF object over the pinned maps")?;
-    let mut handles = Handles::open(dir)?;
+    // Pins of an earlier release with another layout are carried over (see `migrate`), or
+    // refused here, before anything changes.
+    let (mut ebpf, plan) = migrate::load(dir, pinned_max, opts.debug_log)?;
+    if plan.is_migration() {
+        log::info!(
+            "upgrading the pinned maps of {}: new {:?}, re-laid-out {:?}, carried over and unpinned {:?}",
+            opts.iface,
+            plan.fresh,
+            plan.relayout,
+            plan.legacy
+        );
+    }
+    migrate::stage(&ebpf, dir, &plan)?;
+    let mut swapped = false;
+    let result = replace_staged(dir, opts, &plan, &mut ebpf, &mut swapped);
+    match result {
+        Ok(()) => migrate::commit(dir, &plan)?,
+        // Once a program runs on the new maps, their pins must be in place whatever failed.
+        Err(e) if swapped => {
+            return Err(match migrate::commit(dir, &plan) {
+                Ok(()) => e,
+                Err(c) => e.context(format!(
+                    "putting the new maps' pins in place also failed: {c:#}"
+                )),
+            });
+        }
+        Err(e) => {
+            migrate::abandon(dir, &plan);
+            return Err(e);
+        }
+    }
+    crate::confirm::clear_pending(&opts.iface)?;
+    Ok(ebpf)
+}
+
+/// [`replace`] once the object is loaded and its new maps staged: policy, seeding and the carried
+/// over data, then the swap. `swapped` says whether a program already runs on the new maps.
+fn replace_staged(
+    dir: &PinDir,
+    opts: &UpOptions,
+    plan: &migrate::Plan,
+    ebpf: &mut Ebpf,
+    swapped: &mut bool,
+) -> Result<()> {
+    let mut handles = Handles::open_paths(|name| plan.path(dir, name))?;
     if opts.given.config {
         let old = handles.read_config()?;
         handles.write_config(&Config {
@@ -279,12 +317,13 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             ..opts.config
         })?;
     }
-    // Connections the old rules let in must survive the new ones: seed first.
     let rules = if opts.given.rules {
         opts.rules.clone()
     } else {
         handles.rules()?
     };
+    let carried = migrate::carry_over(dir, plan, &mut handles, &rules)?;
+    // Connections the old rules let in must survive the new ones: seed first.
     seed(&mut handles, &rules)?;
     if opts.given.rules {
         handles.set_rules(&rules)?;
@@ -312,14 +351,16 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
                     " link has the wrong type"
                 ))?)
                 .context(concat!("swapping the ", $what, " program"))?;
+            *swapped = true;
             // The pin keeps the link; this process's handle can go.
             drop(prog.take_link(id)?);
         }};
     }
-    swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
+    // Ingress first: during an upgrade to new maps, the new ingress program must see whatever the
+    // new egress program learns; what the old egress program learns meanwhile is merged below.
     swap!(Xdp, PROG_INGRESS, dir.link_ingress(), "ingress");
-    crate::confirm::clear_pending(&opts.iface)?;
-    Ok(ebpf)
+    swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
+    migrate::carry_over_again(dir, plan, &mut handles, &rules, &carried)
 }
 
 fn xdp_attach_error(e: ProgramError, opts: &UpOptions) -> anyhow::Error {

@@ -1,7 +1,10 @@
 //! Typed handles on lockdown's maps, opened from the pins or taken from a freshly loaded object,
 //! and the all-or-nothing allowlist update.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -33,9 +36,8 @@ pub struct Handles {
     pub config: Array<MapData, Config>,
 }
 
-fn open_pinned(dir: &PinDir, name: &str) -> Result<Map> {
-    let path = dir.map(name);
-    let data = MapData::from_pin(&path)
+fn open_pinned(path: &Path) -> Result<Map> {
+    let data = MapData::from_pin(path)
         .with_context(|| format!("opening pinned map {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
 }
@@ -48,7 +50,13 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
 impl Handles {
     /// Opens the pinned maps of an attachment.
     pub fn open(dir: &PinDir) -> Result<Self> {
-        Self::from_maps(|name| open_pinned(dir, name))
+        Self::open_paths(|name| dir.map(name))
+    }
+
+    /// Opens the maps pinned at `path(name)` (an upgrade's staging pins, see
+    /// [`crate::migrate::Plan::path`]).
+    pub fn open_paths(path: impl Fn(&str) -> PathBuf) -> Result<Self> {
+        Self::from_maps(|name| open_pinned(&path(name)))
     }
 
     /// Takes the maps out of a loaded object (tests that run programs without pins).

@@ -9,6 +9,7 @@ pub mod flowmaps;
 pub mod handles;
 pub mod import;
 pub mod metrics;
+pub mod migrate;
 pub mod pins;
 pub mod report;
 pub mod seed;

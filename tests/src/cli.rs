@@ -37,6 +37,22 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|e| panic!("resolving {}: {e}", path.display()))
 }
 
+/// The previous release's `lockdown` (`$LOCKDOWN_PREVIOUS_BIN`, which `cargo xtask test` builds
+/// from its commit), for the upgrade tests. Panics with the fix if it is missing.
+pub fn previous_bin() -> PathBuf {
+    let path = std::env::var_os("LOCKDOWN_PREVIOUS_BIN").map(PathBuf::from);
+    match path {
+        Some(p) if p.is_file() => p
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("resolving {}: {e}", p.display())),
+        Some(p) => panic!("$LOCKDOWN_PREVIOUS_BIN is not a file: {}", p.display()),
+        None => panic!(
+            "$LOCKDOWN_PREVIOUS_BIN is not set: run the tests through `cargo xtask test`, which \
+             builds the previous release for the upgrade tests"
+        ),
+    }
+}
+
 /// What one run of the binary did.
 #[derive(Debug)]
 pub struct CmdOutput {

@@ -461,10 +461,69 @@ enum Restart {
     UpReplace,
 }
 
-fn sigkill_run_then_restart(tag: &str, restart: Restart) {
-    let w = World::new(tag)
+/// Which release locked the interface down first. An upgrade from the previous release carries
+/// its pinned maps over into this release's layout (`lockdown_user::migrate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum First {
+    ThisRelease,
+    PreviousRelease,
+}
+
+impl World {
+    /// Runs the CLI of `first` from now on (and this release's after [`World::upgraded`]).
+    fn first(&mut self, first: First) {
+        if first == First::PreviousRelease {
+            self.ld.bin = lockdown_tests::cli::previous_bin();
+        }
+    }
+
+    /// Runs this release's CLI from now on.
+    fn upgraded(&mut self) {
+        self.ld.bin = lockdown_tests::cli::bin();
+    }
+
+    /// After an upgrade from the previous release: its single flow table's pin is gone and every
+    /// map of this release is pinned.
+    fn assert_upgraded_pins(&self, first: First) {
+        let dir = self.ld.pin_dir();
+        if first == First::PreviousRelease {
+            assert!(
+                !dir.join(lockdown_user::migrate::LEGACY_FLOWS).exists(),
+                "the previous release's flow table is still pinned"
+            );
+        }
+        for name in lockdown_common::maps::ALL {
+            assert!(
+                dir.join(name).exists(),
+                "{name} is not pinned after the upgrade"
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(lockdown_user::migrate::STAGING))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "staging pins left behind: {leftovers:?}"
+        );
+    }
+}
+
+/// Flows the allowlist (tcp/22 and tcp/8080 here) does not vouch for: the ones this release keeps.
+fn unvouched(flows: &[Flow]) -> Vec<&Flow> {
+    flows
+        .iter()
+        .filter(|f| !(f.proto == "tcp" && [SSH, WEB].contains(&f.local_port)))
+        .collect()
+}
+
+fn sigkill_run_then_restart(tag: &str, restart: Restart, first: First) {
+    let mut w = World::new(tag)
         .origin_echo(&[SSH, WEB, CLOSED])
         .peer_echo(&[PEER_ECHO]);
+    w.first(first);
     let mut run = Bg::spawn(&w.ld, &["run", "--iface", ORIGIN_IF]);
     run.wait_stdout("locked down", Duration::from_secs(10));
     w.must(&["allow", "add", "tcp/8080", "--iface", ORIGIN_IF]);
@@ -522,6 +581,7 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart) {
     );
 
     let flows_mid = w.flows(&[]);
+    w.upgraded();
     let _restarted = match restart {
         Restart::Run => {
             let mut again = Bg::spawn(&w.ld, &["run", "--iface", ORIGIN_IF]);
@@ -554,19 +614,20 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart) {
             "the restart ({restart:?}) should have swapped new programs into link {i}: {ids_before:?} -> {ids_after:?}"
         );
     }
+    w.assert_upgraded_pins(first);
     let flows_after = w.flows(&[]);
     let after: BTreeSet<_> = flows_after.iter().map(Flow::tuple).collect();
-    let lost: Vec<&Flow> = flows_mid
-        .iter()
+    let lost: Vec<&Flow> = unvouched(&flows_mid)
+        .into_iter()
         .filter(|f| !after.contains(&f.tuple()))
         .collect();
     assert!(
         lost.is_empty(),
-        "the restart ({restart:?}) lost flows: {lost:?}\nbefore: {flows_mid:?}\nafter: {flows_after:?}"
+        "the restart ({restart:?}, {first:?}) lost flows: {lost:?}\nbefore: {flows_mid:?}\nafter: {flows_after:?}"
     );
     assert!(
-        flows_after.len() >= flows_before.len(),
-        "the flow count fell across kill and restart ({restart:?}): {} -> {}",
+        unvouched(&flows_after).len() >= unvouched(&flows_before).len(),
+        "the flow count fell across kill and restart ({restart:?}, {first:?}): {} -> {}",
         flows_before.len(),
         flows_after.len()
     );
@@ -597,24 +658,91 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart) {
 
 #[test]
 fn sigkill_run_keeps_enforcing_and_run_adopts_pins() {
-    sigkill_run_then_restart("kill-run", Restart::Run);
+    sigkill_run_then_restart("kill-run", Restart::Run, First::ThisRelease);
 }
 
 #[test]
 fn sigkill_run_keeps_enforcing_and_up_replace_adopts_pins() {
-    sigkill_run_then_restart("kill-rep", Restart::UpReplace);
+    sigkill_run_then_restart("kill-rep", Restart::UpReplace, First::ThisRelease);
+}
+
+#[test]
+fn run_adopts_the_previous_releases_pins_across_the_layout_change() {
+    sigkill_run_then_restart("upg-run", Restart::Run, First::PreviousRelease);
+}
+
+#[test]
+fn up_replace_upgrades_the_previous_releases_pins_across_the_layout_change() {
+    sigkill_run_then_restart("upg-rep", Restart::UpReplace, First::PreviousRelease);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Atomic upgrade under traffic.
 
 #[test]
+fn an_upgrade_it_cannot_carry_over_is_refused_and_changes_nothing() {
+    let w = World::new("upg-refuse").origin_echo(&[SSH]);
+    w.up(&["--allow", "tcp/22", "--allow", "tcp/8080"]);
+    // A pin this release knows nothing of, as a future or foreign release might leave.
+    let dir = w.ld.pin_dir();
+    let frags = aya::maps::MapData::from_pin(dir.join(lockdown_common::maps::FRAGS))
+        .unwrap_or_else(|e| panic!("opening the pinned fragment table: {e}"));
+    frags
+        .pin(dir.join("LD_UNKNOWN"))
+        .unwrap_or_else(|e| panic!("pinning LD_UNKNOWN: {e}"));
+    let listing = || {
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let (pins_before, ids_before) = (listing(), w.link_ids());
+    for args in [
+        &["up", "--iface", ORIGIN_IF, "--replace"][..],
+        &["up", "--iface", ORIGIN_IF, "--replace", "--allow", "tcp/22"],
+    ] {
+        let out = w.run(args);
+        check_refused(
+            &out,
+            &["LD_UNKNOWN", "nothing was changed", "lockdown down --iface"],
+        );
+        assert_eq!(listing(), pins_before, "a refused upgrade changed the pins");
+        assert_eq!(
+            w.link_ids(),
+            ids_before,
+            "a refused upgrade swapped programs"
+        );
+        assert_eq!(
+            w.allow(),
+            ["tcp/22", "tcp/8080"],
+            "a refused upgrade changed the rules"
+        );
+    }
+    w.assert_inbound_ok(SSH);
+}
+
+#[test]
 fn up_replace_under_traffic_loses_nothing() {
+    replace_under_traffic("atomic", First::ThisRelease);
+}
+
+#[test]
+fn upgrade_from_the_previous_release_under_traffic_loses_nothing() {
+    replace_under_traffic("atomic-upg", First::PreviousRelease);
+}
+
+/// Three `up --replace` of this release under traffic, after `up` by `first`: the first replace
+/// of the previous release's pins carries its maps over.
+fn replace_under_traffic(tag: &str, first: First) {
     const REPLACES: usize = 3;
     const PEER_PORT: u16 = 7100;
     const PROBERS: usize = 3;
-    let w = World::new("atomic").origin_echo(&[SSH, CLOSED]);
+    let mut w = World::new(tag).origin_echo(&[SSH, CLOSED]);
     let listener = PeerListener::bind(&w.pair, PEER_PORT);
+    w.first(first);
     w.up(&[]);
 
     // An outbound connection: the origin opens it, then echoes what the peer sends. The peer's
@@ -629,6 +757,7 @@ fn up_replace_under_traffic_loses_nothing() {
         .unwrap_or_else(|e| panic!("setting a read timeout: {e}"));
 
     let before = w.status();
+    w.upgraded();
     let ids_before = w.link_ids();
     let stop = AtomicBool::new(false);
     let exchanged = AtomicUsize::new(0);
@@ -754,6 +883,7 @@ fn up_replace_under_traffic_loses_nothing() {
         }
     });
 
+    w.assert_upgraded_pins(first);
     let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     let leaked = leaked.into_inner().unwrap_or_else(|e| e.into_inner());
     let (exchanged, probes, probe_timeouts) = (

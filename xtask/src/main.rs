@@ -7,6 +7,7 @@ mod build;
 mod ci;
 mod demo;
 mod lint;
+mod previous;
 mod run;
 mod setup;
 mod test;
@@ -47,7 +48,8 @@ enum Task {
     Run(run::Options),
     /// Run the full test suite (needs root).
     ///
-    /// Mounts bpffs if needed, builds lockdown, runs the host unit tests
+    /// Mounts bpffs if needed, builds lockdown and the previous release (from its commit, for the
+    /// upgrade tests: `LOCKDOWN_PREVIOUS_BIN`), runs the host unit tests
     /// (`cargo test --workspace --exclude lockdown-ebpf --exclude lockdown-tests`), then the
     /// kernel-state integration tests one at a time
     /// (`cargo test -p lockdown-tests -- --test-threads=1`). Arguments after `--` go to the

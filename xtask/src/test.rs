@@ -4,7 +4,10 @@ use std::ffi::OsString;
 
 use clap::Parser;
 
-use crate::util::{build_lockdown, cargo, ensure_bpffs, exec, require_root};
+use crate::{
+    previous,
+    util::{build_lockdown, cargo, ensure_bpffs, exec, require_root},
+};
 
 #[derive(Parser, Default)]
 pub struct Options {
@@ -19,6 +22,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     println!("==> building lockdown (the integration tests run it)");
     let bin = build_lockdown(false)?;
+    let previous = previous::build()?;
 
     println!("==> host unit tests");
     exec(cargo().args([
@@ -35,7 +39,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         cargo()
             .args(["test", "-p", "lockdown-tests", "--", "--test-threads=1"])
             .args(&opts.args)
-            .env("LOCKDOWN_BIN", bin),
+            .env("LOCKDOWN_BIN", bin)
+            .env("LOCKDOWN_PREVIOUS_BIN", previous),
     )?;
 
     println!("==> all tests passed");
