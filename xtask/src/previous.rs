@@ -17,13 +17,30 @@ pub const COMMIT: &str = "d893746c07e71fa41a8dc6064f8c68dc6ec8ad30";
 pub fn build() -> anyhow::Result<PathBuf> {
     let base = target_dir().join("previous-release");
     let src = base.join("src");
-    let have = Command::new("git")
-        .current_dir(workspace_root())
-        .args(["cat-file", "-e", &format!("{COMMIT}^{{commit}}")])
-        .status()
-        .context("running git")?
-        .success();
-    if !have {
+    let have = || -> anyhow::Result<bool> {
+        Ok(Command::new("git")
+            .current_dir(workspace_root())
+            .args(["cat-file", "-e", &format!("{COMMIT}^{{commit}}")])
+            .status()
+            .context("running git")?
+            .success())
+    };
+    if !have()? {
+        // A shallow clone: fetch the history it left out, once.
+        let shallow = Command::new("git")
+            .current_dir(workspace_root())
+            .args(["rev-parse", "--is-shallow-repository"])
+            .output()
+            .context("running git")?;
+        if String::from_utf8_lossy(&shallow.stdout).trim() == "true" {
+            exec(
+                Command::new("git")
+                    .current_dir(workspace_root())
+                    .args(["fetch", "--unshallow"]),
+            )?;
+        }
+    }
+    if !have()? {
         bail!(
             "commit {COMMIT} (the previous release, for the upgrade tests) is not in this clone; \
              fetch the full history (`git fetch --unshallow`)"
