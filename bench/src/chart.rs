@@ -142,7 +142,7 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
                     _ if x.id.starts_with("clock_") => DIAG,
                     None => BASE,
                     Some(Baseline::XdpDrop) => DROP,
-                    Some(Baseline::XdpPass) => PASS,
+                    Some(Baseline::XdpPass | Baseline::Lookup16) => PASS,
                     Some(Baseline::BareTc) => EGRESS,
                 },
                 text: x.ratio.map_or_else(

@@ -63,6 +63,8 @@ pub enum Baseline {
     XdpDrop,
     XdpPass,
     BareTc,
+    /// One hit in an LRU hash with a 16-byte key, nothing else: the floor of any 5-tuple table.
+    Lookup16,
 }
 
 impl Baseline {
@@ -71,6 +73,7 @@ impl Baseline {
             Self::XdpDrop => "bare XDP_DROP",
             Self::XdpPass => "bare XDP_PASS",
             Self::BareTc => "bare TC",
+            Self::Lookup16 => "16-byte-key LRU lookup",
         }
     }
 }
@@ -411,6 +414,24 @@ fn cases(opts: &Options) -> Vec<Case> {
             pass,
         ),
         c(
+            "established_ack_vs_lookup",
+            "established TCP ACK (IPv4), against the lookup floor",
+            Obj::Default,
+            Prog::Ingress,
+            ack_in.frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            Some(Baseline::Lookup16),
+        ),
+        c(
+            "allowed_ack",
+            "TCP ACK to an allowed port (tcp/22; no flow lookup)",
+            Obj::Default,
+            Prog::Ingress,
+            Tcp::inbound(40_000, 22, TCP_ACK).frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassAllowed),
+            pass,
+        ),
+        c(
             "udp_reply",
             "UDP reply on a tracked flow",
             Obj::Default,
@@ -481,7 +502,7 @@ fn cases(opts: &Options) -> Vec<Case> {
         ),
         c(
             "lookup_only",
-            "diagnostic: one flow-table hit, no parsing (key = the frame's first 40 bytes)",
+            "diagnostic: one hit in a 16-byte-key LRU table, no parsing (key = the frame's first 16 bytes)",
             Obj::Default,
             Prog::Lookup,
             ack_in.frame(),
@@ -525,8 +546,17 @@ fn cases(opts: &Options) -> Vec<Case> {
             tc,
         ),
         c(
+            "egress_service",
+            "egress: reply from an allowed service port (tcp/22; no flow lookup)",
+            Obj::Default,
+            Prog::Egress,
+            Tcp::outbound(22, 40_000, TCP_ACK).frame(),
+            Expect::Egress { creates: false },
+            tc,
+        ),
+        c(
             "egress_ack",
-            "egress: outbound ACK on an established flow",
+            "egress: outbound ACK on an origin-opened established flow",
             Obj::Default,
             Prog::Egress,
             ack_out.frame(),
@@ -737,6 +767,7 @@ pub fn run(opts: &Options) -> Result<Section> {
         Baseline::XdpDrop => &samples[index("baseline_drop")],
         Baseline::XdpPass => &samples[index("baseline_pass")],
         Baseline::BareTc => &samples[index("baseline_tc")],
+        Baseline::Lookup16 => &samples[index("lookup_only")],
     };
     let mut paths = Vec::new();
     for (i, case) in cases.iter().enumerate() {

@@ -65,7 +65,7 @@ fn target(
     }
 }
 
-/// The targets of issue 6, judged on the measured values (reported, never asserted).
+/// The targets of issues 6 and 9, judged on the measured values (reported, never asserted).
 pub fn targets(
     p: Option<&progcost::Section>,
     r: Option<&rxcpu::Section>,
@@ -109,6 +109,32 @@ pub fn targets(
                 )
             },
             |v| v <= 2.0,
+        ),
+        target(
+            "Program cost: established ACK against the lookup floor",
+            "<= 1.3x one 16-byte-key LRU lookup",
+            ratio("established_ack_vs_lookup"),
+            |v| {
+                format!(
+                    "{v:.2}x ({:.1} ns vs {:.1} ns)",
+                    ns("established_ack_vs_lookup"),
+                    ns("lookup_only")
+                )
+            },
+            |v| v <= 1.3,
+        ),
+        target(
+            "Egress cost: reply from an allowed service port",
+            "<= 1.3x bare TC",
+            ratio("egress_service"),
+            |v| {
+                format!(
+                    "{v:.2}x ({:.1} ns vs {:.1} ns)",
+                    ns("egress_service"),
+                    ns("baseline_tc")
+                )
+            },
+            |v| v <= 1.3,
         ),
         target(
             "Receive CPU per dropped packet: lockdown --mode skb",
