@@ -175,17 +175,22 @@ pub fn ns_run(ns: &str, prog: &str, args: &[&str]) -> Output {
         })
 }
 
-/// Runs `ip args…` in `ns`; panics with ip's stderr if it fails.
-pub fn ip(ns: &str, args: &[&str]) -> String {
-    let out = ns_run(ns, "ip", args);
+/// Runs `prog args…` in `ns` and returns its stdout; panics with its stderr if it fails.
+pub fn ns_must(ns: &str, prog: &str, args: &[&str]) -> String {
+    let out = ns_run(ns, prog, args);
     assert!(
         out.status.success(),
-        "`ip {}` in {ns} failed ({}): {}",
+        "`{prog} {}` in {ns} failed ({}): {}",
         args.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ip args…` in `ns`; panics with ip's stderr if it fails.
+pub fn ip(ns: &str, args: &[&str]) -> String {
+    ns_must(ns, "ip", args)
 }
 
 /// Runs `f` on a fresh thread inside network namespace `ns` and returns its result. A panic in

@@ -19,7 +19,7 @@ use lockdown_tests::{
     cli::Lockdown,
     netns::{
         DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
-        UdpEcho, exchange, ns_run, ping, syn_flood, tcp_connect, tcp_fetch, udp_query,
+        UdpEcho, exchange, ns_must, ping, syn_flood, tcp_connect, tcp_fetch, udp_query,
     },
     packets::{Pkt, ipv4_checksum},
 };
@@ -58,21 +58,10 @@ const SEED_V6: &[&str] = &[
     "-A INPUT -j DROP",
 ];
 
-fn run_ok(ns: &str, prog: &str, args: &[&str]) -> String {
-    let out = ns_run(ns, prog, args);
-    assert!(
-        out.status.success(),
-        "`{prog} {}` in {ns} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn tables(ns: &str, v6: bool, rule: &str) {
     let prog = if v6 { "ip6tables" } else { "iptables" };
     let args: Vec<&str> = rule.split_whitespace().collect();
-    run_ok(ns, prog, &args);
+    ns_must(ns, prog, &args);
 }
 
 impl Side {
@@ -132,7 +121,7 @@ impl Side {
     /// Tracked state: lockdown's live flows, or the kernel's conntrack entries.
     fn state_entries(&self) -> u64 {
         match &self.guard {
-            Guard::Iptables => run_ok(
+            Guard::Iptables => ns_must(
                 self.origin(),
                 "cat",
                 &["/proc/sys/net/netfilter/nf_conntrack_count"],
@@ -221,7 +210,7 @@ fn fragmented_reply(side: &Side, fam: Family) -> bool {
 /// The route MTU the origin's kernel holds for the peer, if it has lowered it.
 fn cached_mtu(side: &Side, fam: Family) -> Option<u32> {
     let peer = fam.peer().to_string();
-    let out = run_ok(side.origin(), "ip", &["route", "get", &peer]);
+    let out = ns_must(side.origin(), "ip", &["route", "get", &peer]);
     let words: Vec<&str> = out.split_whitespace().collect();
     words
         .windows(2)

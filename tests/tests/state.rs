@@ -17,7 +17,7 @@ use lockdown_tests::{
     cli::Lockdown,
     netns::{
         Family, NetPair, OK_TIMEOUT, ORIGIN_IF, Serve, TcpServer, any, exchange, in_ns, ip,
-        netns_path, ns_run, tcp_connect,
+        netns_path, ns_must, ns_run, tcp_connect,
     },
 };
 
@@ -259,17 +259,6 @@ impl Drop for Container {
     }
 }
 
-/// Runs `prog args…` in `ns`; panics with its stderr if it fails.
-fn must_run(ns: &str, prog: &str, args: &[&str]) {
-    let out = ns_run(ns, prog, args);
-    assert!(
-        out.status.success(),
-        "`{prog} {}` in {ns} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
 #[test]
 fn allow_del_keeps_a_connection_dnatd_to_a_container() {
     let tag = "st-dnat";
@@ -277,7 +266,7 @@ fn allow_del_keeps_a_connection_dnatd_to_a_container() {
     let c = Container::new(&w.pair.origin, tag);
     // The origin publishes the container's port 80 as its own 8080, as `docker run -p 8080:80`
     // does: DNAT in the origin's namespace, and forwarding.
-    must_run(
+    ns_must(
         &w.pair.origin,
         "sysctl",
         &["-q", "-w", "net.ipv4.ip_forward=1"],
@@ -308,7 +297,7 @@ fn allow_del_keeps_a_connection_dnatd_to_a_container() {
             &to,
         ],
     ] {
-        must_run(&w.pair.origin, "nft", cmd);
+        ns_must(&w.pair.origin, "nft", cmd);
     }
     w.servers
         .push(TcpServer::start(&c.ns, any(80), Serve::Echo));
