@@ -311,7 +311,7 @@ fn key(local: IpAddr, lport: u16, remote: IpAddr, rport: u16, proto: u8) -> Flow
         } else {
             FAMILY_V6
         },
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 

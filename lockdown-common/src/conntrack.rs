@@ -16,7 +16,7 @@ pub const fn egress_key(ip: &Ip, l4: &L4) -> FlowKey {
         remote_port: l4.dport,
         proto: ip.proto,
         family: ip.family,
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 
@@ -30,7 +30,7 @@ pub const fn ingress_key(ip: &Ip, l4: &L4) -> FlowKey {
         remote_port: l4.sport,
         proto: ip.proto,
         family: ip.family,
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 
@@ -44,7 +44,7 @@ pub const fn echo_key(local: [u8; 16], remote: [u8; 16], id: u16, ip: &Ip) -> Fl
         remote_port: 0,
         proto: ip.proto,
         family: ip.family,
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 

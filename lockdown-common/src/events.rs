@@ -35,12 +35,13 @@ impl DropEvent {
     pub fn tuple(&self) -> Option<(Ip, Option<L4>)> {
         let bytes = self.bytes();
         let (ethertype, off) = parse::ethernet(bytes).ok()?;
-        let ip = parse::ip(bytes, ethertype, off).ok()??;
+        let mut slot = core::mem::MaybeUninit::uninit();
+        let ip = parse::ip(bytes, ethertype, off, &mut slot).ok()??;
         let l4 = match ip.frag {
             Frag::Later => None,
-            _ => parse::l4(bytes, &ip).ok(),
+            _ => parse::l4(bytes, ip).ok(),
         };
-        Some((ip, l4))
+        Some((*ip, l4))
     }
 }
 

@@ -59,7 +59,7 @@ pub struct FlowKey {
     pub remote_port: u16,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// The IPv4 flow key: [`FlowKey`] without the unused 24 address bytes and the family. 16 bytes,
@@ -74,7 +74,8 @@ pub struct FlowKey4 {
     /// Host byte order.
     pub remote_port: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 impl FlowKey {
@@ -88,7 +89,8 @@ impl FlowKey {
             local_port: self.local_port,
             remote_port: self.remote_port,
             proto: self.proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad2: 0,
         }
     }
 }
@@ -111,7 +113,7 @@ impl FlowKey4 {
             remote_port: self.remote_port,
             proto: self.proto,
             family: FAMILY_V4,
-            _pad: [0; 2],
+            _pad: 0,
         }
     }
 }
@@ -218,7 +220,7 @@ pub struct FlowValue {
     pub state: u8,
     /// `FLOW_FLAG_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// The entry was seeded by the loader from an existing socket.
@@ -232,7 +234,7 @@ impl FlowValue {
             origin_seq,
             state: state as u8,
             flags: 0,
-            _pad: [0; 2],
+            _pad: 0,
         }
     }
 
@@ -241,8 +243,7 @@ impl FlowValue {
         FlowState::from_u8(self.state)
     }
 
-    /// The value as three words, to compare without a byte-wise `bcmp` (which is a BPF
-    /// subprogram call).
+    /// The value as three words, to compare word by word.
     #[inline(always)]
     pub fn words(&self) -> [u64; 3] {
         bytemuck::cast(*self)
@@ -281,7 +282,7 @@ pub struct FragKey {
     pub id: u32,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// Fragment verdict: the first fragment passed at `first_seen_ns` under `reason`.
@@ -340,7 +341,7 @@ mod tests {
             remote_port: 443,
             proto: PROTO_TCP,
             family: FAMILY_V4,
-            _pad: [0; 2],
+            _pad: 0,
         };
         assert_eq!(k.v4().widen(), k);
         assert_eq!(k.v4().local, [192, 0, 2, 1]);

@@ -49,7 +49,9 @@ where
             Some(n) if n.table() == table => {
                 // A packet in the same clock tick changes nothing: skip the write, so a busy flow
                 // does not dirty its entry's cache line on every CPU of a multi-queue NIC.
-                if v.words() != n.words() {
+                let (a, b) = (v.words(), n.words());
+                // Word by word: an array comparison would be a `memcmp` call in BPF.
+                if a[0] != b[0] || a[1] != b[1] || a[2] != b[2] {
                     *v = n;
                 }
                 return Update::Done;

@@ -3,13 +3,15 @@
 //! eBPF programs and the host-side reference model run.
 //!
 //! The hot path is split by layer: [`parse`] → [`conntrack`] (state transitions) and
-//! [`flowtable`] (where flows live) → [`policy`] → [`verdict`].
+//! [`flowtable`] (where flows live) → [`policy`] → [`verdict`]; [`fastpath`] answers the
+//! commonest packet shape from one flat header read, as the full path would.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod events;
+pub mod fastpath;
 pub mod flow;
 pub mod flowtable;
 pub mod maps;

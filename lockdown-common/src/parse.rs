@@ -5,6 +5,8 @@
 //! The parsers are generic over [`Packet`], so the same code runs in the eBPF programs (over
 //! `data..data_end`) and on the host (over a byte slice) in the reference model.
 
+use core::mem::MaybeUninit;
+
 use crate::{
     counters::Counter,
     flow::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
@@ -140,9 +142,16 @@ pub fn ethernet<P: Packet + ?Sized>(p: &P) -> Result<(u16, usize), Counter> {
     Ok((proto, off))
 }
 
+/// An IPv4 address as lockdown stores it: the first 4 of 16 bytes. Built from words: a zeroed
+/// byte array would be a `memset` call (a byte loop) in BPF.
+#[inline(always)]
+pub fn v4_addr(a: [u8; 4]) -> [u8; 16] {
+    bytemuck::cast([u32::from_ne_bytes(a), 0u32, 0, 0])
+}
+
 /// IPv4 at `off` into `ip`, honouring IHL (options are skipped, not interpreted).
 #[inline(always)]
-fn ipv4<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counter> {
+fn ipv4<P: Packet + ?Sized>(p: &P, off: usize, out: &mut MaybeUninit<Ip>) -> Result<(), Counter> {
     if off > MAX_HDR_OFF {
         return Err(Counter::DropTooDeep);
     }
@@ -165,7 +174,7 @@ fn ipv4<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counte
     } else {
         Frag::Whole
     };
-    *ip = Ip {
+    out.write(Ip {
         family: FAMILY_V4,
         proto,
         l4_off: off + ihl,
@@ -176,16 +185,15 @@ fn ipv4<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counte
             u32::from(id)
         },
         frag_proto: proto,
-        ..Ip::default()
-    };
-    ip.src[..4].copy_from_slice(&h[12..16]);
-    ip.dst[..4].copy_from_slice(&h[16..20]);
+        src: v4_addr([h[12], h[13], h[14], h[15]]),
+        dst: v4_addr([h[16], h[17], h[18], h[19]]),
+    });
     Ok(())
 }
 
 /// IPv6 at `off` into `ip`, walking at most [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
-fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counter> {
+fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, out: &mut MaybeUninit<Ip>) -> Result<(), Counter> {
     if off > MAX_HDR_OFF {
         return Err(Counter::DropTooDeep);
     }
@@ -194,7 +202,8 @@ fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counte
         return Err(Counter::DropMalformed);
     }
     let mut next = h[6];
-    *ip = Ip {
+    // Written whole once, then refined in place.
+    let ip = out.write(Ip {
         family: FAMILY_V6,
         proto: next,
         src: block(p, off + 8)?,
@@ -203,7 +212,7 @@ fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counte
         frag: Frag::Whole,
         frag_id: 0,
         frag_proto: 0,
-    };
+    });
     let mut cur = off + 40;
     for _ in 0..MAX_IPV6_EXT {
         if cur > MAX_HDR_OFF {
@@ -264,22 +273,33 @@ fn ipv6<P: Packet + ?Sized>(p: &P, off: usize, ip: &mut Ip) -> Result<(), Counte
     }
 }
 
-/// IPv4 or IPv6 at `off`, by ethertype; `Ok(None)` for any other ethertype.
+/// IPv4 or IPv6 at `off`, by ethertype, parsed into `slot`; `Ok(None)` for any other ethertype.
+/// The caller's slot is used in place: not zeroed first (zeroing is a `memset` call, a byte loop,
+/// in BPF) and not copied out (48 bytes).
 #[inline(always)]
-pub fn ip<P: Packet + ?Sized>(p: &P, ethertype: u16, off: usize) -> Result<Option<Ip>, Counter> {
-    let mut out = Ip::default();
-    Ok(ip_into(p, ethertype, off, &mut out)?.then_some(out))
+pub fn ip<'a, P: Packet + ?Sized>(
+    p: &P,
+    ethertype: u16,
+    off: usize,
+    slot: &'a mut MaybeUninit<Ip>,
+) -> Result<Option<&'a Ip>, Counter> {
+    if ip_into(p, ethertype, off, slot)? {
+        // SAFETY: `ip_into` returned `Ok(true)`, so it wrote the whole of `slot`.
+        Ok(Some(unsafe { slot.assume_init_ref() }))
+    } else {
+        Ok(None)
+    }
 }
 
-/// [`ip`] into `out`: `Ok(true)` when it parsed an IP header. Not inlined: in the kernel it is one
-/// BPF subprogram (which cannot return a struct, hence `out`), so its header copies take no room
-/// in its callers' stack frames; the ICMP handler parses quoted headers with it too.
+/// [`ip`] into `out`: `Ok(true)` when it parsed an IP header and wrote all of `out`. Not
+/// inlined: in the kernel it is one BPF subprogram, shared by the entry points and the parse of
+/// the header an ICMP error quotes, which keeps every call chain within the 512-byte stack.
 #[inline(never)]
 pub fn ip_into<P: Packet + ?Sized>(
     p: &P,
     ethertype: u16,
     off: usize,
-    out: &mut Ip,
+    out: &mut MaybeUninit<Ip>,
 ) -> Result<bool, Counter> {
     match ethertype {
         ETH_P_IP => ipv4(p, off, out)?,

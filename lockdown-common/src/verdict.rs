@@ -2,12 +2,15 @@
 //! ingress packet, and the flow-learning step for an egress packet. The eBPF programs call these
 //! with their maps behind [`Tables`]; the reference model calls them with host tables.
 
+use core::mem::MaybeUninit;
+
 use crate::{
     config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
     conntrack::{
         echo_key, egress_key, ingress_key, tcp_egress, tcp_ingress, tcp_is_new, udp_ingress,
     },
     counters::Counter,
+    fastpath,
     flow::{
         FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -52,78 +55,51 @@ pub fn ingress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Deci
     Decision { reason, pass }
 }
 
-/// The flood fast path: an untagged IPv4 TCP SYN with a plain 20-byte IP header, decided by the
-/// port table alone, with no header copies and no flow lookup. `None` sends every other packet —
-/// and any SYN whose port has source-CIDR rules — down the full path, which would decide this one
-/// the same way: it is the full path's answer for exactly these packets, only cheaper. A BPF
-/// subprogram of its own, so its 48-byte header copy is not in the entry's stack frame.
-#[inline(never)]
-fn fast_syn<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &T) -> Option<Counter> {
-    use crate::rules::{PORT_ANY_V4, PORT_CIDR};
-    // Ethernet (14) + IPv4 without options (20) + TCP up to its flags (14).
-    let h: [u8; 48] = p.load(0)?;
-    let ethertype = u16::from_be_bytes([h[12], h[13]]);
-    let total_len = u16::from_be_bytes([h[16], h[17]]);
-    let frag = u16::from_be_bytes([h[20], h[21]]);
-    if ethertype != parse::ETH_P_IP
-        || h[14] != 0x45
-        || total_len < 20
-        || frag & 0x3fff != 0
-        || h[23] != PROTO_TCP
-        || h[46] >> 4 < 5
-        || !tcp_is_new(h[47])
-    {
-        return None;
-    }
-    // The rest of the TCP header must be there too, as the full parser requires.
-    p.load::<[u8; 6]>(48)?;
-    let flags = crate::policy::port_flags(t, PROTO_TCP, u16::from_be_bytes([h[36], h[37]]));
-    if flags & PORT_ANY_V4 != 0 {
-        Some(Counter::PassAllowed)
-    } else if flags & PORT_CIDR != 0 {
-        None
-    } else {
-        Some(Counter::DropNew)
-    }
-}
-
 #[inline(always)]
 fn classify<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Counter {
-    if let Some(reason) = fast_syn(p, t) {
+    if let Some(reason) = fastpath::ingress_tcp4(p, t) {
         return reason;
     }
+    full_path(p, t)
+}
+
+/// The whole decision without the fast path (which must agree with it: see the tests in
+/// [`crate::fastpath`]).
+#[inline(always)]
+pub(crate) fn full_path<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Counter {
     let (ethertype, off) = match parse::ethernet(p) {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let ip = match parse::ip(p, ethertype, off) {
+    let mut slot = MaybeUninit::uninit();
+    let ip = match parse::ip(p, ethertype, off, &mut slot) {
         Ok(Some(ip)) => ip,
         Ok(None) => return Counter::PassNonIp,
         Err(c) => return c,
     };
     if ip.frag == Frag::Later {
-        return later_fragment(t, &ip);
+        return later_fragment(t, ip);
     }
-    let l4 = match parse::l4(p, &ip) {
+    let l4 = match parse::l4(p, ip) {
         Ok(l4) => l4,
         Err(c) => return c,
     };
     let reason = match ip.proto {
-        PROTO_TCP => tcp(t, &ip, &l4),
-        PROTO_UDP => udp(t, &ip, &l4),
+        PROTO_TCP => tcp(t, ip, &l4),
+        PROTO_UDP => udp(t, ip, &l4),
         // Errors go straight to `related`, which parses the quoted header: one call deep.
         PROTO_ICMP | PROTO_ICMPV6
             if (ip.proto == PROTO_ICMP) == (ip.family == FAMILY_V4)
                 && is_icmp_error(ip.family, l4.icmp_type) =>
         {
-            related(p, t, &ip)
+            related(p, t, ip)
         }
-        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(t, &ip, &l4),
-        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(t, &ip, &l4),
+        PROTO_ICMP if ip.family == FAMILY_V4 => icmp(t, ip, &l4),
+        PROTO_ICMPV6 if ip.family != FAMILY_V4 => icmp(t, ip, &l4),
         _ => Counter::DropProtocol,
     };
     if ip.frag == Frag::First && !reason.is_drop() {
-        first_fragment(t, &ip, reason);
+        first_fragment(t, ip, reason);
     }
     reason
 }
@@ -147,7 +123,7 @@ const fn frag_key(ip: &Ip) -> FragKey {
         id: ip.frag_id,
         proto: ip.frag_proto,
         family: ip.family,
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 
@@ -292,7 +268,8 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
     } else {
         parse::ETH_P_IPV6
     };
-    let inner = match parse::ip(p, ethertype, inner_off) {
+    let mut slot = MaybeUninit::uninit();
+    let inner = match parse::ip(p, ethertype, inner_off, &mut slot) {
         Ok(Some(ip)) => ip,
         Ok(None) => return Counter::DropMalformed,
         Err(c) => return c,
@@ -301,7 +278,7 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
     if inner.src != outer.dst || inner.frag == Frag::Later {
         return Counter::DropUnrelatedIcmp;
     }
-    let quoted = match parse::quoted_l4(p, &inner) {
+    let quoted = match parse::quoted_l4(p, inner) {
         Ok(l4) => l4,
         Err(c) => return c,
     };
@@ -312,13 +289,13 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
             if allowed(t, inner.family, inner.proto, quoted.sport, &inner.dst) {
                 return Counter::PassRelated;
             }
-            egress_key(&inner, &quoted)
+            egress_key(inner, &quoted)
         }
         PROTO_ICMP if quoted.icmp_type == ICMP_ECHO_REQUEST && inner.family == FAMILY_V4 => {
-            echo_key(inner.src, inner.dst, quoted.sport, &inner)
+            echo_key(inner.src, inner.dst, quoted.sport, inner)
         }
         PROTO_ICMPV6 if quoted.icmp_type == ICMPV6_ECHO_REQUEST && inner.family != FAMILY_V4 => {
-            echo_key(inner.src, inner.dst, quoted.sport, &inner)
+            echo_key(inner.src, inner.dst, quoted.sport, inner)
         }
         _ => return Counter::DropUnrelatedIcmp,
     };
@@ -337,27 +314,40 @@ fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip)
 /// answers to spoofed packets on an allowed port can never create state.
 #[inline(always)]
 pub fn egress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Option<Counter> {
+    if fastpath::egress_vouched4(p, t) {
+        return None;
+    }
+    egress_full_path(p, t)
+}
+
+/// [`egress`] without the fast path.
+#[inline(always)]
+pub(crate) fn egress_full_path<P: Packet + ?Sized, T: Tables + ?Sized>(
+    p: &P,
+    t: &mut T,
+) -> Option<Counter> {
     let (ethertype, off) = parse::ethernet(p).ok()?;
-    let ip = parse::ip(p, ethertype, off).ok()??;
+    let mut slot = MaybeUninit::uninit();
+    let ip = parse::ip(p, ethertype, off, &mut slot).ok()??;
     if ip.frag == Frag::Later {
         return None;
     }
-    let l4 = parse::l4(p, &ip).ok()?;
+    let l4 = parse::l4(p, ip).ok()?;
     if matches!(ip.proto, PROTO_TCP | PROTO_UDP)
         && allowed(t, ip.family, ip.proto, l4.sport, &ip.dst)
     {
         return None;
     }
     match ip.proto {
-        PROTO_TCP => egress_tcp(t, &ip, &l4),
-        PROTO_UDP => learn(t, &egress_key(&ip, &l4), FlowState::UdpUnreplied),
+        PROTO_TCP => egress_tcp(t, ip, &l4),
+        PROTO_UDP => learn(t, &egress_key(ip, &l4), FlowState::UdpUnreplied),
         PROTO_ICMP | PROTO_ICMPV6
             if l4.icmp_type == ICMP_ECHO_REQUEST && ip.family == FAMILY_V4
                 || l4.icmp_type == ICMPV6_ECHO_REQUEST && ip.family != FAMILY_V4 =>
         {
             learn(
                 t,
-                &echo_key(ip.src, ip.dst, l4.sport, &ip),
+                &echo_key(ip.src, ip.dst, l4.sport, ip),
                 FlowState::IcmpEcho,
             )
         }

@@ -1,11 +1,10 @@
 //! `Tables` over the BPF maps, so the shared decision logic runs on them.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
-use bytemuck::Zeroable as _;
 use lockdown_common::{
     config::Config,
     counters::Counter,
-    flow::{FAMILY_V4, FlowKey, FlowKey4, FlowTable, FlowValue, FragKey, FragValue},
+    flow::{FAMILY_V4, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     rules::CidrKey,
     verdict::Tables,
 };
@@ -16,8 +15,6 @@ pub struct MapTables {
     config: &'static Config,
     /// `bpf_ktime_get_coarse_ns`, read on first use (0: not yet).
     now: u64,
-    /// The IPv4 tables' key of the last flow operation: one stack slot for all of them.
-    key4: FlowKey4,
 }
 
 static DEFAULT_CONFIG: Config = Config::DEFAULT;
@@ -28,20 +25,7 @@ impl MapTables {
         Self {
             config: CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG),
             now: 0,
-            key4: FlowKey4::zeroed(),
         }
-    }
-}
-
-impl MapTables {
-    /// Whether `key` is IPv4; if so, puts its IPv4 tables' key in `key4`.
-    #[inline(always)]
-    fn v4(&mut self, key: &FlowKey) -> bool {
-        let v4 = key.family == FAMILY_V4;
-        if v4 {
-            self.key4 = key.v4();
-        }
-        v4
     }
 }
 
@@ -53,9 +37,9 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_mut(&mut self, table: FlowTable, key: &FlowKey) -> Option<&mut FlowValue> {
-        let p = match (table, self.v4(key)) {
-            (FlowTable::Live, true) => FLOWS4.get_ptr_mut(&self.key4),
-            (FlowTable::Closing, true) => CLOSING4.get_ptr_mut(&self.key4),
+        let p = match (table, key.family == FAMILY_V4) {
+            (FlowTable::Live, true) => FLOWS4.get_ptr_mut(&key.v4()),
+            (FlowTable::Closing, true) => CLOSING4.get_ptr_mut(&key.v4()),
             (FlowTable::Live, false) => FLOWS6.get_ptr_mut(key),
             (FlowTable::Closing, false) => CLOSING6.get_ptr_mut(key),
         };
@@ -66,9 +50,9 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_insert(&mut self, table: FlowTable, key: &FlowKey, value: &FlowValue) -> bool {
-        let r = match (table, self.v4(key)) {
-            (FlowTable::Live, true) => FLOWS4.insert(&self.key4, value, 0),
-            (FlowTable::Closing, true) => CLOSING4.insert(&self.key4, value, 0),
+        let r = match (table, key.family == FAMILY_V4) {
+            (FlowTable::Live, true) => FLOWS4.insert(&key.v4(), value, 0),
+            (FlowTable::Closing, true) => CLOSING4.insert(&key.v4(), value, 0),
             (FlowTable::Live, false) => FLOWS6.insert(key, value, 0),
             (FlowTable::Closing, false) => CLOSING6.insert(key, value, 0),
         };
@@ -82,9 +66,9 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_remove(&mut self, table: FlowTable, key: &FlowKey) {
-        let _ = match (table, self.v4(key)) {
-            (FlowTable::Live, true) => FLOWS4.remove(&self.key4),
-            (FlowTable::Closing, true) => CLOSING4.remove(&self.key4),
+        let _ = match (table, key.family == FAMILY_V4) {
+            (FlowTable::Live, true) => FLOWS4.remove(&key.v4()),
+            (FlowTable::Closing, true) => CLOSING4.remove(&key.v4()),
             (FlowTable::Live, false) => FLOWS6.remove(key),
             (FlowTable::Closing, false) => CLOSING6.remove(key),
         };

@@ -62,7 +62,7 @@ fn entry(
         remote_port: remote.1,
         proto,
         family,
-        _pad: [0; 2],
+        _pad: 0,
     };
     let mut value = FlowValue::new(state, now, 0);
     value.flags = FLOW_FLAG_SEEDED;

@@ -72,7 +72,7 @@ pub fn flow_key(
         remote_port,
         proto,
         family: family(local),
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 
@@ -92,7 +92,7 @@ pub fn frag_key(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, id: u32, proto: 
         id,
         proto,
         family: family(src),
-        _pad: [0; 2],
+        _pad: 0,
     }
 }
 

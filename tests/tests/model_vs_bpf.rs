@@ -576,7 +576,7 @@ fn seed_tables(rng: &mut StdRng, now: u64, t: u64) -> (Vec<FlowEntry>, Vec<FragE
             origin_seq: rng.random(),
             state,
             flags: rng.random_range(0..2),
-            _pad: [0; 2],
+            _pad: 0,
         };
         flows.push((key, value));
     }
