@@ -7,6 +7,8 @@
 //! 3. State under attack: flow entries a spoofed SYN flood leaves behind, and the latency of an
 //!    established connection during it.
 //! 4. Memory: bytes per flow entry and the kernel memlock of every map.
+//! 5. State under legit load: connections accepted on an allowed port, many times the flow
+//!    table's capacity, must take no flow entry and evict none of the origin's own flows.
 //!
 //! Writes RESULTS.md, results.json and chart.svg into `--out`. Needs root. Targets are reported,
 //! never asserted; setup errors fail the run. Namespaces and pins are removed on every exit path
@@ -16,6 +18,7 @@ mod attack;
 mod chart;
 mod filters;
 mod flood;
+mod legit;
 mod memory;
 mod netpair;
 mod packets;
@@ -44,11 +47,17 @@ enum Section {
     Rx,
     Attack,
     Memory,
+    /// State under legit load (also accepted as `legit-load`).
+    #[value(alias = "legit-load")]
+    Legit,
 }
 
-/// Benchmarks lockdown: program cost, receive CPU per packet, state under attack, memory.
+/// Benchmarks lockdown: program cost, receive CPU per packet, state under attack, memory, state
+/// under legit load.
 #[derive(Debug, Parser)]
-#[command(name = "lockdown-bench")]
+// A later option overrides an earlier one: `cargo xtask bench` passes `--out bench` before the
+// arguments given after `--`, so `-- --out DIR` must win.
+#[command(name = "lockdown-bench", args_override_self = true)]
 struct Cli {
     /// A short smoke run: fewer repeats, rounds and packets.
     #[arg(long)]
@@ -124,7 +133,7 @@ fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
     }
     let net = sections
         .iter()
-        .any(|s| matches!(s, Section::Rx | Section::Attack));
+        .any(|s| matches!(s, Section::Rx | Section::Attack | Section::Legit));
     if net {
         if sys::online_cpus() < 2 {
             bail!("the receive sections need at least 2 CPUs (generator on CPU0, receive on CPU1)");
@@ -200,6 +209,7 @@ fn run(cli: &Cli) -> Result<()> {
             Section::Rx,
             Section::Attack,
             Section::Memory,
+            Section::Legit,
         ]
     } else {
         cli.only.clone()
@@ -277,6 +287,21 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    let legit = if sections.contains(&Section::Legit) {
+        Some(legit::run(
+            &legit::Options {
+                outbound: 64,
+                duration: Duration::from_secs(if quick { 3 } else { 10 }),
+                max_connections: if quick { 150_000 } else { 500_000 },
+                parallel: 4,
+                iptables: true,
+                quick,
+            },
+            &env,
+        )?)
+    } else {
+        None
+    };
     drop(pin_root);
 
     let targets = report::targets(
@@ -284,6 +309,7 @@ fn run(cli: &Cli) -> Result<()> {
         receive_cpu.as_ref(),
         attack.as_ref(),
         memory.as_ref(),
+        legit.as_ref(),
     );
     let results = Results {
         meta: report::Meta {
@@ -301,6 +327,7 @@ fn run(cli: &Cli) -> Result<()> {
         receive_cpu,
         attack,
         memory,
+        legit,
         targets,
     };
     fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

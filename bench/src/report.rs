@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{attack, filters::Filter, memory, progcost, rxcpu};
+use crate::{attack, filters::Filter, legit, memory, progcost, rxcpu};
 
 #[derive(Debug, Serialize)]
 pub struct Meta {
@@ -26,6 +26,7 @@ pub struct Results {
     pub receive_cpu: Option<rxcpu::Section>,
     pub attack: Option<attack::Section>,
     pub memory: Option<memory::Section>,
+    pub legit: Option<legit::Section>,
     pub targets: Vec<Target>,
 }
 
@@ -71,6 +72,7 @@ pub fn targets(
     r: Option<&rxcpu::Section>,
     a: Option<&attack::Section>,
     m: Option<&memory::Section>,
+    l: Option<&legit::Section>,
 ) -> Vec<Target> {
     let ratio = |id: &str| p.and_then(|p| p.path(id)).and_then(|x| x.ratio);
     let ns = |id: &str| p.and_then(|p| p.path(id)).map_or(f64::NAN, |x| x.ns);
@@ -183,7 +185,60 @@ pub fn targets(
             },
             |v| v <= 64.0,
         ),
+        target(
+            "Legit load: origin-initiated flows lost",
+            "0",
+            l.map(|l| l.lockdown.outbound.lost as f64),
+            |v| {
+                let x = l.map(|l| &l.lockdown);
+                format!(
+                    "{v:.0} of {} after {}{}",
+                    x.map_or(0, |x| x.outbound.connections),
+                    x.map_or_else(String::new, legit_load),
+                    x.filter(|x| !x.reached_goal())
+                        .map(|x| format!(
+                            ", short of {}x capacity ({}){}",
+                            legit::LOAD_FACTOR,
+                            x.goal_connections,
+                            if l.is_some_and(|l| l.quick) {
+                                ", --quick"
+                            } else {
+                                ""
+                            }
+                        ))
+                        .unwrap_or_default()
+                )
+            },
+            // A full run must also have driven the load past 3x the table's capacity.
+            |v| v == 0.0 && l.is_some_and(|l| l.quick || l.lockdown.reached_goal()),
+        ),
+        target(
+            "Legit load: table entries created by accepted connections",
+            "0",
+            l.map(|l| l.lockdown.entries_created() as f64),
+            |v| {
+                let x = l.map(|l| &l.lockdown);
+                format!(
+                    "{v:.0} (egress_flows_created +{} over {}; {} live / {} closing entries on tcp/{})",
+                    x.map_or(0, |x| x.load_flows_created),
+                    x.map_or_else(String::new, legit_load),
+                    x.map_or(0, |x| x.port_live_entries),
+                    x.map_or(0, |x| x.port_closing_entries),
+                    legit::SERVICE_PORT
+                )
+            },
+            |v| v == 0.0,
+        ),
     ]
+}
+
+/// "N accepted connections in S s (R/s) against a table of C": the load behind a legit-load
+/// target.
+fn legit_load(x: &legit::LockdownRun) -> String {
+    format!(
+        "{} accepted connections in {:.1} s ({:.0}/s), table capacity {}",
+        x.load.connections, x.load.secs, x.load.per_sec, x.live_capacity
+    )
 }
 
 fn mib(b: u64) -> String {
@@ -290,6 +345,33 @@ fn findings(r: &Results) -> Vec<String> {
                     ", its limit (nf_conntrack_max {m}): further new connections are dropped"
                 ))
                 .unwrap_or_default()
+        ));
+    }
+    if let Some(l) = &r.legit {
+        let x = &l.lockdown;
+        let ipt = l.iptables.as_ref().map(|i| {
+            format!(
+                "; the seed iptables chain, under the same load ({} connections), left {} more \
+                 conntrack entries ({} -> {}{})",
+                i.load.connections,
+                i.conntrack_created,
+                i.conntrack_before,
+                i.conntrack_after,
+                i.conntrack_max
+                    .map(|m| format!(" of nf_conntrack_max {m}"))
+                    .unwrap_or_default()
+            )
+        });
+        out.push(format!(
+            "{} connections accepted on an allowed port ({:.1}x the {}-entry live table) created \
+             {} flow entries in lockdown, and {} of the origin's {} own flows were lost{}.",
+            x.load.connections,
+            x.load.connections as f64 / x.live_capacity.max(1) as f64,
+            x.live_capacity,
+            x.entries_created(),
+            x.outbound.lost,
+            x.outbound.connections,
+            ipt.unwrap_or_default()
         ));
     }
     out
@@ -590,5 +672,163 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(s);
     }
+
+    if let Some(l) = &r.legit {
+        legit_markdown(&mut s, l);
+    }
     s
+}
+
+fn legit_markdown(s: &mut String, l: &legit::Section) {
+    let x = &l.lockdown;
+    let _ = writeln!(
+        s,
+        "## 5. State under legit load
+"
+    );
+    let _ = writeln!(
+        s,
+        "A fresh pair of namespaces per filter. lockdown runs on the origin's veth as `lockdown up \
+         --mode {} --max-flows {} {}`: an IPv4 live table of **{} entries** and a closing table of \
+         {}. The origin serves tcp/{} (one byte echoed per connection, {} server threads) and opens \
+         {} idle IPv4 connections of its own to tcp/{} in the peer namespace, each checked with one \
+         byte before the load. The peer then opens connections to the origin's tcp/{}, sends a \
+         byte, reads the echo and closes, {} at a time, for {:.0} s or {} attempts, whichever \
+         comes first (the goal: at least {}x the live table's capacity, {} connections). After \
+         the load the peer pushes one byte down each of the origin's own connections; a \
+         connection whose byte the origin did not receive within {} ms is **lost** (its flow \
+         entry was evicted, so lockdown drops the reply). Entries created by the accepted \
+         connections: the `egress_flows_created` counter over the load alone (the {} outbound \
+         connections were opened before it), and the entries with local port {} in `lockdown \
+         flows --json` right after it; the target counts the larger. The tables are also sampled \
+         every 500 ms during the load. One run per filter, no repeats.\n",
+        x.mode,
+        x.max_flows,
+        x.allow
+            .iter()
+            .map(|a| format!("--allow {a}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        x.live_capacity,
+        x.closing_capacity,
+        l.service_port,
+        l.parallel,
+        l.outbound,
+        l.outbound_port,
+        l.service_port,
+        l.parallel,
+        l.duration_secs,
+        l.max_connections,
+        legit::LOAD_FACTOR,
+        x.goal_connections,
+        x.outbound.timeout_ms,
+        l.outbound,
+        l.service_port,
+    );
+    let _ = writeln!(
+        s,
+        "| filter | accepted connections | per second | failed | connect + echo median / p99 | origin-initiated flows lost | entries created by the accepted connections | entries counted |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {} | {} in {:.1} s{} | {:.0} | {} | {:.0} / {:.0} µs | **{} of {}** | **{}** | egress_flows_created +{}; {} live / {} closing entries on tcp/{}; peak {} live / {} closing ({} samples) |",
+        x.label,
+        x.load.connections,
+        x.load.secs,
+        if x.reached_goal() {
+            String::new()
+        } else {
+            format!(" (short of {})", x.goal_connections)
+        },
+        x.load.per_sec,
+        x.load.failed,
+        x.load.median_us,
+        x.load.p99_us,
+        x.outbound.lost,
+        x.outbound.connections,
+        x.entries_created(),
+        x.load_flows_created,
+        x.port_live_entries,
+        x.port_closing_entries,
+        l.service_port,
+        x.peak_live,
+        x.peak_closing,
+        x.samples,
+    );
+    if let Some(i) = &l.iptables {
+        let _ = writeln!(
+            s,
+            "| {} | {} in {:.1} s | {:.0} | {} | {:.0} / {:.0} µs | **{} of {}** | **{}** | nf_conntrack_count {} -> {} (peak {}{}) |",
+            i.label,
+            i.load.connections,
+            i.load.secs,
+            i.load.per_sec,
+            i.load.failed,
+            i.load.median_us,
+            i.load.p99_us,
+            i.outbound.lost,
+            i.outbound.connections,
+            i.conntrack_created,
+            i.conntrack_before,
+            i.conntrack_after,
+            i.conntrack_peak,
+            i.conntrack_max
+                .map(|m| format!(", nf_conntrack_max {m}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "\nFor the iptables chain the column is the growth of nf_conntrack_count over the \
+             load: every accepted connection takes a conntrack entry, which stays after the close \
+             (TIME_WAIT, 120 s by default). The peer reuses its source ports (`tcp_tw_reuse`, \
+             ephemeral range 10000–65000, of which connect() takes one parity), and a reused \
+             4-tuple reuses its entry, so the count grows with the distinct 4-tuples, not with \
+             the connections."
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nlockdown's flow maps after the load (entries now, high-water mark as counted by the \
+         samples):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| map | table | family | entries | capacity | high-water |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for t in &x.tables {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            t.map, t.table, t.family, t.entries, t.capacity, t.high_water
+        );
+    }
+    if !x.counters.is_empty() {
+        let c: Vec<String> = x.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "\nlockdown counters over the load: {}. The origin's own connections took {} \
+             `egress_flows_created` when they were opened.",
+            c.join(", "),
+            x.outbound_flows_created
+        );
+    }
+    if x.load.failed > 0 {
+        let _ = writeln!(
+            s,
+            "\n{} load connections failed through lockdown (first: {}).",
+            x.load.failed,
+            x.load.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(i) = l.iptables.as_ref().filter(|i| i.load.failed > 0) {
+        let _ = writeln!(
+            s,
+            "\n{} load connections failed through the iptables chain (first: {}).",
+            i.load.failed,
+            i.load.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    let _ = writeln!(s);
 }
