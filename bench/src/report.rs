@@ -633,8 +633,9 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "## 4. Memory\n");
         let _ = writeln!(
             s,
-            "A flow entry is a {} B key (`FlowKey`) and a {} B value (`FlowValue`): **{} B**. The \
-             kernel charges **{:.1} B per entry** of the flow table (memlock at {} entries minus \
+            "An IPv4 flow entry is a {} B key (`FlowKey4`) and a {} B value (`FlowValue`): **{} B** \
+             (IPv6: a 40 B `FlowKey`). The kernel charges **{:.1} B per entry** of the IPv4 live \
+             table (memlock at {} entries minus \
              at {}, over the difference: hash element header, key and value rounded to 8 bytes, \
              and the bucket array). Every map's memlock, read from `/proc/self/fdinfo/<fd>` after \
              loading the object (no program attached): **{}** at the default {} flows, **{}** at \
