@@ -10,6 +10,7 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::generated::bpf_xdp_get_buff_len,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -22,22 +23,29 @@ use crate::{
 };
 
 /// XDP ingress: pass or drop each inbound packet, and count why.
-#[xdp]
+///
+/// Multi-buffer aware (`xdp.frags`), so native XDP attaches at any MTU the driver allows, jumbo
+/// frames included. Only the first buffer is read: it holds every header lockdown parses (a driver
+/// puts at least the first page there; the parser reads at most 512 bytes of headers, and a packet
+/// whose headers were not all in the first buffer is dropped as malformed, never passed on a guess).
+/// Bytes are counted for the whole frame, all buffers.
+#[xdp(frags)]
 pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let mut tables = MapTables::new();
     let d = verdict::ingress(&pkt, &mut tables);
-    count(d.reason, pkt.len());
+    // SAFETY: a plain helper call on this program's own context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    count(d.reason, len);
     if d.reason == Counter::DropInvalid {
         // Off unless the loader enables debug logging (`run --debug-log`).
         debug!(
             &ctx,
-            "ingress: segment does not fit its flow's state ({} bytes)",
-            pkt.len()
+            "ingress: segment does not fit its flow's state ({} bytes)", len
         );
     }
     if d.reason.is_drop() {
-        log::drop_event(&ctx, pkt.len(), d.reason, &mut tables);
+        log::drop_event(&ctx, len, d.reason, &mut tables);
     }
     if d.pass {
         xdp_action::XDP_PASS

@@ -12,11 +12,6 @@ impl Bytes {
     pub const fn new(start: usize, end: usize) -> Self {
         Self { start, end }
     }
-
-    #[inline(always)]
-    pub const fn len(&self) -> u64 {
-        (self.end - self.start) as u64
-    }
 }
 
 impl Packet for Bytes {

@@ -457,6 +457,13 @@ impl Gen {
         let rng = &mut self.rng;
         let len = c.frame.len();
         let mutation = match rng.random_range(0..100) {
+            0..4 if c.dir == Dir::Ingress => {
+                // A jumbo frame: the kernel's test run puts all but the first page into
+                // fragments, as a driver does with multi-buffer XDP.
+                let target = rng.random_range(4_000..=9_100).max(len);
+                c.frame.extend(bytes(rng, target - len));
+                "jumbo"
+            }
             0..62 => return c,
             62..74 => {
                 c.frame.truncate(rng.random_range(0..len));
