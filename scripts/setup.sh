@@ -16,7 +16,7 @@ USER_COMPONENTS=(clippy rustfmt)
 EBPF_TOOLCHAIN="nightly-2026-07-01"
 EBPF_COMPONENTS=(rust-src)
 BPF_LINKER_VERSION="0.10.1"
-APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux)
+APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd)
 APT_OPTIONAL=(bpftool)
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -117,6 +117,20 @@ pub fn locked(root: &Path) -> Vec<PinDir> {
     dirs
 }
 
+/// The interfaces a reporting verb shows: the one given, or every one locked down (at least one).
+pub fn select_all(root: &Path, iface: Option<&str>) -> Result<Vec<PinDir>> {
+    match iface {
+        Some(_) => Ok(vec![select(root, iface)?]),
+        None => {
+            let all = locked(root);
+            if all.is_empty() {
+                bail!("nothing is locked down: run `lockdown up --iface IF` first");
+            }
+            Ok(all)
+        }
+    }
+}
+
 /// The interface a verb acts on: the one given, or the only one locked down.
 pub fn select(root: &Path, iface: Option<&str>) -> Result<PinDir> {
     if let Some(iface) = iface {

@@ -305,6 +305,16 @@ impl NetPair {
         pair
     }
 
+    /// Sets the MTU of both ends of the veth.
+    pub fn set_mtu(&self, mtu: u32) {
+        let mtu = mtu.to_string();
+        ip(
+            &self.origin,
+            &["link", "set", "dev", ORIGIN_IF, "mtu", &mtu],
+        );
+        ip(&self.peer, &["link", "set", "dev", PEER_IF, "mtu", &mtu]);
+    }
+
     /// The MAC address of `iface` in `ns`.
     pub fn mac(ns: &str, iface: &str) -> [u8; 6] {
         let json = ip(ns, &["-j", "link", "show", "dev", iface]);
@@ -623,11 +633,30 @@ pub fn udp_query(
 
 /// One echo request from `ns` to `addr` with the `ping` binary (`-c1 -W1`): whether a reply came.
 pub fn ping(ns: &str, addr: IpAddr) -> bool {
+    ping_sized(ns, addr, 56, 1)
+}
+
+/// `count` pings of `size` payload bytes (fragmentation not allowed) from `ns` to `addr`, each
+/// waiting at most a second: whether every one was answered.
+pub fn ping_sized(ns: &str, addr: IpAddr, size: usize, count: u32) -> bool {
     let family = if addr.is_ipv4() { "-4" } else { "-6" };
+    let (size, count) = (size.to_string(), format!("-c{count}"));
     ns_run(
         ns,
         "ping",
-        &[family, "-n", "-q", "-c1", "-W1", &addr.to_string()],
+        &[
+            family,
+            "-n",
+            "-q",
+            "-M",
+            "do",
+            "-s",
+            &size,
+            &count,
+            "-W1",
+            "-i0.2",
+            &addr.to_string(),
+        ],
     )
     .status
     .success()

@@ -3,12 +3,15 @@ use clap::Args;
 use lockdown_common::counters::Counter;
 use lockdown_user::{pins, report};
 
-/// Show an interface's mode, allowlist, flow count and counters.
+/// Show each locked-down interface's mode, allowlist, flow tables and counters.
+///
+/// With no --iface, every locked-down interface, one after another (with --json: one object for
+/// one interface, an array for several).
 ///
 /// Example: lockdown status --json
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The locked-down interface; optional when exactly one is locked down.
+    /// Only this interface (default: every locked-down interface).
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
     /// Print one JSON object.
@@ -21,49 +24,66 @@ pub struct StatusArgs {
 
 impl StatusArgs {
     pub fn run(self) -> Result<()> {
-        let dir = pins::select(&pins::root(), self.iface.as_deref())?;
         if !(0.0..=60.0).contains(&self.interval) {
             anyhow::bail!("--interval must be between 0 and 60 seconds");
         }
-        let s = report::status(&dir, std::time::Duration::from_secs_f64(self.interval))?;
+        let dirs = pins::select_all(&pins::root(), self.iface.as_deref())?;
+        let interval = std::time::Duration::from_secs_f64(self.interval);
+        let all = dirs
+            .iter()
+            .map(|d| report::status(d, interval))
+            .collect::<Result<Vec<_>>>()?;
         if self.json {
-            println!("{}", serde_json::to_string(&s)?);
+            match &all[..] {
+                [one] => println!("{}", serde_json::to_string(one)?),
+                _ => println!("{}", serde_json::to_string(&all)?),
+            }
             return Ok(());
         }
-        println!("interface  {}", s.interface);
-        println!(
-            "mode       {} ({})",
-            s.mode,
-            if s.monitor { "monitor" } else { "enforce" }
-        );
-        println!("allow      {}", s.allow.join(", "));
-        for o in &s.tables {
-            println!(
-                "{:<10} {} / {} {} ({:.1}% full, high-water {})",
-                if o.table == "live" {
-                    "flows"
-                } else {
-                    "closing"
-                },
-                o.entries,
-                o.capacity,
-                o.family,
-                100.0 * o.fill(),
-                o.high_water
-            );
-        }
-        println!(
-            "{:<28} {:>14} {:>16} {:>12}",
-            "counter", "packets", "bytes", "pps"
-        );
-        // Index order: passes, then drops, then egress and log statistics.
-        for name in Counter::ALL.iter().map(|c| c.name()) {
-            let pps = s.rates_pps.as_ref().map_or(0.0, |r| r[name]);
-            println!(
-                "{name:<28} {:>14} {:>16} {pps:>12.1}",
-                s.counters[name], s.bytes[name]
-            );
+        for (i, s) in all.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_status(s);
         }
         Ok(())
+    }
+}
+
+/// The text form of one interface's status.
+fn print_status(s: &report::Status) {
+    println!("interface  {}", s.interface);
+    println!(
+        "mode       {} ({})",
+        s.mode,
+        if s.monitor { "monitor" } else { "enforce" }
+    );
+    println!("allow      {}", s.allow.join(", "));
+    for o in &s.tables {
+        println!(
+            "{:<10} {} / {} {} ({:.1}% full, high-water {})",
+            if o.table == "live" {
+                "flows"
+            } else {
+                "closing"
+            },
+            o.entries,
+            o.capacity,
+            o.family,
+            100.0 * o.fill(),
+            o.high_water
+        );
+    }
+    println!(
+        "{:<28} {:>14} {:>16} {:>12}",
+        "counter", "packets", "bytes", "pps"
+    );
+    // Index order: passes, then drops, then egress and log statistics.
+    for name in Counter::ALL.iter().map(|c| c.name()) {
+        let pps = s.rates_pps.as_ref().map_or(0.0, |r| r[name]);
+        println!(
+            "{name:<28} {:>14} {:>16} {pps:>12.1}",
+            s.counters[name], s.bytes[name]
+        );
     }
 }
