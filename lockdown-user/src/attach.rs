@@ -20,9 +20,10 @@ use lockdown_common::{
 
 use crate::{
     handles::{Handles, compile},
+    link::LinkInfo,
     migrate,
     pins::{PinDir, ensure_root, lock},
-    sockets,
+    refusal, sockets,
 };
 
 /// XDP attach mode.
@@ -110,7 +111,7 @@ pub fn ifindex(iface: &str) -> Result<u32> {
 }
 
 /// Checks everything that can be checked before touching the kernel.
-pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<u32> {
+pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
     let index = ifindex(&opts.iface)?;
     // The loopback device is always ifindex 1 in its namespace.
     if opts.iface == "lo" || index == 1 {
@@ -131,7 +132,12 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<u32> {
     }
     compile(&opts.rules)?;
     guard_lockout(&opts.rules, opts.force)?;
-    Ok(index)
+    // What the interface is, so a refusal can be explained; another XDP program is refused here.
+    let link = crate::link::query(&opts.iface)?;
+    if let Some(why) = refusal::occupied(&link) {
+        bail!(why);
+    }
+    Ok(link)
 }
 
 /// The lockout guard (see [`sockets::check_lockout`]), unless forced.
@@ -171,11 +177,11 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     ensure_root(root)?;
     let _lock = lock(root)?;
     // Checked again under the lock: another `up` may have won the race.
-    let index = preflight(dir, opts)?;
+    let link = preflight(dir, opts)?;
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
-    match attach(dir, opts, index) {
+    match attach(dir, opts, &link) {
         Ok(ebpf) => {
             crate::confirm::clear_pending(&opts.iface)?;
             Ok(ebpf)
@@ -189,7 +195,8 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
 }
 
-fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<Ebpf> {
+fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
+    let index = info.index;
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
     let mut ebpf = loader(&paths, opts.max_flows, opts.debug_log)
         .load(crate::EBPF_OBJECT)
@@ -230,7 +237,7 @@ fn attach(dir: &PinDir, opts: &UpOptions, index: u32) -> Result<Ebpf> {
     xdp.load().context("loading the XDP program")?;
     let id = xdp
         .attach(index, opts.mode.xdp())
-        .map_err(|e| xdp_attach_error(e, opts))?;
+        .map_err(|e| xdp_attach_error(e, opts, info))?;
     let link: FdLink = xdp
         .take_link(id)?
         .try_into()
@@ -363,20 +370,14 @@ fn replace_staged(
     migrate::carry_over_again(dir, plan, &mut handles, &rules, &carried)
 }
 
-fn xdp_attach_error(e: ProgramError, opts: &UpOptions) -> anyhow::Error {
-    let errno = match &e {
-        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
-        _ => None,
-    };
-    let iface = &opts.iface;
-    match (opts.mode, errno) {
-        (Mode::Native, Some(libc::EOPNOTSUPP | libc::EINVAL)) => anyhow!(e).context(format!(
-            "native XDP is not supported on {iface}; retry with `--mode skb` (generic XDP)"
-        )),
-        (_, Some(libc::EBUSY | libc::EEXIST)) => anyhow!(e).context(format!(
-            "{iface} already has another XDP program attached; detach it first"
-        )),
-        _ => anyhow!(e).context(format!("attaching the XDP program to {iface}")),
+/// The kernel's refusal, explained from what the interface is (see [`refusal`]).
+fn xdp_attach_error(e: ProgramError, opts: &UpOptions, link: &LinkInfo) -> anyhow::Error {
+    match &e {
+        ProgramError::SyscallError(s) => match s.io_error.raw_os_error() {
+            Some(errno) => anyhow!(e).context(refusal::explain(errno, opts.mode, link)),
+            None => anyhow!(e).context(format!("attaching the XDP program to {}", opts.iface)),
+        },
+        _ => anyhow!(e).context(format!("attaching the XDP program to {}", opts.iface)),
     }
 }
 

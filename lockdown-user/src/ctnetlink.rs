@@ -217,8 +217,8 @@ pub fn dump_from(protocol: isize, subsys: u8) -> Result<Option<Vec<CtEntry>>> {
     Ok(Some(entries))
 }
 
-/// Sets `SO_RCVTIMEO`.
-fn set_recv_timeout(socket: &Socket, timeout: Duration) -> Result<()> {
+/// Sets `SO_RCVTIMEO` (shared with `link`).
+pub(crate) fn set_recv_timeout(socket: &Socket, timeout: Duration) -> Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
@@ -234,8 +234,7 @@ fn set_recv_timeout(socket: &Socket, timeout: Duration) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(io::Error::last_os_error())
-            .context("setting SO_RCVTIMEO on the ctnetlink socket");
+        return Err(io::Error::last_os_error()).context("setting SO_RCVTIMEO on a netlink socket");
     }
     Ok(())
 }

@@ -255,3 +255,41 @@ fn one_run_per_interface_from_one_config() {
     );
     std::fs::remove_file(&config).ok();
 }
+
+/// An interface that already runs another XDP program (here: lockdown attached from another pin
+/// root, as another tool would) is refused before anything is touched, naming the program's id
+/// and name; the other program stays attached and nothing is pinned.
+#[test]
+fn another_xdp_program_is_named_and_left_alone() {
+    let w = World::new("occupied");
+    let other = Lockdown::new(&w.pair.origin, ORIGIN_IF, "occupied-other");
+    other.up(&["--mode", "skb"]);
+    let before = w.pair.origin_xdp();
+    let id = ip(
+        &w.pair.origin,
+        &["-j", "-d", "link", "show", "dev", ORIGIN_IF],
+    );
+    let v: serde_json::Value = serde_json::from_str(&id).expect("ip -j");
+    let prog_id = v[0]["xdp"]["prog"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no XDP program id: {id}"));
+    for mode in ["native", "skb"] {
+        let out = w.ld.run(&["up", "--iface", ORIGIN_IF, "--mode", mode]);
+        lockdown_tests::cli::check_refused(
+            &out,
+            &[
+                "already has an XDP program attached",
+                &format!("id {prog_id}"),
+                "lockdown_ingres",
+                "xdpgeneric off",
+            ],
+        );
+        assert!(!w.ld.is_locked(), "a refused up left pins");
+        assert_eq!(
+            w.pair.origin_xdp(),
+            before,
+            "a refused up touched the attachment"
+        );
+    }
+    other.down();
+}
