@@ -141,8 +141,10 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
                 color: match x.baseline {
                     _ if x.id.starts_with("clock_") => DIAG,
                     None => BASE,
-                    Some(Baseline::XdpDrop) => DROP,
-                    Some(Baseline::XdpPass | Baseline::Lookup16) => PASS,
+                    Some(Baseline::XdpDrop | Baseline::DropSmall) => DROP,
+                    Some(Baseline::XdpPass | Baseline::Lookup16 | Baseline::EstablishedSmall) => {
+                        PASS
+                    }
                     Some(Baseline::BareTc) => EGRESS,
                 },
                 text: x.ratio.map_or_else(

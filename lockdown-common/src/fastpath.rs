@@ -28,8 +28,8 @@ fn plain_ipv4(h: &[u8]) -> Option<u8> {
 /// Inbound IPv4 TCP: a segment to a port open to every IPv4 source passes (whatever its flags: the
 /// allowlist vouches for the connection); a connection request (SYN) to a port with no rule is
 /// dropped (the spoofed-SYN-flood path); and a plain ACK of an established flow the origin tracks
-/// passes and refreshes it. Everything else (FIN, RST, other states, source-CIDR ports) takes the
-/// full path.
+/// passes and refreshes it, and one of no tracked flow is dropped. Everything else (FIN, RST, other
+/// states, closing flows, source-CIDR ports) takes the full path.
 #[inline(always)]
 pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Option<Counter> {
     // IPv4 as above + TCP up to its flags (14).
@@ -62,10 +62,16 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
         family: FAMILY_V4,
         _pad: 0,
     };
-    let timeouts = &t.config().timeouts;
+    let timeouts = t.config().timeouts;
     let ttl_ns = u64::from(timeouts.tcp_established) * 1_000_000_000;
     let now = t.now();
-    let v = t.flow_mut(FlowTable::Live, &key)?;
+    let Some(v) = t.flow_mut(FlowTable::Live, &key) else {
+        // Not a live flow: unless a closing one, nothing lets it in (the spoofed-ACK path).
+        return match t.flow_mut(FlowTable::Closing, &key) {
+            Some(c) if c.is_live(now, &timeouts) => None,
+            _ => Some(Counter::DropNew),
+        };
+    };
     if v.state != FlowState::TcpEstablished as u8 || now.saturating_sub(v.last_seen_ns) > ttl_ns {
         return None;
     }
