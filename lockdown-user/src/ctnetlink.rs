@@ -461,15 +461,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-
-    /// Bytes from hex, whitespace ignored.
-    fn hex(s: &str) -> Vec<u8> {
-        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::testutil::hex;
 
     // Captured on this project's VM (Linux 6.18) from a private network namespace with
     // `table inet t { chain out { type nat hook output priority -100; ip daddr 127.0.0.1 tcp

@@ -5,6 +5,7 @@ pub mod caps;
 pub mod config_file;
 pub mod confirm;
 pub mod ctnetlink;
+pub mod ethtool;
 pub mod flowmaps;
 pub mod handles;
 pub mod import;
@@ -31,4 +32,17 @@ pub fn clock_ns() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Test support shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// Bytes from hex, whitespace ignored.
+    pub fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect()
+    }
 }

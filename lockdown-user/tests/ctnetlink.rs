@@ -10,15 +10,16 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::Command,
-    thread,
 };
 
 use lockdown_user::ctnetlink::{
     self, CtEntry, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY, NFNL_SUBSYS_CTNETLINK, PROTO_TCP,
     PROTO_UDP, TCP_CONNTRACK_ESTABLISHED,
 };
-use nix::sched::{CloneFlags, unshare};
+
+mod common;
+
+use common::run;
 
 const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LO6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -32,82 +33,18 @@ table inet ld_ct_test {
     }
 }";
 
-/// The namespace of the calling thread, as `net:[inode]`.
-fn thread_netns() -> String {
-    std::fs::read_link("/proc/thread-self/ns/net")
-        .expect("reading /proc/thread-self/ns/net")
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// Runs `f` in a new network namespace with `lo` up and `ruleset` (nft syntax, may be empty)
 /// loaded; panics in `f` propagate.
 fn in_private_netns<T: Send + 'static>(
     ruleset: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the ctnetlink tests need root (they create network namespaces and nft rules); \
-         run them as root: `cargo test -p lockdown-user --test ctnetlink`"
-    );
-    let worker = thread::spawn(move || {
-        let host = thread_netns();
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let own = thread_netns();
-        assert_ne!(
-            own, host,
-            "unshare did not move the thread to a new network namespace"
-        );
-        // A spawned command must land in this namespace, never in the host's.
-        let out = Command::new("readlink")
-            .arg("/proc/self/ns/net")
-            .output()
-            .expect("running readlink");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            own,
-            "a spawned command is not in the test's network namespace; refusing to go on"
-        );
-        run("ip", &["link", "set", "lo", "up"], None);
+    common::in_private_netns("ctnetlink", move || {
         if !ruleset.is_empty() {
             run("nft", &["-f", "-"], Some(ruleset));
         }
         f()
-    });
-    worker
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-fn run(prog: &str, args: &[&str], stdin: Option<&str>) {
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    if stdin.is_some() {
-        cmd.stdin(std::process::Stdio::piped());
-    }
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("running `{prog}`: {e} (is it installed?)"));
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{prog} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    })
 }
 
 /// A TCP connection from `ip` to `ip:connect_port`, accepted on `listener`, with a byte each way:

@@ -11,62 +11,20 @@
 //! (`CONFIG_BONDING`, `CONFIG_DUMMY`), and a test that cannot run is not in the suite. Their
 //! `kind`/`driver` come from the same netlink and ethtool fields as the veth's and bridge's.
 
-use std::{
-    process::{Command, Stdio},
-    thread,
-};
+use std::process::{Command, Stdio};
 
 use aya::{
     Ebpf,
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
 use lockdown_user::link::{self, LinkInfo, XdpAttachment, XdpMode};
-use nix::{
-    net::if_::if_nametoindex,
-    sched::{CloneFlags, unshare},
-};
+use nix::net::if_::if_nametoindex;
 
-/// The namespace of the calling thread, as `net:[inode]`.
-fn thread_netns() -> String {
-    std::fs::read_link("/proc/thread-self/ns/net")
-        .expect("reading /proc/thread-self/ns/net")
-        .to_string_lossy()
-        .into_owned()
-}
+mod common;
 
 /// Runs `f` in a new network namespace with `lo` up; panics in `f` propagate.
 fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the link tests need root (they create network namespaces, devices and XDP programs); \
-         run them as root: `cargo test -p lockdown-user --test link`"
-    );
-    let worker = thread::spawn(move || {
-        let host = thread_netns();
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let own = thread_netns();
-        assert_ne!(
-            own, host,
-            "unshare did not move the thread to a new network namespace"
-        );
-        // A spawned command must land in this namespace, never in the host's.
-        let out = Command::new("readlink")
-            .arg("/proc/self/ns/net")
-            .output()
-            .expect("running readlink");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            own,
-            "a spawned command is not in the test's network namespace; refusing to go on"
-        );
-        ip(&["link", "set", "lo", "up"]);
-        f()
-    });
-    worker
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    common::in_private_netns("link", f)
 }
 
 /// Runs `ip ARGS`: `Err(stderr)` if it fails.
