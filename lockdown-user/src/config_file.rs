@@ -9,7 +9,7 @@
 //! [[interface]]            # one table per interface to lock down
 //! name = "eth0"            # required: 1 to 15 bytes, never "lo"
 //! mode = "native"          # or "skb" (generic XDP); default "native"
-//! max_flows = 65536        # flow-table capacity; default 65536
+//! max_flows = 65536        # each family's live flow-table capacity; default 65536
 //! monitor = false          # count what would be dropped, but pass everything; default false
 //! pass_dhcp = true         # DHCPv4/v6 replies and IPv6 router advertisements; default true
 //! allow = [                # default ["tcp/22"]; `allow = []` allows no new inbound connections
