@@ -289,22 +289,9 @@ struct Datagram {
 /// bounds-checked. A malformed or unexpected message is an error; nothing here panics.
 fn parse_datagram(buf: &[u8], seq: u32) -> Result<Datagram> {
     let mut out = Datagram::default();
-    let mut off = 0;
-    while off < buf.len() {
-        let message =
-            NetlinkMessage::<NetfilterMessage>::deserialize(&buf[off..]).map_err(|e| {
-                anyhow!(
-                    "malformed netlink message at byte {off} of {}: {e}",
-                    buf.len()
-                )
-            })?;
+    for message in crate::netlink::messages::<NetfilterMessage>(buf, seq) {
+        let (off, message) = message?;
         let header = message.header;
-        if header.sequence_number != seq {
-            bail!(
-                "netlink message at byte {off} answers request {}, not {seq}",
-                header.sequence_number
-            );
-        }
         out.interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
         match message.payload {
             NetlinkPayload::Done(done) => {
@@ -332,8 +319,6 @@ fn parse_datagram(buf: &[u8], seq: u32) -> Result<Datagram> {
             }
             other => bail!("unexpected netlink message type {}", other.message_type()),
         }
-        // `deserialize` checked 16 <= length <= the bytes left; messages are 4-byte aligned.
-        off += (header.length as usize).next_multiple_of(4);
     }
     Ok(out)
 }

@@ -12,6 +12,7 @@ pub mod import;
 pub mod link;
 pub mod metrics;
 pub mod migrate;
+pub mod netlink;
 pub mod pins;
 pub mod refusal;
 pub mod report;

@@ -263,21 +263,9 @@ enum Reply {
 /// Parses one datagram of the reply to request `seq`. `None` if it held no answer (only
 /// `NLMSG_NOOP`s). A malformed or unexpected message is an error; nothing here panics.
 fn parse_reply(buf: &[u8], seq: u32) -> Result<Option<Reply>> {
-    let mut off = 0;
-    while off < buf.len() {
-        let message = NetlinkMessage::<RawRoute>::deserialize(&buf[off..]).map_err(|e| {
-            anyhow!(
-                "malformed netlink message at byte {off} of {}: {e}",
-                buf.len()
-            )
-        })?;
+    for message in crate::netlink::messages::<RawRoute>(buf, seq) {
+        let (_, message) = message?;
         let header = message.header;
-        if header.sequence_number != seq {
-            bail!(
-                "netlink message at byte {off} answers request {}, not {seq}",
-                header.sequence_number
-            );
-        }
         match message.payload {
             NetlinkPayload::Error(e) => match e.code {
                 Some(code) => return Ok(Some(Reply::Error(code.get().saturating_abs()))),
@@ -294,8 +282,6 @@ fn parse_reply(buf: &[u8], seq: u32) -> Result<Option<Reply>> {
                 header.message_type
             ),
         }
-        // `deserialize` checked 16 <= length <= the bytes left; messages are 4-byte aligned.
-        off += (header.length as usize).next_multiple_of(4);
     }
     Ok(None)
 }
@@ -330,7 +316,7 @@ fn parse_link(payload: &[u8]) -> Result<LinkInfo> {
             }
             Err(e) => {
                 log::debug!(
-                    "skipping RTM_NEWLINK attribute {id} of interface {}, which does not \
+                    "ignoring RTM_NEWLINK attribute {id} of interface {}, which does not \
                      decode: {e}",
                     header.index
                 );
