@@ -29,8 +29,9 @@
 //! Anything else is an error: `EPERM` (the caller lacks `CAP_NET_ADMIN` over the namespace), a
 //! malformed reply, a time-out.
 
-use std::{io, net::IpAddr, os::fd::AsRawFd as _, time::Duration};
+use std::{io, net::IpAddr};
 
+use crate::netlink;
 use anyhow::{Context as _, Result, anyhow, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -84,13 +85,6 @@ pub const NFNL_SUBSYS_CTNETLINK: u8 = 1;
 /// `IPCTNL_MSG_CT_GET` of linux/netfilter/nfnetlink_conntrack.h.
 const IPCTNL_MSG_CT_GET: u8 = 1;
 
-/// How long one `recv` may wait for the kernel. A dump is answered at once; this only keeps a
-/// wedged socket from hanging the caller.
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
-/// The receive buffer. The kernel fills a dump's datagrams up to the reader's buffer size, at most
-/// 32 KiB (`netlink_dump`); a datagram larger than this buffer is an error, not silently cut.
-const RECV_BUF: usize = 64 * 1024;
-
 /// One direction of a conntrack entry, as the packets of that direction carry it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtTuple {
@@ -142,47 +136,19 @@ pub fn dump_from(protocol: isize, subsys: u8) -> Result<Option<Vec<CtEntry>>> {
         }
     };
     socket.bind_auto().context("binding the ctnetlink socket")?;
-    set_recv_timeout(&socket, RECV_TIMEOUT)?;
+    netlink::set_recv_timeout(&socket)?;
 
     let mut entries = Vec::new();
     let mut interrupted = false;
-    let mut buf = Vec::with_capacity(RECV_BUF);
+    let mut buf = Vec::with_capacity(netlink::RECV_BUF);
     for (seq, family) in [
         (1, NetfilterProtoFamily::IPv4),
         (2, NetfilterProtoFamily::IPv6),
     ] {
-        let request = request(subsys, family, seq);
-        let sent = socket
-            .send(&request, 0)
-            .with_context(|| format!("sending the conntrack dump request ({family:?})"))?;
-        if sent != request.len() {
-            bail!(
-                "sending the conntrack dump request ({family:?}): sent {sent} of {} bytes",
-                request.len()
-            );
-        }
+        let what = format!("the conntrack dump request ({family:?})");
+        netlink::send(&socket, &request(subsys, family, seq), &what)?;
         loop {
-            buf.clear();
-            let n = match socket.recv(&mut buf, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    bail!(
-                        "the kernel sent no conntrack dump reply ({family:?}) within {RECV_TIMEOUT:?}"
-                    )
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("receiving the conntrack dump ({family:?})"));
-                }
-            };
-            if n > buf.len() {
-                bail!(
-                    "a conntrack dump datagram of {n} bytes did not fit the {} byte buffer",
-                    buf.capacity()
-                );
-            }
-            let datagram = parse_datagram(&buf[..n], seq)
+            let datagram = parse_datagram(netlink::recv(&socket, &mut buf, &what)?, seq)
                 .with_context(|| format!("decoding the conntrack dump ({family:?})"))?;
             let first_reply = seq == 1 && entries.is_empty();
             entries.extend(datagram.entries);
@@ -215,28 +181,6 @@ pub fn dump_from(protocol: isize, subsys: u8) -> Result<Option<Vec<CtEntry>>> {
         log::warn!("the conntrack table changed during the dump: it may miss or repeat entries");
     }
     Ok(Some(entries))
-}
-
-/// Sets `SO_RCVTIMEO` (shared with `link`).
-pub(crate) fn set_recv_timeout(socket: &Socket, timeout: Duration) -> Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-    };
-    // SAFETY: the fd is the open socket; `tv` is a valid `timeval` of the length passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            std::ptr::from_ref(&tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error()).context("setting SO_RCVTIMEO on a netlink socket");
-    }
-    Ok(())
 }
 
 /// The dump request: `nlmsghdr` (type `subsys << 8 | IPCTNL_MSG_CT_GET`, `NLM_F_REQUEST |
@@ -289,7 +233,7 @@ struct Datagram {
 /// bounds-checked. A malformed or unexpected message is an error; nothing here panics.
 fn parse_datagram(buf: &[u8], seq: u32) -> Result<Datagram> {
     let mut out = Datagram::default();
-    for message in crate::netlink::messages::<NetfilterMessage>(buf, seq) {
+    for message in netlink::messages::<NetfilterMessage>(buf, seq) {
         let (off, message) = message?;
         let header = message.header;
         out.interrupted |= header.flags & NLM_F_DUMP_INTR != 0;

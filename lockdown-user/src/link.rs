@@ -23,7 +23,7 @@
 //! [`parse_reply`] is a pure function over the bytes of one `recv`, unit-tested on replies
 //! captured from a real kernel.
 
-use std::{convert::Infallible, io, time::Duration};
+use std::{convert::Infallible, io};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use netlink_packet_core::{
@@ -39,7 +39,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 
-use crate::ctnetlink::set_recv_timeout;
+use crate::netlink;
 
 /// How an XDP program is attached (IFLA_XDP_ATTACHED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,12 +96,6 @@ const MAX_ALT_NAME: usize = 127;
 
 /// The sequence number of the one request.
 const SEQ: u32 = 1;
-/// How long one `recv` may wait. The kernel answers `RTM_GETLINK` while it handles the `send`;
-/// this only keeps a wedged socket from hanging the caller.
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
-/// The receive buffer. One interface's `RTM_NEWLINK` without VF information (not requested) is
-/// 1-2 KiB; a datagram larger than this buffer is an error, not silently cut.
-const RECV_BUF: usize = 64 * 1024;
 
 /// Queries interface `name` in the current network namespace (RTM_GETLINK by name, plus the
 /// ethtool ioctl on a socket of this namespace). A clear error naming the interface if it does
@@ -133,36 +127,12 @@ fn getlink(name: &str) -> Result<LinkInfo> {
     socket
         .bind_auto()
         .context("binding the NETLINK_ROUTE socket")?;
-    set_recv_timeout(&socket, RECV_TIMEOUT)?;
-    let sent = socket
-        .send(&request, 0)
-        .with_context(|| format!("sending RTM_GETLINK for `{name}`"))?;
-    if sent != request.len() {
-        bail!(
-            "sending RTM_GETLINK for `{name}`: sent {sent} of {} bytes",
-            request.len()
-        );
-    }
-    let mut buf = Vec::with_capacity(RECV_BUF);
+    netlink::set_recv_timeout(&socket)?;
+    let what = format!("RTM_GETLINK for `{name}`");
+    netlink::send(&socket, &request, &what)?;
+    let mut buf = Vec::with_capacity(netlink::RECV_BUF);
     loop {
-        buf.clear();
-        let n = match socket.recv(&mut buf, libc::MSG_TRUNC) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                bail!("the kernel sent no RTM_GETLINK reply for `{name}` within {RECV_TIMEOUT:?}")
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("receiving RTM_GETLINK for `{name}`"));
-            }
-        };
-        if n > buf.len() {
-            bail!(
-                "the RTM_GETLINK reply for `{name}` ({n} bytes) did not fit the {} byte buffer",
-                buf.capacity()
-            );
-        }
-        let reply = parse_reply(&buf[..n], SEQ)
+        let reply = parse_reply(netlink::recv(&socket, &mut buf, &what)?, SEQ)
             .with_context(|| format!("decoding the RTM_GETLINK reply for `{name}`"))?;
         match reply {
             None => {}
@@ -263,7 +233,7 @@ enum Reply {
 /// Parses one datagram of the reply to request `seq`. `None` if it held no answer (only
 /// `NLMSG_NOOP`s). A malformed or unexpected message is an error; nothing here panics.
 fn parse_reply(buf: &[u8], seq: u32) -> Result<Option<Reply>> {
-    for message in crate::netlink::messages::<RawRoute>(buf, seq) {
+    for message in netlink::messages::<RawRoute>(buf, seq) {
         let (_, message) = message?;
         let header = message.header;
         match message.payload {
