@@ -6,6 +6,7 @@
 #   - rustup toolchains: 1.98.0 (+clippy, rustfmt) for userspace and
 #     nightly-2026-07-01 (+rust-src) for the eBPF programs
 #   - bpf-linker 0.10.1
+#   - cargo-deb 3.8.0 (`cargo xtask deb` builds the .deb with it)
 #   - bpffs mounted at /sys/fs/bpf
 #
 # Keep the versions in step with rust-toolchain.toml and lockdown-user/build.rs.
@@ -16,7 +17,9 @@ USER_COMPONENTS=(clippy rustfmt)
 EBPF_TOOLCHAIN="nightly-2026-07-01"
 EBPF_COMPONENTS=(rust-src)
 BPF_LINKER_VERSION="0.10.1"
-APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd)
+CARGO_DEB_VERSION="3.8.0"
+APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd
+    dpkg-dev man-db bash-completion openssh-server openssh-client fail2ban)
 APT_OPTIONAL=(bpftool)
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,9 +57,22 @@ apt_update_once() {
         apt_updated=1
     fi
 }
+# Daemons in these packages (sshd, fail2ban) must not start on the host: the tests run their own,
+# inside network namespaces. policy-rc.d answering 101 forbids every start during the install.
 apt_install() {
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        ours=1
+    fi
+    local rc=0
     as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "$@"
+        apt-get install -y -qq --no-install-recommends "$@" || rc=$?
+    if [[ $ours -eq 1 ]]; then
+        as_root rm -f "$policy"
+    fi
+    return "$rc"
 }
 
 missing=()
@@ -129,24 +145,33 @@ ensure_toolchain() { # toolchain components...
 ensure_toolchain "$USER_TOOLCHAIN" "${USER_COMPONENTS[@]}"
 ensure_toolchain "$EBPF_TOOLCHAIN" "${EBPF_COMPONENTS[@]}"
 
-# ----------------------------------------------------------------- bpf-linker
-have_linker=""
-if command -v bpf-linker >/dev/null 2>&1; then
-    have_linker="$(bpf-linker --version 2>/dev/null | awk '{print $2}' || true)"
-fi
-if [[ "$have_linker" == "$BPF_LINKER_VERSION" ]]; then
-    step "bpf-linker $BPF_LINKER_VERSION: already present"
-else
-    if [[ -n "$have_linker" ]]; then
-        note "found bpf-linker ${have_linker}, need ${BPF_LINKER_VERSION}"
+# ------------------------------------------------- cargo tools: bpf-linker, cargo-deb
+# The version a tool reports: the last word of `TOOL --version` (`bpf-linker 0.10.1`,
+# `cargo-deb 3.8.0`), or nothing when it is not installed.
+tool_version() {
+    command -v "$1" >/dev/null 2>&1 || return 0
+    "$1" --version 2>/dev/null | awk '{print $NF}' || true
+}
+
+ensure_cargo_tool() { # crate version what-it-costs
+    local have
+    have="$(tool_version "$1")"
+    if [[ "$have" == "$2" ]]; then
+        step "$1 $2: already present"
+        return
     fi
-    step "cargo +$USER_TOOLCHAIN install bpf-linker@$BPF_LINKER_VERSION --locked --force (about 80 s)"
+    if [[ -n "$have" ]]; then
+        note "found $1 ${have}, need $2"
+    fi
+    step "cargo +$USER_TOOLCHAIN install $1@$2 --locked --force ($3)"
     # Run outside the repo so the workspace's rust-toolchain.toml plays no part.
-    (cd / && cargo "+$USER_TOOLCHAIN" install "bpf-linker@$BPF_LINKER_VERSION" --locked --force)
-    got="$(bpf-linker --version | awk '{print $2}')"
-    [[ "$got" == "$BPF_LINKER_VERSION" ]] ||
-        die "bpf-linker --version reports '$got' after install, expected $BPF_LINKER_VERSION"
-fi
+    (cd / && cargo "+$USER_TOOLCHAIN" install "$1@$2" --locked --force)
+    have="$(tool_version "$1")"
+    [[ "$have" == "$2" ]] || die "$1 --version reports '$have' after install, expected $2"
+}
+
+ensure_cargo_tool bpf-linker "$BPF_LINKER_VERSION" "about 80 s"
+ensure_cargo_tool cargo-deb "$CARGO_DEB_VERSION" "about 2 min"
 
 # ---------------------------------------------------------------------- bpffs
 if mountpoint -q /sys/fs/bpf; then

@@ -76,10 +76,14 @@ pub const HIGH_WATER: &str = "LD_HIGH_WATER";
 /// How often a foreground `run` counts the flow tables to keep [`HIGH_WATER`] current.
 pub const HIGH_WATER_SAMPLE_SECS: u64 = 10;
 
+/// SHA-256 of the eBPF object whose programs are attached (array of one `[u8; 32]`), written by
+/// the loader when it attaches or replaces them; all zeros until then. Only the loader uses it.
+pub const BUILD: &str = "LD_BUILD";
+
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     FLOWS4, FLOWS6, CLOSING4, CLOSING6, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS,
-    LOG_WINDOW, HIGH_WATER,
+    LOG_WINDOW, HIGH_WATER, BUILD,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).

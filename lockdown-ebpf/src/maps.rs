@@ -62,6 +62,10 @@ pub static LOG_WINDOW: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1,
 #[map(name = "LD_HIGH_WATER")]
 pub static HIGH_WATER: Array<u32> = Array::with_max_entries(4, 0);
 
+/// Written and read by the loader only (see `lockdown_common::maps::BUILD`).
+#[map(name = "LD_BUILD")]
+pub static BUILD: Array<[u8; 32]> = Array::with_max_entries(1, 0);
+
 /// Keeps `CidrKey`'s layout and the trie's key in step (`MapTables::cidr_match` relies on it).
 const _: () = assert!(size_of::<CidrKey>() == size_of::<aya_ebpf::maps::lpm_trie::Key<[u8; 20]>>());
 const _: () = assert!(core::mem::offset_of!(CidrKey, family) == 4);

@@ -244,6 +244,7 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
         .context("XDP link is not a bpf_link")?;
     link.pin(dir.link_ingress())
         .context("pinning the ingress link")?;
+    crate::build_id::record(&mut ebpf)?;
     Ok(ebpf)
 }
 
@@ -301,6 +302,10 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             migrate::abandon(dir, &plan);
             return Err(e);
         }
+    }
+    // The programs are this binary's now, whatever the record said before.
+    if let Err(e) = crate::build_id::record(&mut ebpf) {
+        log::warn!("{}: recording the programs' build: {e:#}", opts.iface);
     }
     crate::confirm::clear_pending(&opts.iface)?;
     Ok(ebpf)

@@ -180,6 +180,26 @@ pub fn apply(opts: &mut UpOptions, o: &Overrides) -> Result<()> {
     Ok(())
 }
 
+/// Marks an error in the configuration or the options (as opposed to one applying them), so that
+/// the process exits with [`EXIT_CONFIG`] and a supervisor does not retry what cannot succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Invalid(anyhow::Error);
+
+/// Exit status for [`Invalid`]: `EX_CONFIG` of sysexits.h. The systemd units name it in
+/// `RestartPreventExitStatus=`.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Wraps an options error as [`Invalid`].
+pub fn invalid(e: anyhow::Error) -> anyhow::Error {
+    Invalid(e).into()
+}
+
+/// Whether `e` (or an error it wraps) is an [`Invalid`] configuration.
+pub fn is_invalid(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Invalid>())
+}
+
 /// Reads and validates a configuration file. Error messages start with the path.
 pub fn load(path: &Path) -> Result<FileConfig> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -210,7 +230,9 @@ struct RawFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInterface {
-    name: Spanned<String>,
+    /// Optional here so that a missing name gets its own message (the packaged example leaves it
+    /// for the operator to fill in).
+    name: Option<Spanned<String>>,
     mode: Option<Mode>,
     max_flows: Option<Spanned<i64>>,
     monitor: Option<bool>,
@@ -361,14 +383,23 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
     let mut interfaces = Vec::new();
     for (i, iface) in raw.interface.iter().enumerate() {
         let path = format!("interface[{i}]");
+        let table = iface.span();
         let iface = iface.get_ref();
-        let name = iface.name.get_ref().as_str();
+        let Some(name_sp) = &iface.name else {
+            errors.push(src.message(
+                table,
+                &path,
+                "has no `name`: set it to the external interface to lock down (`ip -br link` lists them)",
+            ));
+            continue;
+        };
+        let name = name_sp.get_ref().as_str();
         let name_key = format!("{path}.name");
         if let Err(msg) = check_name(name) {
-            errors.push(src.message(iface.name.span(), &name_key, msg));
-        } else if let Some(line) = seen.insert(name, src.line(iface.name.span().start)) {
+            errors.push(src.message(name_sp.span(), &name_key, msg));
+        } else if let Some(line) = seen.insert(name, src.line(name_sp.span().start)) {
             errors.push(src.message(
-                iface.name.span(),
+                name_sp.span(),
                 &name_key,
                 format_args!("interface {name:?} is already configured at line {line}"),
             ));
@@ -579,13 +610,36 @@ name = "wg0"
         assert!(!wg0.given.max_flows);
     }
 
+    /// The packaged example, with the interface name the operator must fill in set to eth0.
+    fn packaged_filled_in() -> String {
+        let text = include_str!("../../packaging/lockdown.toml");
+        assert!(
+            text.contains("\n# name = \"eth0\"\n"),
+            "the example's name line moved"
+        );
+        text.replace("\n# name = \"eth0\"\n", "\nname = \"eth0\"\n")
+    }
+
     #[test]
-    fn the_packaged_example_is_valid() {
-        let f = parse(
-            include_str!("../../packaging/lockdown.toml"),
-            "packaging/lockdown.toml",
-        )
-        .unwrap();
+    fn the_packaged_example_wants_an_interface_name() {
+        let text = include_str!("../../packaging/lockdown.toml");
+        let line = text
+            .lines()
+            .position(|l| l == "[[interface]]")
+            .expect("the example has an [[interface]] table")
+            + 1;
+        let e = err(text);
+        assert_eq!(
+            e,
+            format!(
+                "lockdown.toml:{line}: interface[0]: has no `name`: set it to the external interface to lock down (`ip -br link` lists them)"
+            )
+        );
+    }
+
+    #[test]
+    fn the_packaged_example_is_valid_once_named() {
+        let f = parse(&packaged_filled_in(), "packaging/lockdown.toml").unwrap();
         let o = f.interface(None).unwrap();
         assert_eq!(o.iface, "eth0");
         assert_eq!(rules(&o), ["tcp/22"]);
@@ -681,7 +735,8 @@ name = "wg0"
         );
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\n[[interface]]\nmode = \"skb\"\n"),
-            "lockdown.toml:3: interface[1]: missing field `name`"
+            "lockdown.toml:3: interface[1]: has no `name`: set it to the external interface to lock \
+             down (`ip -br link` lists them)"
         );
         let e = err("[[interface]]\nname = \"eth0\"\nallow = [\"tcp/22\"\n");
         assert!(e.starts_with("lockdown.toml:3"), "{e}");

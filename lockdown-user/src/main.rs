@@ -20,7 +20,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lockdown: error: {e:#}");
-            ExitCode::FAILURE
+            if lockdown_user::config_file::is_invalid(&e) {
+                ExitCode::from(lockdown_user::config_file::EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -15,6 +15,13 @@ use crate::{flowmaps::Occupancy, handles::Handles, pins::PinDir};
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub interface: String,
+    /// SHA-256 of the eBPF object whose programs are attached, as recorded when they were
+    /// (`None`: attached by a release that did not record it).
+    pub programs_sha256: Option<String>,
+    /// SHA-256 of the eBPF object this binary embeds.
+    pub binary_sha256: String,
+    /// The attached programs are not this binary's: `up --replace` loads them.
+    pub replace_due: bool,
     pub mode: String,
     pub monitor: bool,
     /// Whether dropped-packet events are being written (a `lockdown log` reader runs).
@@ -48,6 +55,21 @@ pub struct Status {
 
 /// The status of one interface; counter rates are measured over `interval` (none if zero).
 pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
+    // An earlier release's pins (another layout) are read only after `up --replace` upgrades them.
+    let missing: Vec<&str> = lockdown_common::maps::ALL
+        .into_iter()
+        .filter(|n| *n != lockdown_common::maps::BUILD && !dir.map(n).exists())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} was locked down by an earlier release (its pins lack {}): its filter keeps \
+             enforcing; `lockdown up --replace --iface {}` loads this binary's programs and \
+             upgrades the pins",
+            dir.iface,
+            missing.join(", "),
+            dir.iface
+        );
+    }
     let mut handles = Handles::open(dir)?;
     let config = handles.read_config()?;
     let live = handles.live_flows(crate::clock_ns())?;
@@ -90,7 +112,12 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .iter()
         .filter_map(|(name, _)| t.field_mut(name).map(|v| (*name, *v)))
         .collect();
+    let programs = crate::build_id::running(dir)?;
+    let binary = crate::build_id::object_sha256();
     Ok(Status {
+        programs_sha256: programs.as_ref().map(crate::build_id::hex),
+        binary_sha256: crate::build_id::hex(binary),
+        replace_due: programs.as_ref() != Some(binary),
         timeouts,
         interface: dir.iface.clone(),
         mode: match config.attach_mode {

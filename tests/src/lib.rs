@@ -8,3 +8,4 @@ pub mod model;
 pub mod netns;
 pub mod packets;
 pub mod testrun;
+pub mod units;

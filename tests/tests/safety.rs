@@ -758,6 +758,17 @@ fn replace_under_traffic(tag: &str, first: First) {
 
     let before = w.status();
     w.upgraded();
+    // This release's `status` says whether the running programs are its own: the previous
+    // release's pins are another layout, which it names along with the fix.
+    if first == First::PreviousRelease {
+        w.ld.refuse(
+            &["status", "--iface", ORIGIN_IF],
+            &["earlier release", "lockdown up --replace --iface"],
+        );
+    } else {
+        let due = w.status();
+        assert_eq!(due["replace_due"], false, "before the replace: {due}");
+    }
     let ids_before = w.link_ids();
     let stop = AtomicBool::new(false);
     let exchanged = AtomicUsize::new(0);
@@ -911,6 +922,11 @@ fn replace_under_traffic(tag: &str, first: First) {
         "segments had to be retransmitted (peer, origin) across `up --replace`: a packet was lost"
     );
     let after = w.status();
+    assert_eq!(after["replace_due"], false, "after the replace: {after}");
+    assert_eq!(
+        after["programs_sha256"], after["binary_sha256"],
+        "after the replace, the programs are this binary's"
+    );
     let d = |name: &str| {
         before["counters"][name]
             .as_u64()
@@ -1749,14 +1765,35 @@ fn check_config_accepts_a_valid_file_and_touches_nothing() {
     assert!(pin_root_empty(&w.ld), "check-config created pins");
     w.assert_not_locked("after check-config");
 
-    // The packaged example is valid too.
+    // The packaged example leaves the interface to the operator: refused as a configuration
+    // error (exit 78, which the units do not retry) until it is set, then valid.
     let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/lockdown.toml");
-    let out = w.must(&["check-config", packaged.to_str().expect("UTF-8 path")]);
+    let text = fs::read_to_string(&packaged).expect("reading packaging/lockdown.toml");
+    let as_shipped = TempFile::new("cfg-check", "shipped.toml", &text);
+    for args in [
+        vec!["check-config", as_shipped.path()],
+        vec!["run", "--config", as_shipped.path()],
+    ] {
+        let out = w.ld.refuse(&args, &["has no `name`", "ip -br link"]);
+        assert_eq!(out.status.code(), Some(78), "`{}`: {out}", args.join(" "));
+    }
+    let named = TempFile::new(
+        "cfg-check",
+        "named.toml",
+        &text.replace("\n# name = \"eth0\"\n", "\nname = \"eth0\"\n"),
+    );
+    let out = w.must(&["check-config", named.path(), "--iface", "eth0"]);
     assert!(
         out.stdout.contains("OK"),
-        "check-config on the packaged file: {out}"
+        "check-config on the packaged file with its name set: {out}"
     );
+    let out = w.ld.refuse(
+        &["check-config", named.path(), "--iface", "eth1"],
+        &["does not configure interface \"eth1\""],
+    );
+    assert_eq!(out.status.code(), Some(78), "{out}");
     assert!(pin_root_empty(&w.ld), "check-config created pins");
+    w.assert_not_locked("after check-config");
 }
 
 #[test]
@@ -1911,4 +1948,51 @@ fn lockout_guard_respects_source_cidrs() {
             w.assert_not_locked(&format!("a refused up (from = {from})"));
         }
     }
+}
+
+#[test]
+fn status_says_when_up_replace_is_due() {
+    use aya::maps::{Array, Map, MapData};
+
+    let w = World::new("build-due").origin_echo(&[SSH]);
+    w.up(&[]);
+    let s = w.status();
+    assert_eq!(s["replace_due"], false, "{s}");
+    let own = s["binary_sha256"]
+        .as_str()
+        .expect("binary_sha256")
+        .to_owned();
+    assert_eq!(
+        s["programs_sha256"],
+        own.as_str(),
+        "up records its programs' hash"
+    );
+    assert!(
+        w.ld.must(&["--version"]).stdout.contains(&own),
+        "--version names the same hash"
+    );
+
+    // Programs of another build (as after a package upgrade): the record differs from the binary.
+    let path = w.ld.pin_dir().join(lockdown_common::maps::BUILD);
+    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut map: Array<MapData, [u8; 32]> = Map::from_map_data(data)
+        .expect("a map")
+        .try_into()
+        .expect("LD_BUILD is an array");
+    map.set(0, &[0xab; 32], 0).expect("writing LD_BUILD");
+    let s = w.status();
+    assert_eq!(s["replace_due"], true, "{s}");
+    assert_eq!(s["programs_sha256"], "ab".repeat(32).as_str(), "{s}");
+    let text = w.must(&["status", "--iface", ORIGIN_IF, "--interval", "0"]);
+    assert!(
+        text.stdout.contains(&format!(
+            "this binary's is {own}: `lockdown up --replace --iface {ORIGIN_IF}` loads it"
+        )),
+        "status should say a replace is due: {text}"
+    );
+
+    w.must(&["up", "--replace", "--iface", ORIGIN_IF]);
+    let s = w.status();
+    assert_eq!(s["replace_due"], false, "after up --replace: {s}");
+    assert_eq!(s["programs_sha256"], own.as_str(), "{s}");
 }

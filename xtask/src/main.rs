@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod ci;
+mod deb;
 mod demo;
 mod lint;
 mod previous;
@@ -48,13 +49,22 @@ enum Task {
     Run(run::Options),
     /// Run the full test suite (needs root).
     ///
-    /// Mounts bpffs if needed, builds lockdown and the previous release (from its commit, for the
-    /// upgrade tests: `LOCKDOWN_PREVIOUS_BIN`), runs the host unit tests
+    /// Mounts bpffs if needed, builds lockdown, the previous release (from its commit, for the
+    /// upgrade tests: `LOCKDOWN_PREVIOUS_BIN`) and the Debian package (`cargo xtask deb`, for the
+    /// package tests, which install and purge it: `LOCKDOWN_DEB`), runs the host unit tests
     /// (`cargo test --workspace --exclude lockdown-ebpf --exclude lockdown-tests`), then the
     /// kernel-state integration tests one at a time
     /// (`cargo test -p lockdown-tests -- --test-threads=1`). Arguments after `--` go to the
     /// integration test harness, e.g. a test name filter.
     Test(test::Options),
+    /// Build the Debian package: target/debian/lockdown_<version>_<arch>.deb.
+    ///
+    /// Builds the release binary, writes its man pages and bash/zsh/fish completions with the
+    /// hidden `lockdown generate` (from the same clap definitions as --help), then runs cargo-deb
+    /// (installed by scripts/setup.sh) with lockdown-user's [package.metadata.deb]: /usr/sbin/
+    /// lockdown, both systemd units, /etc/lockdown/lockdown.toml as a conffile, the man pages, the
+    /// completions and the maintainer scripts of packaging/debian/.
+    Deb,
     /// Check formatting and run clippy with warnings denied.
     ///
     /// Runs `cargo fmt --all -- --check` and
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
         Task::Build(opts) => build::run(&opts),
         Task::Run(opts) => run::run(opts),
         Task::Test(opts) => test::run(&opts),
+        Task::Deb => deb::run(),
         Task::Lint => lint::run(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Ci => ci::run(),

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use clap::Parser;
 
 use crate::{
-    previous,
+    deb, previous,
     util::{build_lockdown, cargo, ensure_bpffs, exec, require_root},
 };
 
@@ -23,6 +23,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     println!("==> building lockdown (the integration tests run it)");
     let bin = build_lockdown(false)?;
     let previous = previous::build()?;
+    let package = deb::build()?;
 
     println!("==> host unit tests");
     exec(cargo().args([
@@ -40,7 +41,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .args(["test", "-p", "lockdown-tests", "--", "--test-threads=1"])
             .args(&opts.args)
             .env("LOCKDOWN_BIN", bin)
-            .env("LOCKDOWN_PREVIOUS_BIN", previous),
+            .env("LOCKDOWN_PREVIOUS_BIN", previous)
+            .env("LOCKDOWN_DEB", package),
     )?;
 
     println!("==> all tests passed");

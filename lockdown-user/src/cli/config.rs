@@ -12,11 +12,17 @@ use lockdown_user::{config_file, import};
 pub struct CheckConfig {
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Also require that the file configures this interface (as `run --iface IF` will).
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
 }
 
 impl CheckConfig {
     pub fn run(self) -> Result<()> {
-        let file = config_file::load(&self.file)?;
+        let file = config_file::load(&self.file).map_err(config_file::invalid)?;
+        if let Some(iface) = &self.iface {
+            file.interface(Some(iface)).map_err(config_file::invalid)?;
+        }
         for o in file.interfaces() {
             println!(
                 "{}: {} ({} XDP, {} flows{}): allow {}",

@@ -6,6 +6,7 @@ mod confirm;
 mod down;
 mod exporter;
 mod flows;
+mod generate;
 mod log;
 mod run;
 mod status;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 /// Every verb but check-config and import-iptables needs root (or CAP_BPF and CAP_NET_ADMIN).
 /// State lives in bpffs under /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
 #[derive(Debug, Parser)]
-#[command(name = "lockdown", version, about, long_about)]
+#[command(name = "lockdown", version = lockdown_user::build_id::version(), about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +44,8 @@ enum Command {
     Exporter(exporter::Exporter),
     #[command(hide = true)]
     Watchdog(confirm::Watchdog),
+    #[command(hide = true)]
+    Generate(generate::Generate),
 }
 
 impl Cli {
@@ -50,7 +53,7 @@ impl Cli {
         // Reading and translating files needs no privilege.
         if !matches!(
             self.command,
-            Command::CheckConfig(_) | Command::ImportIptables(_)
+            Command::CheckConfig(_) | Command::ImportIptables(_) | Command::Generate(_)
         ) {
             lockdown_user::caps::require()?;
         }
@@ -67,6 +70,7 @@ impl Cli {
             Command::Log(a) => a.run(),
             Command::Exporter(a) => a.run(),
             Command::Watchdog(a) => a.run(),
+            Command::Generate(a) => a.run(),
         }
     }
 }

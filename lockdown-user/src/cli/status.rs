@@ -58,6 +58,17 @@ fn print_status(s: &report::Status) {
         s.mode,
         if s.monitor { "monitor" } else { "enforce" }
     );
+    match (&s.programs_sha256, s.replace_due) {
+        (Some(h), false) => println!("programs   sha256 {h} (this binary's)"),
+        (Some(h), true) => println!(
+            "programs   sha256 {h}; this binary's is {}: `lockdown up --replace --iface {}` loads it",
+            s.binary_sha256, s.interface
+        ),
+        (None, _) => println!(
+            "programs   attached by an earlier release (no build recorded): `lockdown up --replace --iface {}` loads this binary's",
+            s.interface
+        ),
+    }
     println!("allow      {}", s.allow.join(", "));
     for o in &s.tables {
         println!(

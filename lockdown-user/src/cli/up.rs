@@ -53,6 +53,10 @@ impl UpArgs {
     /// The options: the config file's (or the defaults), then the flags over them. Everything is
     /// validated here, before anything is touched.
     pub fn options(&self) -> Result<UpOptions> {
+        self.try_options().map_err(config_file::invalid)
+    }
+
+    fn try_options(&self) -> Result<UpOptions> {
         let mut opts = match &self.config {
             Some(path) => config_file::load(path)?.interface(self.iface.as_deref())?,
             None => {
