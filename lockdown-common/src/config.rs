@@ -119,6 +119,14 @@ pub const FLAG_PASS_RA: u32 = 1 << 2;
 /// Write dropped-packet events: set while a `lockdown log` reader runs, so that nobody pays for
 /// events nobody reads.
 pub const FLAG_LOG: u32 = 1 << 3;
+/// The blocklist has entries: look sources up in [`crate::maps::DENY4`] / [`crate::maps::DENY6`]
+/// (and, with [`FLAG_DENY_NETS`], [`crate::maps::DENY_NETS`]). Kept by the loader.
+pub const FLAG_DENY: u32 = 1 << 4;
+/// The blocklist has prefix entries (shorter than a whole address).
+pub const FLAG_DENY_NETS: u32 = 1 << 5;
+/// The flags that describe the maps' state rather than the policy: a new policy keeps the pinned
+/// values of these.
+pub const STATE_FLAGS: u32 = FLAG_LOG | FLAG_DENY | FLAG_DENY_NETS;
 
 /// The one entry of [`crate::maps::CONFIG`].
 #[repr(C)]

@@ -92,6 +92,10 @@ counters! {
     /// Flow entries the datapath could not write (the kernel refused the insert). An LRU table
     /// that is full evicts its least recently used entry instead; see the tables' high-water marks.
     FlowInsertFailed = "flow_insert_failed", Table;
+    /// The source is on the blocklist (`lockdown deny`).
+    DropDenied = "drop_denied", Drop;
+    /// A new connection beyond its source's rate (`allow add … --rate`).
+    DropRateLimited = "drop_rate_limited", Drop;
 }
 
 impl Counter {

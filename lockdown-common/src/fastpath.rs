@@ -39,6 +39,10 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
     }
     // The rest of the TCP header must be there too, as the full parser requires.
     p.load::<u8>(53)?;
+    // The blocklist first, as on the full path.
+    if crate::deny::denied(t, FAMILY_V4, &v4_addr([h[26], h[27], h[28], h[29]])) {
+        return Some(Counter::DropDenied);
+    }
     let dport = u16::from_be_bytes([h[36], h[37]]);
     let flags = port_flags(t, PROTO_TCP, dport);
     if flags & PORT_ANY_V4 != 0 {
@@ -263,8 +267,12 @@ mod tests {
     #[test]
     fn the_ingress_fast_path_answers_as_the_full_path() {
         let mut decided = 0;
+        let mut denied = 0;
         for frame in frames(true) {
-            for entry in flow_states() {
+            for (entry, deny) in flow_states()
+                .into_iter()
+                .flat_map(|e| deny_states().into_iter().map(move |d| (e, d)))
+            {
                 let mut fast = tables();
                 let port = frame
                     .get(36..38)
@@ -272,12 +280,16 @@ mod tests {
                 if let Some(v) = entry {
                     fast.load_flows([(v.table(), key(port), v)]);
                 }
+                for (net, expires) in deny {
+                    fast.deny_add(crate::deny::DenyNet::parse(net).expect("a CIDR"), expires);
+                }
                 fast.now = NOW;
                 let mut full = fast.clone();
                 let Some(reason) = ingress_tcp4(frame.as_slice(), &mut fast) else {
                     continue;
                 };
                 decided += 1;
+                denied += usize::from(reason == Counter::DropDenied);
                 assert_eq!(
                     reason,
                     full_path(frame.as_slice(), &mut full),
@@ -291,6 +303,19 @@ mod tests {
             }
         }
         assert!(decided > 1000, "the fast path decided only {decided} cases");
+        assert!(denied > 100, "the fast path denied only {denied} cases");
+    }
+
+    /// The blocklists a test starts with: none, the remote address (in force or expired), a
+    /// prefix covering it, and another address.
+    fn deny_states() -> Vec<Vec<(&'static str, u64)>> {
+        vec![
+            vec![],
+            vec![("198.51.100.7", crate::deny::FOREVER)],
+            vec![("198.51.100.7", NOW)],
+            vec![("198.51.100.0/24", NOW + 1)],
+            vec![("198.51.100.8", crate::deny::FOREVER)],
+        ]
     }
 
     #[test]

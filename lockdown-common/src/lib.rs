@@ -10,6 +10,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod deny;
 pub mod events;
 pub mod fastpath;
 pub mod flow;

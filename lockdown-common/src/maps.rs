@@ -76,14 +76,24 @@ pub const HIGH_WATER: &str = "LD_HIGH_WATER";
 /// How often a foreground `run` counts the flow tables to keep [`HIGH_WATER`] current.
 pub const HIGH_WATER_SAMPLE_SECS: u64 = 10;
 
+/// The blocklist's whole IPv4 addresses (hash): the address as a native-order `u32` of its wire
+/// bytes ([`crate::deny::key4`]) → expiry (`CLOCK_MONOTONIC_COARSE` ns, 0 = none).
+pub const DENY4: &str = "LD_DENY4";
+/// The blocklist's whole IPv6 addresses (hash): `[u8; 16]` → expiry.
+pub const DENY6: &str = "LD_DENY6";
+/// The blocklist's prefixes (LPM trie, keyed like [`CIDRS`] with protocol and port 0) → expiry.
+pub const DENY_NETS: &str = "LD_DENY_NETS";
+/// Capacity of each blocklist map.
+pub const MAX_DENY: u32 = 65_536;
+
 /// SHA-256 of the eBPF object whose programs are attached (array of one `[u8; 32]`), written by
 /// the loader when it attaches or replaces them; all zeros until then. Only the loader uses it.
 pub const BUILD: &str = "LD_BUILD";
 
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 17] = [
     FLOWS4, FLOWS6, CLOSING4, CLOSING6, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS,
-    LOG_WINDOW, HIGH_WATER, BUILD,
+    LOG_WINDOW, HIGH_WATER, BUILD, DENY4, DENY6, DENY_NETS,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).

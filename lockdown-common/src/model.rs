@@ -7,11 +7,13 @@
 //! same family, protocol and port has a prefix no longer than the lookup's and its first
 //! `prefix_len - 32` address bits equal the lookup address's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
     config::Config,
+    config::{FLAG_DENY, FLAG_DENY_NETS},
     counters::Counter,
+    deny::DenyNet,
     flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     rules::{AllowRule, CidrKey, CompileError, compile},
     verdict::{self, Decision, Tables},
@@ -30,6 +32,8 @@ pub struct HostTables {
     pub ports: Vec<u64>,
     pub cidrs: BTreeSet<CidrKey>,
     pub frags: HashMap<FragKey, FragValue>,
+    /// The blocklist: each entry with its expiry.
+    pub deny: BTreeMap<DenyNet, u64>,
     pub touched_flows: Vec<(FlowTable, FlowKey)>,
     pub touched_frags: Vec<FragKey>,
     /// The time the next decision runs at (`CLOCK_MONOTONIC_COARSE` ns).
@@ -65,6 +69,7 @@ impl HostTables {
             ports,
             cidrs,
             frags: HashMap::new(),
+            deny: BTreeMap::new(),
             touched_flows: Vec::new(),
             touched_frags: Vec::new(),
             now: 0,
@@ -103,6 +108,15 @@ impl HostTables {
         FlowTable::ALL
             .into_iter()
             .flat_map(move |t| self.table(t).iter().map(move |(k, v)| (t, *k, *v)))
+    }
+
+    /// Adds (or replaces) a blocklist entry and sets the flags the loader would.
+    pub fn deny_add(&mut self, net: DenyNet, expires_ns: u64) {
+        self.config.flags |= FLAG_DENY;
+        if !net.is_host() {
+            self.config.flags |= FLAG_DENY_NETS;
+        }
+        self.deny.insert(net, expires_ns);
     }
 
     /// Decides an inbound frame, as the XDP program does.
@@ -165,6 +179,28 @@ impl Tables for HostTables {
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
         self.touched_frags.push(*key);
         self.frags.insert(*key, *value);
+    }
+
+    fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64> {
+        let host = DenyNet {
+            family,
+            prefix_len: if family == crate::flow::FAMILY_V4 {
+                32
+            } else {
+                128
+            },
+            addr: *src,
+        };
+        self.deny.get(&host).copied()
+    }
+
+    fn deny_net(&self, key: &CidrKey) -> Option<u64> {
+        let addr = crate::flow::ip_addr(key.family, &key.addr);
+        self.deny
+            .iter()
+            .filter(|(n, _)| !n.is_host() && n.contains(addr))
+            .max_by_key(|(n, _)| n.prefix_len)
+            .map(|(_, e)| *e)
     }
 
     fn now(&mut self) -> u64 {

@@ -35,6 +35,10 @@ pub trait Tables {
     fn cidr_match(&self, key: &crate::rules::CidrKey) -> bool;
     fn frag_get(&self, key: &FragKey) -> Option<FragValue>;
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue);
+    /// The expiry of the blocklist's whole-address entry for `src`, if any.
+    fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64>;
+    /// The expiry of the longest blocklist prefix covering `key`'s address, if any.
+    fn deny_net(&self, key: &crate::rules::CidrKey) -> Option<u64>;
     /// The time (`CLOCK_MONOTONIC_COARSE` ns), read only on the paths that need it: a connection request
     /// to a closed port is decided without it.
     fn now(&mut self) -> u64;
@@ -77,6 +81,10 @@ pub(crate) fn full_path<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T
         Ok(None) => return Counter::PassNonIp,
         Err(c) => return c,
     };
+    // The blocklist before anything else, established flows and fragments included.
+    if crate::deny::denied(t, ip.family, &ip.src) {
+        return Counter::DropDenied;
+    }
     if ip.frag == Frag::Later {
         return later_fragment(t, ip);
     }

@@ -11,7 +11,8 @@ use lockdown_common::{
     events::LogWindow,
     flow::{FlowKey, FlowKey4, FlowValue, FragKey, FragValue},
     maps::{
-        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_FRAGS, MAX_RULES, closing_capacity,
+        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_DENY, MAX_FRAGS, MAX_RULES,
+        closing_capacity,
     },
     rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
 };
@@ -38,6 +39,16 @@ pub static PORTS: Array<u64> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
 /// The trie key without its prefix length, which `LpmTrie` adds.
 #[map(name = "LD_CIDRS")]
 pub static CIDRS: LpmTrie<[u8; 20], u8> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
+
+/// The blocklist (see `lockdown_common::deny`): whole addresses, then prefixes.
+#[map(name = "LD_DENY4")]
+pub static DENY4: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DENY, 0);
+
+#[map(name = "LD_DENY6")]
+pub static DENY6: HashMap<[u8; 16], u64> = HashMap::with_max_entries(MAX_DENY, 0);
+
+#[map(name = "LD_DENY_NETS")]
+pub static DENY_NETS: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(MAX_DENY, 0);
 
 #[map(name = "LD_RULES")]
 pub static RULES: HashMap<AllowRule, u8> = HashMap::with_max_entries(MAX_RULES, 0);

@@ -9,7 +9,10 @@ use lockdown_common::{
     verdict::Tables,
 };
 
-use crate::maps::{CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, FLOWS4, FLOWS6, FRAGS, PORTS};
+use crate::maps::{
+    CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, DENY_NETS, DENY4, DENY6, FLOWS4, FLOWS6, FRAGS,
+    PORTS,
+};
 
 pub struct MapTables {
     config: &'static Config,
@@ -97,6 +100,25 @@ impl Tables for MapTables {
     #[inline(always)]
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue) {
         let _ = FRAGS.insert(key, value, 0);
+    }
+
+    #[inline(always)]
+    fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64> {
+        // SAFETY: as for `frag_get`: the value is copied out at once.
+        unsafe {
+            if family == FAMILY_V4 {
+                DENY4.get(&lockdown_common::deny::key4(src)).copied()
+            } else {
+                DENY6.get(src).copied()
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn deny_net(&self, key: &CidrKey) -> Option<u64> {
+        // SAFETY: as in `cidr_match`.
+        let key = unsafe { &*core::ptr::from_ref(key).cast::<Key<[u8; 20]>>() };
+        DENY_NETS.get(key).copied()
     }
 
     #[inline(always)]

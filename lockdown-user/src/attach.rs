@@ -13,7 +13,7 @@ use aya::{
     },
 };
 use lockdown_common::{
-    config::{ATTACH_NATIVE, ATTACH_SKB, Config},
+    config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
     maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
@@ -326,6 +326,7 @@ fn replace_staged(
         handles.write_config(&Config {
             ifindex: old.ifindex,
             attach_mode: old.attach_mode,
+            flags: opts.config.flags & !STATE_FLAGS | old.flags & STATE_FLAGS,
             ..opts.config
         })?;
     }

@@ -1,6 +1,7 @@
 //! The lockdown loader as a library: the `lockdown` CLI and the integration tests share it.
 
 pub mod attach;
+pub mod blocklist;
 pub mod build_id;
 pub mod caps;
 pub mod config_file;

@@ -3,6 +3,7 @@
 mod allow;
 mod config;
 mod confirm;
+mod deny;
 mod down;
 mod exporter;
 mod flows;
@@ -35,6 +36,8 @@ enum Command {
     Run(run::Run),
     #[command(subcommand)]
     Allow(allow::Allow),
+    #[command(subcommand)]
+    Deny(deny::Deny),
     Status(status::StatusArgs),
     Confirm(confirm::Confirm),
     CheckConfig(config::CheckConfig),
@@ -62,6 +65,7 @@ impl Cli {
             Command::Down(a) => a.run(),
             Command::Run(a) => a.run(),
             Command::Allow(a) => a.run(),
+            Command::Deny(a) => a.run(),
             Command::Status(a) => a.run(),
             Command::Confirm(a) => a.run(),
             Command::CheckConfig(a) => a.run(),

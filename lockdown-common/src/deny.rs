@@ -1,0 +1,229 @@
+//! Layer 0: the blocklist. A denied source is dropped before anything else looks at the packet,
+//! established flows included, as a fail2ban ban is. Entries carry their expiry and the datapath
+//! enforces it: an entry stops matching the moment it expires, and userspace reaps it later.
+//!
+//! Three maps: exact IPv4 and IPv6 addresses in hash maps (the fail2ban case: one lookup), and
+//! shorter prefixes in an LPM trie keyed like the allowlist's source trie ([`CidrKey`] with
+//! protocol and port 0). Config flags say which are in use, so an origin without a blocklist
+//! pays nothing, and one with only addresses pays one hash lookup.
+
+use core::{fmt, net::IpAddr};
+
+use crate::{
+    config::{FLAG_DENY, FLAG_DENY_NETS},
+    flow::{FAMILY_V4, ip_addr},
+    rules::{CidrKey, RuleError, parse_cidr},
+    verdict::Tables,
+};
+
+/// The expiry value of an entry that holds until removed.
+pub const FOREVER: u64 = 0;
+
+/// Whether an entry expiring at `expires_ns` (or [`FOREVER`]) holds at `now`.
+#[inline(always)]
+pub const fn in_force(expires_ns: u64, now: u64) -> bool {
+    expires_ns == FOREVER || now < expires_ns
+}
+
+/// Whether the blocklist denies `src`. The flag test is inlined at the call site; the lookups are
+/// one subprogram in the kernel.
+#[inline(always)]
+pub fn denied<T: Tables + ?Sized>(t: &mut T, family: u8, src: &[u8; 16]) -> bool {
+    t.config().flags & FLAG_DENY != 0 && lookup(t, family, src)
+}
+
+#[inline(never)]
+fn lookup<T: Tables + ?Sized>(t: &mut T, family: u8, src: &[u8; 16]) -> bool {
+    if let Some(expires) = t.deny_exact(family, src)
+        && in_force(expires, t.now())
+    {
+        return true;
+    }
+    if t.config().flags & FLAG_DENY_NETS == 0 {
+        return false;
+    }
+    // The longest prefix covering the source decides.
+    match t.deny_net(&CidrKey::lookup(family, 0, 0, *src)) {
+        Some(expires) => in_force(expires, t.now()),
+        None => false,
+    }
+}
+
+/// The key of the exact IPv4 map: the address's four bytes as they lie in the packet.
+#[inline(always)]
+pub const fn key4(src: &[u8; 16]) -> u32 {
+    u32::from_ne_bytes([src[0], src[1], src[2], src[3]])
+}
+
+/// One blocklist entry as the operator writes it: an address or a CIDR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DenyNet {
+    pub family: u8,
+    pub prefix_len: u8,
+    /// Network address (host bits zero).
+    pub addr: [u8; 16],
+}
+
+impl DenyNet {
+    /// Parses `ADDR` or `ADDR/LEN`, IPv4 or IPv6; host bits are cleared.
+    pub fn parse(s: &str) -> Result<Self, RuleError> {
+        let (family, prefix_len, addr) = parse_cidr(s)?;
+        Ok(Self {
+            family,
+            prefix_len,
+            addr,
+        })
+    }
+
+    /// A whole address: kept in the exact map of its family.
+    pub const fn is_host(&self) -> bool {
+        self.prefix_len == if self.family == FAMILY_V4 { 32 } else { 128 }
+    }
+
+    /// The trie key of a prefix entry.
+    pub const fn net_key(&self) -> CidrKey {
+        CidrKey {
+            prefix_len: CidrKey::HEADER_BITS + self.prefix_len as u32,
+            family: self.family,
+            proto: 0,
+            port_be: [0; 2],
+            addr: self.addr,
+        }
+    }
+
+    /// The entry a trie key stands for.
+    pub fn from_net_key(k: &CidrKey) -> Self {
+        Self {
+            family: k.family,
+            prefix_len: (k.prefix_len.saturating_sub(CidrKey::HEADER_BITS)) as u8,
+            addr: k.addr,
+        }
+    }
+
+    /// Whether `addr` lies in this network.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let (family, mut bytes) = crate::flow::addr_bytes(addr);
+        crate::rules::mask(&mut bytes, self.prefix_len);
+        family == self.family && bytes == self.addr
+    }
+}
+
+impl fmt::Display for DenyNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            ip_addr(self.family, &self.addr),
+            self.prefix_len
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, model::HostTables};
+
+    const NOW: u64 = 5_000_000_000;
+
+    fn tables(entries: &[(&str, u64)]) -> HostTables {
+        let mut t = HostTables::new(Config::DEFAULT, vec![0; 8192], Default::default());
+        for (s, exp) in entries {
+            t.deny_add(DenyNet::parse(s).unwrap(), *exp);
+        }
+        t
+    }
+
+    fn src(s: &str) -> (u8, [u8; 16]) {
+        crate::flow::addr_bytes(s.parse().unwrap())
+    }
+
+    fn is_denied(t: &mut HostTables, s: &str) -> bool {
+        let (family, addr) = src(s);
+        t.now = NOW;
+        denied(t, family, &addr)
+    }
+
+    #[test]
+    fn addresses_and_prefixes_of_both_families() {
+        let mut t = tables(&[
+            ("203.0.113.7", FOREVER),
+            ("198.51.100.0/24", FOREVER),
+            ("2001:db8::1", FOREVER),
+            ("2001:db8:1::/48", FOREVER),
+        ]);
+        for yes in [
+            "203.0.113.7",
+            "198.51.100.200",
+            "2001:db8::1",
+            "2001:db8:1:2::3",
+        ] {
+            assert!(is_denied(&mut t, yes), "{yes} should be denied");
+        }
+        for no in [
+            "203.0.113.8",
+            "198.51.101.1",
+            "2001:db8::2",
+            "2001:db8:2::1",
+            "::ffff:203.0.113.7",
+        ] {
+            assert!(!is_denied(&mut t, no), "{no} should pass");
+        }
+    }
+
+    #[test]
+    fn an_expired_entry_stops_matching_at_once() {
+        let mut t = tables(&[("203.0.113.7", NOW + 1), ("198.51.100.0/24", NOW)]);
+        assert!(is_denied(&mut t, "203.0.113.7"), "one ns before expiry");
+        assert!(!is_denied(&mut t, "198.51.100.9"), "at its expiry");
+        t.deny_add(DenyNet::parse("203.0.113.7").unwrap(), NOW - 1);
+        assert!(!is_denied(&mut t, "203.0.113.7"), "after its expiry");
+    }
+
+    #[test]
+    fn an_expired_address_falls_back_to_a_covering_prefix() {
+        let mut t = tables(&[("203.0.113.7", NOW - 1), ("203.0.113.0/24", FOREVER)]);
+        assert!(is_denied(&mut t, "203.0.113.7"));
+    }
+
+    #[test]
+    fn the_flags_gate_the_lookups() {
+        let mut t = tables(&[("203.0.113.7", FOREVER), ("198.51.100.0/24", FOREVER)]);
+        t.config.flags &= !FLAG_DENY_NETS;
+        assert!(
+            !is_denied(&mut t, "198.51.100.1"),
+            "prefixes unused without FLAG_DENY_NETS"
+        );
+        assert!(is_denied(&mut t, "203.0.113.7"));
+        t.config.flags &= !FLAG_DENY;
+        assert!(
+            !is_denied(&mut t, "203.0.113.7"),
+            "nothing without FLAG_DENY"
+        );
+    }
+
+    #[test]
+    fn parsing_and_display() {
+        let n = DenyNet::parse("198.51.100.77/24").unwrap();
+        assert_eq!(n.to_string(), "198.51.100.0/24");
+        assert!(!n.is_host());
+        assert!(n.contains("198.51.100.1".parse().unwrap()));
+        assert!(!n.contains("198.51.101.1".parse().unwrap()));
+        assert_eq!(DenyNet::from_net_key(&n.net_key()), n);
+        assert!(DenyNet::parse("2001:db8::1").unwrap().is_host());
+        assert_eq!(
+            DenyNet::parse("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        for bad in [
+            "",
+            "300.1.1.1",
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "10.0.0.0/",
+            "x",
+        ] {
+            assert!(DenyNet::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

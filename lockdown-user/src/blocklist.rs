@@ -1,0 +1,189 @@
+//! The pinned blocklist of one interface (see `lockdown_common::deny`): add, remove, list and
+//! reap entries, and keep the config flags that tell the datapath which maps to look in.
+//! Callers hold the pin root's lock, as for every other change to the maps.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{
+    Array, HashMap, Map, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
+use lockdown_common::{
+    config::{Config, FLAG_DENY, FLAG_DENY_NETS},
+    deny::{DenyNet, FOREVER, in_force, key4},
+    flow::FAMILY_V4,
+    maps::{CONFIG, DENY_NETS, DENY4, DENY6, MAX_DENY},
+};
+
+use crate::{handles::is_not_found, pins::PinDir};
+
+/// The blocklist maps of one attachment.
+pub struct Blocklist {
+    iface: String,
+    v4: HashMap<MapData, u32, u64>,
+    v6: HashMap<MapData, [u8; 16], u64>,
+    nets: LpmTrie<MapData, [u8; 20], u64>,
+    config: Array<MapData, Config>,
+}
+
+fn open(dir: &PinDir, name: &str) -> Result<Map> {
+    let path = dir.map(name);
+    if !path.exists() {
+        bail!(
+            "{} was locked down by an earlier release without a blocklist (no {name} pin): \
+             `lockdown up --replace --iface {}` upgrades it",
+            dir.iface,
+            dir.iface
+        );
+    }
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+/// When an entry expiring at `expires` (ns, [`FOREVER`] for none) runs out, seen at `now`.
+pub fn time_left(expires: u64, now: u64) -> Option<Duration> {
+    (expires != FOREVER).then(|| Duration::from_nanos(expires.saturating_sub(now)))
+}
+
+impl Blocklist {
+    pub fn open(dir: &PinDir) -> Result<Self> {
+        Ok(Self {
+            iface: dir.iface.clone(),
+            v4: open(dir, DENY4)?.try_into()?,
+            v6: open(dir, DENY6)?.try_into()?,
+            nets: open(dir, DENY_NETS)?.try_into()?,
+            config: open(dir, CONFIG)?.try_into()?,
+        })
+    }
+
+    /// Every entry with its expiry, expired ones included.
+    pub fn entries(&self) -> Result<BTreeMap<DenyNet, u64>> {
+        let mut out = BTreeMap::new();
+        let read = |e: MapError| anyhow::Error::from(e).context("reading the blocklist");
+        for kv in self.v4.iter() {
+            match kv {
+                Ok((k, v)) => {
+                    let mut addr = [0; 16];
+                    addr[..4].copy_from_slice(&k.to_ne_bytes());
+                    out.insert(host(FAMILY_V4, addr), v);
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(read(e)),
+            }
+        }
+        for kv in self.v6.iter() {
+            match kv {
+                Ok((k, v)) => {
+                    out.insert(host(lockdown_common::flow::FAMILY_V6, k), v);
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(read(e)),
+            }
+        }
+        for kv in self.nets.iter() {
+            match kv {
+                Ok((k, v)) => {
+                    let mut data = [0u8; 24];
+                    data[..4].copy_from_slice(&k.prefix_len().to_ne_bytes());
+                    data[4..].copy_from_slice(&k.data());
+                    let key: lockdown_common::rules::CidrKey = bytemuck::pod_read_unaligned(&data);
+                    out.insert(DenyNet::from_net_key(&key), v);
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(read(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `net` (or replaces its expiry). A full map is an error that names the limit, and
+    /// changes nothing.
+    pub fn add(&mut self, net: &DenyNet, expires: u64) -> Result<()> {
+        let full = |e: MapError| {
+            let limit = matches!(&e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG));
+            if limit {
+                anyhow::anyhow!(
+                    "the blocklist of {} is full ({MAX_DENY} entries of this kind): remove some with `lockdown deny del`",
+                    self.iface
+                )
+            } else {
+                anyhow::Error::from(e).context(format!("adding {net} to the blocklist"))
+            }
+        };
+        let r = if net.family == FAMILY_V4 && net.is_host() {
+            self.v4.insert(&key4(&net.addr), &expires, 0)
+        } else if net.is_host() {
+            self.v6.insert(&net.addr, &expires, 0)
+        } else {
+            let k = net.net_key();
+            self.nets
+                .insert(&Key::new(k.prefix_len, k.data()), &expires, 0)
+        };
+        r.map_err(full)?;
+        self.sync_flags()
+    }
+
+    /// Removes `net`; whether it was there.
+    pub fn remove(&mut self, net: &DenyNet) -> Result<bool> {
+        let r = if net.family == FAMILY_V4 && net.is_host() {
+            self.v4.remove(&key4(&net.addr))
+        } else if net.is_host() {
+            self.v6.remove(&net.addr)
+        } else {
+            let k = net.net_key();
+            self.nets.remove(&Key::new(k.prefix_len, k.data()))
+        };
+        let was = match r {
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(e).with_context(|| format!("removing {net} from the blocklist")),
+        };
+        self.sync_flags()?;
+        Ok(was)
+    }
+
+    /// Removes the entries that expired before `now`; how many.
+    pub fn reap(&mut self, now: u64) -> Result<usize> {
+        let expired: Vec<DenyNet> = self
+            .entries()?
+            .into_iter()
+            .filter(|(_, e)| !in_force(*e, now))
+            .map(|(n, _)| n)
+            .collect();
+        for n in &expired {
+            self.remove(n)?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Sets [`FLAG_DENY`] and [`FLAG_DENY_NETS`] to what the maps hold. Turned on after an
+    /// insert and off after the last removal, so the datapath never skips a live entry.
+    fn sync_flags(&mut self) -> Result<()> {
+        let entries = self.entries()?;
+        let mut flags = 0;
+        if !entries.is_empty() {
+            flags |= FLAG_DENY;
+        }
+        if entries.keys().any(|n| !n.is_host()) {
+            flags |= FLAG_DENY_NETS;
+        }
+        let mut config = self.config.get(&0, 0).context("reading the config map")?;
+        let new = config.flags & !(FLAG_DENY | FLAG_DENY_NETS) | flags;
+        if new != config.flags {
+            config.flags = new;
+            self.config
+                .set(0, &config, 0)
+                .context("writing the config map")?;
+        }
+        Ok(())
+    }
+}
+
+fn host(family: u8, addr: [u8; 16]) -> DenyNet {
+    DenyNet {
+        family,
+        prefix_len: if family == FAMILY_V4 { 32 } else { 128 },
+        addr,
+    }
+}

@@ -1,0 +1,241 @@
+//! The blocklist (`lockdown deny`) on a veth between two namespaces: entries drop everything from
+//! a source, established connections included; timed entries stop matching in the datapath on
+//! their own; bad input changes nothing; the lockout guard; entries survive `up --replace`.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use lockdown_common::deny::DenyNet;
+use lockdown_tests::{
+    cli::{Lockdown, wait_for},
+    netns::{
+        DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, PEER_V4, PEER_V6, Serve, TcpServer,
+        any, exchange, ping, tcp_connect,
+    },
+};
+use lockdown_user::{blocklist::Blocklist, pins::PinDir};
+
+const SSH: u16 = 22;
+
+/// Fields drop in order: servers, then lockdown (down, pin root), then the namespaces.
+struct World {
+    _ssh: TcpServer,
+    ld: Lockdown,
+    pair: NetPair,
+}
+
+impl World {
+    fn new(tag: &str) -> Self {
+        let pair = NetPair::new(tag);
+        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
+        let ssh = TcpServer::start(&pair.origin, any(SSH), Serve::Echo);
+        let w = Self {
+            _ssh: ssh,
+            ld,
+            pair,
+        };
+        w.ld.up(&[]);
+        w
+    }
+
+    fn connects(&self, family: Family) -> bool {
+        let addr = SocketAddr::new(family.origin(), SSH);
+        match tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT) {
+            Ok(mut s) => {
+                exchange(&mut s, b"hello")
+                    .unwrap_or_else(|e| panic!("{addr}: connected, then {e}"));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => false,
+            Err(e) => panic!("connecting to {addr}: {e} (a drop times out)"),
+        }
+    }
+
+    fn list(&self) -> serde_json::Value {
+        let out = self.ld.must(&["deny", "list", "--json"]);
+        serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("deny list --json: {e}: {out}"))
+    }
+
+    /// Every entry in the pinned maps, expired ones included.
+    fn raw_entries(&self) -> Vec<(DenyNet, u64)> {
+        let dir = PinDir::new(&self.ld.pin_root, ORIGIN_IF);
+        Blocklist::open(&dir)
+            .expect("opening the pinned blocklist")
+            .entries()
+            .expect("reading the blocklist")
+            .into_iter()
+            .collect()
+    }
+}
+
+#[test]
+fn a_denied_source_is_cut_off_established_connections_included() {
+    let w = World::new("deny-cut");
+    let addr = SocketAddr::new(Family::V4.origin(), SSH);
+    let mut open = tcp_connect(&w.pair.peer, addr, OK_TIMEOUT).expect("connecting before the ban");
+    exchange(&mut open, b"before").expect("exchanging before the ban");
+    let before = w.ld.counter("drop_denied");
+
+    w.ld.must(&["deny", "add", &PEER_V4.to_string()]);
+    assert!(!w.connects(Family::V4), "a denied IPv4 source connected");
+    assert!(
+        w.connects(Family::V6),
+        "the same peer's IPv6 address is not denied"
+    );
+    assert!(
+        !ping(&w.pair.peer, Family::V4.origin()),
+        "a denied source's ping was answered"
+    );
+    open.set_read_timeout(Some(DROP_TIMEOUT))
+        .expect("a read timeout");
+    assert!(
+        exchange(&mut open, b"after").is_err(),
+        "the established connection of a denied source still carries data"
+    );
+    assert!(
+        w.ld.counter("drop_denied") > before,
+        "drop_denied did not count"
+    );
+    let list = w.list();
+    assert_eq!(
+        list,
+        serde_json::json!([{"cidr": format!("{PEER_V4}/32"), "expires_in_secs": null}])
+    );
+
+    // IPv6 by prefix; then both removed.
+    w.ld.must(&["deny", "add", "fd00:231::/64"]);
+    assert!(
+        !w.connects(Family::V6),
+        "a source in a denied IPv6 prefix connected"
+    );
+    w.ld.must(&["deny", "del", &PEER_V4.to_string()]);
+    w.ld.must(&["deny", "del", "fd00:231::/64"]);
+    for family in [Family::V4, Family::V6] {
+        let back = wait_for(Duration::from_secs(10), || w.connects(family).then_some(()));
+        assert!(back.is_some(), "{family:?} still blocked after deny del");
+    }
+    assert_eq!(w.list(), serde_json::json!([]));
+    assert!(w.raw_entries().is_empty(), "deny del left entries");
+}
+
+#[test]
+fn a_timed_entry_expires_in_the_datapath() {
+    let w = World::new("deny-for");
+    let out =
+        w.ld.must(&["deny", "add", &PEER_V4.to_string(), "--for", "2s"]);
+    assert!(out.stdout.contains("for 2s"), "{out}");
+    let list = w.list();
+    let left = list[0]["expires_in_secs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(left <= 2, "time left {left} s for a 2 s entry");
+    assert!(!w.connects(Family::V4), "blocked while the entry holds");
+    // No lockdown command runs from here on: the datapath alone lets the source back.
+    let back = wait_for(Duration::from_secs(10), || {
+        w.connects(Family::V4).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the source was still blocked 10 s after a 2 s entry"
+    );
+    let raw = w.raw_entries();
+    assert_eq!(
+        raw.len(),
+        1,
+        "the expired entry is still in the map, unreaped: {raw:?}"
+    );
+    // The next change reaps it, and `list` never shows it.
+    assert_eq!(w.list(), serde_json::json!([]));
+    w.ld.must(&["deny", "add", "203.0.113.9"]);
+    let raw = w.raw_entries();
+    assert_eq!(raw.len(), 1, "reaped on the next change: {raw:?}");
+    assert_eq!(raw[0].0.to_string(), "203.0.113.9/32");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let w = World::new("deny-bad");
+    w.ld.must(&["deny", "add", "203.0.113.9", "--for", "1h"]);
+    let before = w.raw_entries();
+    for (args, needle) in [
+        (vec!["deny", "add", "10.0.0.0/33"], "10.0.0.0/33"),
+        (
+            vec!["deny", "add", "300.1.1.1"],
+            "not an IPv4 or IPv6 address",
+        ),
+        (
+            vec!["deny", "add", "10.0.0.1", "--for", "soon"],
+            "not a duration",
+        ),
+        (
+            vec!["deny", "add", "10.0.0.1", "--for", "0s"],
+            "longer than zero",
+        ),
+        (vec!["deny", "del", "fd00::/129"], "fd00::/129"),
+        (
+            vec!["deny", "add", "10.0.0.1", "--iface", "nosuch0"],
+            "nosuch0 is not locked down",
+        ),
+    ] {
+        w.ld.refuse(&args, &[needle]);
+        assert_eq!(
+            w.raw_entries(),
+            before,
+            "`{}` changed the blocklist",
+            args.join(" ")
+        );
+    }
+    assert!(w.connects(Family::V4), "the peer is not denied");
+
+    // Nothing locked down: a clear error.
+    w.ld.down();
+    w.ld.refuse(&["deny", "add", "10.0.0.1"], &["nothing is locked down"]);
+    w.ld.refuse(&["deny", "list"], &["nothing is locked down"]);
+}
+
+#[test]
+fn the_lockout_guard_refuses_to_deny_the_admins_session() {
+    let w = World::new("deny-guard");
+    let session = format!("{PEER_V4} 40022 {} 22", Family::V4.origin());
+    let env = [("SSH_CONNECTION", session)];
+    let out = w.ld.run_env(&["deny", "add", "10.231.0.0/24"], &env);
+    assert!(
+        !out.success(),
+        "denying the admin's own source should be refused: {out}"
+    );
+    assert!(
+        out.stderr.contains("--force") && out.stderr.contains(&PEER_V4.to_string()),
+        "{out}"
+    );
+    assert!(
+        w.raw_entries().is_empty(),
+        "a refused deny changed the blocklist"
+    );
+    let out =
+        w.ld.run_env(&["deny", "add", "10.231.0.0/24", "--force"], &env);
+    assert!(out.success(), "--force: {out}");
+    assert!(!w.connects(Family::V4));
+}
+
+#[test]
+fn entries_survive_up_replace_and_the_flags_follow_the_maps() {
+    let w = World::new("deny-keep");
+    w.ld.must(&["deny", "add", &PEER_V4.to_string(), "--for", "1h"]);
+    w.ld.must(&["deny", "add", &format!("{PEER_V6}")]);
+    // A new policy (another config) and a plain upgrade both keep the entries and their flags.
+    w.ld.must(&["up", "--replace", "--iface", ORIGIN_IF, "--no-dhcp"]);
+    assert!(!w.connects(Family::V4), "a config change lifted the bans");
+    w.ld.must(&["up", "--replace", "--iface", ORIGIN_IF]);
+    let list = w.list();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert!(
+        !w.connects(Family::V4) && !w.connects(Family::V6),
+        "a policy change lifted the bans"
+    );
+    w.ld.must(&["deny", "flush"]);
+    // Neighbour discovery from the denied source was dropped too: give it time to recover.
+    for family in [Family::V4, Family::V6] {
+        let back = wait_for(Duration::from_secs(10), || w.connects(family).then_some(()));
+        assert!(back.is_some(), "{family:?} still blocked after deny flush");
+    }
+}
