@@ -14,6 +14,7 @@ use aya::{
 };
 use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
+    deny::DenyNet,
     maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
@@ -59,6 +60,8 @@ impl Mode {
 pub struct UpOptions {
     pub iface: String,
     pub rules: BTreeSet<AllowRule>,
+    /// Blocklist entries to add (until removed) when attaching or replacing.
+    pub deny: Vec<DenyNet>,
     pub mode: Mode,
     pub max_flows: u32,
     pub config: Config,
@@ -131,7 +134,7 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
         bail!("--max-flows must be at least 1");
     }
     compile(&opts.rules)?;
-    guard_lockout(&opts.rules, opts.force)?;
+    guard_lockout(opts)?;
     // What the interface is, so a refusal can be explained; another XDP program is refused here.
     let link = crate::link::query(&opts.iface)?;
     if let Some(why) = refusal::occupied(&link) {
@@ -141,11 +144,13 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
 }
 
 /// The lockout guard (see [`sockets::check_lockout`]), unless forced.
-fn guard_lockout(rules: &BTreeSet<AllowRule>, force: bool) -> Result<()> {
-    if force {
+fn guard_lockout(opts: &UpOptions) -> Result<()> {
+    if opts.force {
         return Ok(());
     }
-    sockets::check_lockout(rules, &sockets::ssh_sessions(&sockets::all()?))
+    let sessions = sockets::ssh_sessions(&sockets::all()?);
+    sockets::check_lockout(&opts.rules, &sessions)?;
+    crate::blocklist::check_lockout(&opts.deny, &sessions)
 }
 
 /// Seeds the flow tables with the open connections that `rules` will not vouch for (see
@@ -213,6 +218,7 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
     handles.write_config(&config)?;
     seed(&mut handles, &opts.rules)?;
     handles.set_rules(&opts.rules)?;
+    crate::blocklist::add_all(dir, &opts.deny)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
     let tc: &mut SchedClassifier = ebpf
@@ -270,7 +276,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
     if opts.given.rules {
         compile(&opts.rules)?;
-        guard_lockout(&opts.rules, opts.force)?;
+        guard_lockout(opts)?;
     }
     // Pins of an earlier release with another layout are carried over (see `migrate`), or
     // refused here, before anything changes.
@@ -303,6 +309,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             return Err(e);
         }
     }
+    crate::blocklist::add_all(dir, &opts.deny)?;
     // The programs are this binary's now, whatever the record said before.
     if let Err(e) = crate::build_id::record(&mut ebpf) {
         log::warn!("{}: recording the programs' build: {e:#}", opts.iface);

@@ -41,6 +41,32 @@ fn open(dir: &PinDir, name: &str) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
 }
 
+/// Refuses `nets` if one holds the client of an SSH session into this host.
+pub fn check_lockout(nets: &[DenyNet], sessions: &[crate::sockets::SshSession]) -> Result<()> {
+    for s in sessions {
+        if let Some(net) = nets.iter().find(|n| n.contains(s.client)) {
+            bail!(
+                "refusing to deny {net}: the SSH session from {} into this host would be cut \
+                 (pass --force to deny it anyway)",
+                s.client
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Adds `nets` to the blocklist of `dir` until removed (the config file's `deny`).
+pub fn add_all(dir: &PinDir, nets: &[DenyNet]) -> Result<()> {
+    if nets.is_empty() {
+        return Ok(());
+    }
+    let mut list = Blocklist::open(dir)?;
+    for net in nets {
+        list.add(net, FOREVER)?;
+    }
+    Ok(())
+}
+
 /// When an entry expiring at `expires` (ns, [`FOREVER`] for none) runs out, seen at `now`.
 pub fn time_left(expires: u64, now: u64) -> Option<Duration> {
     (expires != FOREVER).then(|| Duration::from_nanos(expires.saturating_sub(now)))

@@ -17,6 +17,7 @@
 //!     { spec = "tcp/443", from = "203.0.113.0/24" },
 //!     { spec = "udp/51820", from = "2001:db8::/32" },
 //! ]
+//! deny = ["198.51.100.0/24"]  # sources dropped before anything else, until `lockdown deny del`
 //!
 //! [interface.timeouts]     # overrides [timeouts] for the interface above
 //! udp_replied = 60
@@ -27,7 +28,7 @@
 //!   `tcp_established`, `tcp_closing`, `tcp_closed`, `udp_unreplied`, `udp_replied`, `icmp`,
 //!   `fragment`) = whole seconds from 1 to 2147483647. Unset timeouts keep nf_conntrack's defaults.
 //! - `[[interface]]` (at least one): `name` (required, unique), `mode`, `max_flows` (at least 1),
-//!   `monitor`, `pass_dhcp`, `allow`. An allow entry is a spec (`tcp/22`, `udp/51820`,
+//!   `monitor`, `pass_dhcp`, `allow`, `deny`. An allow entry is a spec (`tcp/22`, `udp/51820`,
 //!   `tcp/8000-8100`) or a table `{ spec = SPEC, from = CIDR }`; a rule without `from` admits every
 //!   IPv4 and IPv6 source, `from = "0.0.0.0/0"` or `"::/0"` admits one whole family.
 //!
@@ -45,6 +46,7 @@ use std::{collections::BTreeMap, fmt, fs, ops::Range, path::Path};
 use anyhow::{Context as _, Result, anyhow, bail};
 use lockdown_common::{
     config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA, TimeoutError, Timeouts},
+    deny::DenyNet,
     maps::DEFAULT_MAX_FLOWS,
     rules::{AllowRule, RuleError},
 };
@@ -238,6 +240,8 @@ struct RawInterface {
     monitor: Option<bool>,
     pass_dhcp: Option<bool>,
     allow: Option<Spanned<Vec<Spanned<RawRule>>>>,
+    /// Sources to deny until removed: addresses or CIDRs.
+    deny: Option<Vec<Spanned<String>>>,
     timeouts: Option<RawTimeouts>,
 }
 
@@ -449,6 +453,14 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
             }
         };
 
+        let mut deny = Vec::new();
+        for (j, net) in iface.deny.iter().flatten().enumerate() {
+            match DenyNet::parse(net.get_ref()) {
+                Ok(n) => deny.push(n),
+                Err(e) => errors.push(src.message(net.span(), &format!("{path}.deny[{j}]"), e)),
+            }
+        }
+
         let mut config = Config {
             timeouts: base,
             ..Config::DEFAULT
@@ -472,6 +484,7 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
         interfaces.push(UpOptions {
             iface: name.to_owned(),
             rules,
+            deny,
             mode: iface.mode.unwrap_or(Mode::Native),
             max_flows,
             config,
@@ -647,6 +660,24 @@ name = "wg0"
     }
 
     #[test]
+    fn deny_entries() {
+        let f = parse(
+            "[[interface]]\nname = \"eth0\"\ndeny = [\"203.0.113.7\", \"2001:db8::/32\"]\n",
+            "x",
+        )
+        .unwrap();
+        let o = f.interface(None).unwrap();
+        let nets: Vec<String> = o.deny.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["203.0.113.7/32", "2001:db8::/32"]);
+        assert_eq!(
+            err(
+                "[[interface]]\nname = \"eth0\"\ndeny = [\n  \"10.0.0.1\",\n  \"10.0.0.0/40\",\n]\n"
+            ),
+            "lockdown.toml:5: interface[0].deny[1]: CIDR prefix length must be 0 to 32"
+        );
+    }
+
+    #[test]
     fn an_empty_allowlist_allows_nothing() {
         let f = parse("[[interface]]\nname = \"eth0\"\nallow = []\n", "x").unwrap();
         assert!(f.interface(None).unwrap().rules.is_empty());
@@ -710,7 +741,7 @@ name = "wg0"
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\nmaxflows = 5\n"),
             "lockdown.toml:3: interface[0].maxflows: unknown field `maxflows`, expected one of \
-             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `timeouts`"
+             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`"
         );
         assert_eq!(
             err("\n[interfaces]\nname = \"eth0\"\n"),
@@ -719,7 +750,7 @@ name = "wg0"
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\n[interface.timeout]\nicmp = 5\n"),
             "lockdown.toml:3: interface[0].timeout: unknown field `timeout`, expected one of \
-             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `timeouts`"
+             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`"
         );
     }
 

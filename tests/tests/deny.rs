@@ -239,3 +239,30 @@ fn entries_survive_up_replace_and_the_flags_follow_the_maps() {
         assert!(back.is_some(), "{family:?} still blocked after deny flush");
     }
 }
+
+#[test]
+fn the_config_files_deny_entries_apply_at_up() {
+    let pair = NetPair::new("deny-cfg");
+    let ld = Lockdown::new(&pair.origin, ORIGIN_IF, "deny-cfg");
+    let _ssh = TcpServer::start(&pair.origin, any(SSH), Serve::Echo);
+    let path = std::env::temp_dir().join(format!("lockdown-deny-cfg-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!("[[interface]]\nname = \"{ORIGIN_IF}\"\ndeny = [\"{PEER_V4}\"]\n"),
+    )
+    .expect("writing the config");
+    let path_str = path.to_str().expect("UTF-8 path");
+    ld.must(&["up", "--config", path_str]);
+    let w = World { _ssh, ld, pair };
+    assert!(
+        !w.connects(Family::V4),
+        "the config's deny entry does not hold"
+    );
+    assert!(w.connects(Family::V6), "only the IPv4 address is denied");
+    let list = w.list();
+    assert_eq!(
+        list,
+        serde_json::json!([{"cidr": format!("{PEER_V4}/32"), "expires_in_secs": null}])
+    );
+    std::fs::remove_file(&path).ok();
+}

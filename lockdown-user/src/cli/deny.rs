@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::deny::{DenyNet, FOREVER, in_force};
 use lockdown_user::{
-    blocklist::{Blocklist, time_left},
+    blocklist::{Blocklist, check_lockout, time_left},
     pins, sockets,
 };
 use serde::Serialize;
@@ -117,15 +117,7 @@ impl AddArgs {
         let net = parse_net(&self.cidr)?;
         let duration = self.duration.as_deref().map(parse_duration).transpose()?;
         if !self.force {
-            for s in sockets::ssh_sessions(&sockets::all()?) {
-                if net.contains(s.client) {
-                    bail!(
-                        "refusing to deny {net}: the SSH session from {} into this host would be cut \
-                         (pass --force to deny it anyway)",
-                        s.client
-                    );
-                }
-            }
+            check_lockout(&[net], &sockets::ssh_sessions(&sockets::all()?))?;
         }
         let (_lock, mut list) = open(&self.iface)?;
         let expires = match duration {
