@@ -10,6 +10,7 @@ use crate::{
     flow::{FAMILY_V4, FlowKey, FlowState, FlowTable, PROTO_TCP, PROTO_UDP},
     parse::{ETH_P_IP, Packet, TCP_FIN, TCP_RST, TCP_SYN, v4_addr},
     policy::port_flags,
+    rates::PORT_RATED,
     rules::{PORT_ANY_V4, PORT_CIDR},
     verdict::Tables,
 };
@@ -46,6 +47,10 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
     let dport = u16::from_be_bytes([h[36], h[37]]);
     let flags = port_flags(t, PROTO_TCP, dport);
     if flags & PORT_ANY_V4 != 0 {
+        // A connection request to a rated port goes by its source's rate (the full path).
+        if flags & PORT_RATED != 0 && tcp_is_new(h[47]) {
+            return None;
+        }
         return Some(Counter::PassAllowed);
     }
     if flags & PORT_CIDR != 0 {

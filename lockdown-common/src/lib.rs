@@ -20,6 +20,8 @@ pub mod maps;
 pub mod model;
 pub mod parse;
 pub mod policy;
+pub mod ratelimit;
+pub mod rates;
 pub mod rules;
 pub mod verdict;
 
@@ -48,4 +50,5 @@ impl_pod!(
     flow::FragValue,
     events::DropEvent,
     events::LogWindow,
+    ratelimit::RateSpec,
 );

@@ -86,14 +86,24 @@ pub const DENY_NETS: &str = "LD_DENY_NETS";
 /// Capacity of each blocklist map.
 pub const MAX_DENY: u32 = 65_536;
 
+/// The rated ports (hash): [`crate::rates::rate_key`] → [`crate::ratelimit::RateSpec`].
+pub const RATES: &str = "LD_RATES";
+/// Capacity of [`RATES`].
+pub const MAX_RATED_PORTS: u32 = 4_096;
+/// The rate-limit sketch (array of `u64`): [`crate::ratelimit::SKETCH_ENTRIES`] buckets, then the
+/// hash seed (written once by the loader, random).
+pub const SKETCH: &str = "LD_SKETCH";
+/// Entries of [`SKETCH`]: the buckets and the seed.
+pub const SKETCH_MAP_ENTRIES: u32 = crate::ratelimit::SKETCH_ENTRIES + 1;
+
 /// SHA-256 of the eBPF object whose programs are attached (array of one `[u8; 32]`), written by
 /// the loader when it attaches or replaces them; all zeros until then. Only the loader uses it.
 pub const BUILD: &str = "LD_BUILD";
 
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     FLOWS4, FLOWS6, CLOSING4, CLOSING6, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS,
-    LOG_WINDOW, HIGH_WATER, BUILD, DENY4, DENY6, DENY_NETS,
+    LOG_WINDOW, HIGH_WATER, BUILD, DENY4, DENY6, DENY_NETS, RATES, SKETCH,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).

@@ -15,6 +15,8 @@ use crate::{
     counters::Counter,
     deny::DenyNet,
     flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+    ratelimit::RateSpec,
+    rates::PortSpec,
     rules::{AllowRule, CidrKey, CompileError, compile},
     verdict::{self, Decision, Tables},
 };
@@ -34,6 +36,12 @@ pub struct HostTables {
     pub frags: HashMap<FragKey, FragValue>,
     /// The blocklist: each entry with its expiry.
     pub deny: BTreeMap<DenyNet, u64>,
+    /// The rated ports: [`crate::rates::rate_key`] → rate.
+    pub rates: BTreeMap<u32, RateSpec>,
+    /// The rate-limit sketch: empty until [`HostTables::set_rates`] (8 MiB), as a missing bucket
+    /// admits.
+    pub sketch: Vec<u64>,
+    pub sketch_seed: u64,
     pub touched_flows: Vec<(FlowTable, FlowKey)>,
     pub touched_frags: Vec<FragKey>,
     /// The time the next decision runs at (`CLOCK_MONOTONIC_COARSE` ns).
@@ -70,6 +78,9 @@ impl HostTables {
             cidrs,
             frags: HashMap::new(),
             deny: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            sketch: Vec::new(),
+            sketch_seed: 0,
             touched_flows: Vec::new(),
             touched_frags: Vec::new(),
             now: 0,
@@ -117,6 +128,22 @@ impl HostTables {
             self.config.flags |= FLAG_DENY_NETS;
         }
         self.deny.insert(net, expires_ns);
+    }
+
+    /// Sets the rates of `rates` over the rules' port table (as the loader does) and allocates
+    /// the sketch.
+    pub fn set_rates(
+        &mut self,
+        rules: &BTreeSet<AllowRule>,
+        rates: &BTreeMap<PortSpec, RateSpec>,
+        seed: u64,
+    ) -> Result<(), crate::rates::RateCompileError> {
+        self.rates = crate::rates::compile(rules, rates, &mut self.ports)?;
+        if self.sketch.is_empty() {
+            self.sketch = vec![0; crate::ratelimit::SKETCH_ENTRIES as usize];
+        }
+        self.sketch_seed = seed;
+        Ok(())
     }
 
     /// Decides an inbound frame, as the XDP program does.
@@ -201,6 +228,20 @@ impl Tables for HostTables {
             .filter(|(n, _)| !n.is_host() && n.contains(addr))
             .max_by_key(|(n, _)| n.prefix_len)
             .map(|(_, e)| *e)
+    }
+
+    fn rate_spec(&self, proto: u8, port: u16) -> Option<RateSpec> {
+        self.rates
+            .get(&crate::rates::rate_key(proto, port))
+            .copied()
+    }
+
+    fn sketch_seed(&self) -> u64 {
+        self.sketch_seed
+    }
+
+    fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64> {
+        self.sketch.get_mut(index as usize)
     }
 
     fn now(&mut self) -> u64 {

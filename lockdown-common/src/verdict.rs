@@ -17,7 +17,8 @@ use crate::{
     },
     flowtable::{self, Update},
     parse::{self, Frag, Ip, L4, Packet},
-    policy::allowed,
+    policy::{allowed, port_flags},
+    rates::PORT_RATED,
 };
 
 /// The state lockdown decides with: the maps in the kernel, plain collections on the host.
@@ -39,6 +40,12 @@ pub trait Tables {
     fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64>;
     /// The expiry of the longest blocklist prefix covering `key`'s address, if any.
     fn deny_net(&self, key: &crate::rules::CidrKey) -> Option<u64>;
+    /// The rate of a rated port ([`crate::rates::PORT_RATED`]).
+    fn rate_spec(&self, proto: u8, port: u16) -> Option<crate::ratelimit::RateSpec>;
+    /// The rate-limit sketch's hash seed.
+    fn sketch_seed(&self) -> u64;
+    /// One bucket of the rate-limit sketch.
+    fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64>;
     /// The time (`CLOCK_MONOTONIC_COARSE` ns), read only on the paths that need it: a connection request
     /// to a closed port is decided without it.
     fn now(&mut self) -> u64;
@@ -155,6 +162,13 @@ fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip) -> Counter {
 #[inline(never)]
 fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
+        // A connection request to a rated port: within its source's rate?
+        if tcp_is_new(l4.tcp_flags)
+            && port_flags(t, PROTO_TCP, l4.dport) & PORT_RATED != 0
+            && crate::ratelimit::over_rate(t, ip.family, l4.dport, &ip.src)
+        {
+            return Counter::DropRateLimited;
+        }
         return Counter::PassAllowed;
     }
     // A connection request to a port that is not allowed: no flow lookup either.

@@ -11,9 +11,10 @@ use lockdown_common::{
     events::LogWindow,
     flow::{FlowKey, FlowKey4, FlowValue, FragKey, FragValue},
     maps::{
-        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_DENY, MAX_FRAGS, MAX_RULES,
-        closing_capacity,
+        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_DENY, MAX_FRAGS, MAX_RATED_PORTS,
+        MAX_RULES, SKETCH_MAP_ENTRIES, closing_capacity,
     },
+    ratelimit::RateSpec,
     rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
 };
 
@@ -49,6 +50,13 @@ pub static DENY6: HashMap<[u8; 16], u64> = HashMap::with_max_entries(MAX_DENY, 0
 
 #[map(name = "LD_DENY_NETS")]
 pub static DENY_NETS: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(MAX_DENY, 0);
+
+/// The rated ports and the rate-limit sketch (see `lockdown_common::ratelimit`).
+#[map(name = "LD_RATES")]
+pub static RATES: HashMap<u32, RateSpec> = HashMap::with_max_entries(MAX_RATED_PORTS, 0);
+
+#[map(name = "LD_SKETCH")]
+pub static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_MAP_ENTRIES, 0);
 
 #[map(name = "LD_RULES")]
 pub static RULES: HashMap<AllowRule, u8> = HashMap::with_max_entries(MAX_RULES, 0);

@@ -5,13 +5,15 @@ use lockdown_common::{
     config::Config,
     counters::Counter,
     flow::{FAMILY_V4, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+    ratelimit::{RateSpec, SKETCH_ENTRIES},
+    rates::rate_key,
     rules::CidrKey,
     verdict::Tables,
 };
 
 use crate::maps::{
     CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, DENY_NETS, DENY4, DENY6, FLOWS4, FLOWS6, FRAGS,
-    PORTS,
+    PORTS, RATES, SKETCH,
 };
 
 pub struct MapTables {
@@ -119,6 +121,24 @@ impl Tables for MapTables {
         // SAFETY: as in `cidr_match`.
         let key = unsafe { &*core::ptr::from_ref(key).cast::<Key<[u8; 20]>>() };
         DENY_NETS.get(key).copied()
+    }
+
+    #[inline(always)]
+    fn rate_spec(&self, proto: u8, port: u16) -> Option<RateSpec> {
+        // SAFETY: as for `frag_get`: the value is copied out at once.
+        unsafe { RATES.get(&rate_key(proto, port)).copied() }
+    }
+
+    #[inline(always)]
+    fn sketch_seed(&self) -> u64 {
+        SKETCH.get(SKETCH_ENTRIES).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64> {
+        // SAFETY: an array element lives as long as the map; the decision logic holds one bucket
+        // at a time (races between CPUs only err towards admitting, see `ratelimit`).
+        SKETCH.get_ptr_mut(index).map(|p| unsafe { &mut *p })
     }
 
     #[inline(always)]

@@ -2,7 +2,11 @@
 //! egress program and then the XDP program, and pin both links. A failure at any step removes
 //! everything this attempt created, so `up` either locks the interface down or changes nothing.
 
-use std::{collections::BTreeSet, ffi::CString, fs};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::CString,
+    fs,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -16,11 +20,13 @@ use lockdown_common::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
     deny::DenyNet,
     maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+    ratelimit::RateSpec,
+    rates::PortSpec,
     rules::AllowRule,
 };
 
 use crate::{
-    handles::{Handles, compile},
+    handles::Handles,
     link::LinkInfo,
     migrate,
     pins::{PinDir, ensure_root, lock},
@@ -60,6 +66,8 @@ impl Mode {
 pub struct UpOptions {
     pub iface: String,
     pub rules: BTreeSet<AllowRule>,
+    /// Per-source rates of new connections to some of the allowed ports (set with the rules).
+    pub rates: BTreeMap<PortSpec, RateSpec>,
     /// Blocklist entries to add (until removed) when attaching or replacing.
     pub deny: Vec<DenyNet>,
     pub mode: Mode,
@@ -133,7 +141,7 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
     if opts.max_flows == 0 {
         bail!("--max-flows must be at least 1");
     }
-    compile(&opts.rules)?;
+    crate::handles::compile_policy(&opts.rules, &opts.rates)?;
     guard_lockout(opts)?;
     // What the interface is, so a refusal can be explained; another XDP program is refused here.
     let link = crate::link::query(&opts.iface)?;
@@ -217,7 +225,8 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
     };
     handles.write_config(&config)?;
     seed(&mut handles, &opts.rules)?;
-    handles.set_rules(&opts.rules)?;
+    handles.set_policy(&opts.rules, &opts.rates)?;
+    handles.ensure_sketch_seed()?;
     crate::blocklist::add_all(dir, &opts.deny)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
@@ -275,7 +284,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
         );
     }
     if opts.given.rules {
-        compile(&opts.rules)?;
+        crate::handles::compile_policy(&opts.rules, &opts.rates)?;
         guard_lockout(opts)?;
     }
     // Pins of an earlier release with another layout are carried over (see `migrate`), or
@@ -346,8 +355,9 @@ fn replace_staged(
     // Connections the old rules let in must survive the new ones: seed first.
     seed(&mut handles, &rules)?;
     if opts.given.rules {
-        handles.set_rules(&rules)?;
+        handles.set_policy(&rules, &opts.rates)?;
     }
+    handles.ensure_sketch_seed()?;
 
     // Loads a program and swaps it into its pinned link. A macro, because `Xdp` and
     // `SchedClassifier` share no trait for `attach_to_link`.

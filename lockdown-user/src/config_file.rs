@@ -48,6 +48,8 @@ use lockdown_common::{
     config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA, TimeoutError, Timeouts},
     deny::DenyNet,
     maps::DEFAULT_MAX_FLOWS,
+    ratelimit::{DEFAULT_BURST, RateSpec},
+    rates::PortSpec,
     rules::{AllowRule, RuleError},
 };
 use serde::{Deserialize, de};
@@ -249,6 +251,9 @@ struct RawInterface {
 struct RawRule {
     spec: String,
     from: Option<Spanned<String>>,
+    /// `10/min`: the per-source rate of new connections to the spec's ports.
+    rate: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
 }
 
 impl<'de> Deserialize<'de> for RawRule {
@@ -266,28 +271,62 @@ impl<'de> Deserialize<'de> for RawRule {
                 Ok(RawRule {
                     spec: s.to_owned(),
                     from: None,
+                    rate: None,
+                    burst: None,
                 })
             }
 
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawRule, A::Error> {
-                const FIELDS: &[&str] = &["spec", "from"];
-                let mut spec = None;
-                let mut from = None;
+                const FIELDS: &[&str] = &["spec", "from", "rate", "burst"];
+                let (mut spec, mut from, mut rate, mut burst) = (None, None, None, None);
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "spec" => spec = Some(map.next_value::<String>()?),
                         "from" => from = Some(map.next_value::<Spanned<String>>()?),
+                        "rate" => rate = Some(map.next_value::<Spanned<String>>()?),
+                        "burst" => burst = Some(map.next_value::<Spanned<i64>>()?),
                         _ => return Err(de::Error::unknown_field(&key, FIELDS)),
                     }
                 }
                 Ok(RawRule {
                     spec: spec.ok_or_else(|| de::Error::missing_field("spec"))?,
                     from,
+                    rate,
+                    burst,
                 })
             }
         }
 
         d.deserialize_any(Visitor)
+    }
+}
+
+/// The rate of an allow entry, if it has one: `rate` (and `burst`, default
+/// [`DEFAULT_BURST`]); an error message names the key.
+fn rule_rate(src: &Source<'_>, r: &RawRule, key: &str) -> Result<Option<RateSpec>, String> {
+    let burst = match &r.burst {
+        None => DEFAULT_BURST,
+        Some(b) => match u64::try_from(*b.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(src.message(
+                    b.span(),
+                    &format!("{key}.burst"),
+                    "must be a whole number of at least 1",
+                ));
+            }
+        },
+    };
+    match (&r.rate, &r.burst) {
+        (None, None) => Ok(None),
+        (None, Some(b)) => Err(src.message(
+            b.span(),
+            &format!("{key}.burst"),
+            "a burst needs a rate (`rate = \"10/min\"`)",
+        )),
+        (Some(rate), _) => RateSpec::parse_rate(rate.get_ref(), burst)
+            .map(Some)
+            .map_err(|e| src.message(rate.span(), &format!("{key}.rate"), e)),
     }
 }
 
@@ -421,6 +460,7 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
             }
         }
 
+        let mut rates = BTreeMap::new();
         let rules = match &iface.allow {
             None => [AllowRule::parse(DEFAULT_ALLOW, None).expect("the default rule parses")]
                 .into_iter()
@@ -434,6 +474,28 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
                     match AllowRule::parse(&r.spec, r.from.as_ref().map(|f| f.get_ref().as_str())) {
                         Ok(parsed) => {
                             rules.insert(parsed);
+                            match rule_rate(src, r, &key) {
+                                Ok(Some(rate)) => {
+                                    if let Some(other) = rates.insert(PortSpec::of(&parsed), rate)
+                                        && other != rate
+                                    {
+                                        ok = false;
+                                        errors.push(src.message(
+                                            rule.span(),
+                                            &key,
+                                            format_args!(
+                                                "{} already has the rate {other}; a port has one rate",
+                                                PortSpec::of(&parsed)
+                                            ),
+                                        ));
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    ok = false;
+                                    errors.push(e);
+                                }
+                            }
                         }
                         Err(e @ (RuleError::Cidr | RuleError::PrefixLen { .. })) => {
                             ok = false;
@@ -446,8 +508,12 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
                         }
                     }
                 }
-                if ok && let Err(e) = compile(&rules) {
-                    errors.push(src.message(list.span(), &format!("{path}.allow"), e));
+                if ok && let Err(e) = crate::handles::compile_policy(&rules, &rates) {
+                    errors.push(src.message(
+                        list.span(),
+                        &format!("{path}.allow"),
+                        format_args!("{e:#}"),
+                    ));
                 }
                 rules
             }
@@ -484,6 +550,7 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
         interfaces.push(UpOptions {
             iface: name.to_owned(),
             rules,
+            rates,
             deny,
             mode: iface.mode.unwrap_or(Mode::Native),
             max_flows,
@@ -660,6 +727,47 @@ name = "wg0"
     }
 
     #[test]
+    fn rates() {
+        let f = parse(
+            "[[interface]]\nname = \"eth0\"\nallow = [{ spec = \"tcp/22\", rate = \"10/min\", burst = 3 }, \"tcp/443\"]\n",
+            "x",
+        )
+        .unwrap();
+        let o = f.interface(None).unwrap();
+        let rates: Vec<String> = o.rates.iter().map(|(p, r)| format!("{p} {r}")).collect();
+        assert_eq!(rates, ["tcp/22 10/min burst 3"]);
+        for (text, want) in [
+            (
+                "allow = [{ spec = \"tcp/22\", rate = \"0/min\" }]",
+                "lockdown.toml:3: interface[0].allow[0].rate: ",
+            ),
+            (
+                "allow = [{ spec = \"tcp/22\", rate = \"10/fortnight\" }]",
+                "lockdown.toml:3: interface[0].allow[0].rate: ",
+            ),
+            (
+                "allow = [{ spec = \"tcp/22\", burst = 3 }]",
+                "lockdown.toml:3: interface[0].allow[0].burst: a burst needs a rate",
+            ),
+            (
+                "allow = [{ spec = \"tcp/22\", rate = \"1/s\", burst = 0 }]",
+                "lockdown.toml:3: interface[0].allow[0].burst: must be a whole number of at least 1",
+            ),
+            (
+                "allow = [{ spec = \"udp/53\", rate = \"1/s\" }]",
+                "lockdown.toml:3: interface[0].allow: udp/53: rates limit TCP connection requests",
+            ),
+            (
+                "allow = [{ spec = \"tcp/22\", rate = \"1/s\" }, { spec = \"tcp/22\", from = \"10.0.0.0/8\", rate = \"2/s\" }]",
+                "lockdown.toml:3: interface[0].allow[1]: tcp/22 already has the rate 1/s burst 5",
+            ),
+        ] {
+            let e = err(&format!("[[interface]]\nname = \"eth0\"\n{text}\n"));
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn deny_entries() {
         let f = parse(
             "[[interface]]\nname = \"eth0\"\ndeny = [\"203.0.113.7\", \"2001:db8::/32\"]\n",
@@ -715,7 +823,7 @@ name = "wg0"
             err("[[interface]]\nname = \"eth0\"\nallow = [{ spec = \"tcp/1\", form = \"x\" }]\n");
         assert_eq!(
             e,
-            "lockdown.toml:3: interface[0].allow[0]: unknown field `form`, expected `spec` or `from`"
+            "lockdown.toml:3: interface[0].allow[0]: unknown field `form`, expected one of `spec`, `from`, `rate`, `burst`"
         );
         let e = err("[[interface]]\nname = \"eth0\"\nallow = [{ from = \"10.0.0.0/8\" }]\n");
         assert_eq!(

@@ -2,7 +2,7 @@
 //! and the all-or-nothing allowlist update.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -17,7 +17,9 @@ use aya::{
 use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
-    maps::{CIDRS, CONFIG, COUNTERS, PORTS, RULES},
+    maps::{CIDRS, CONFIG, COUNTERS, PORTS, RATES, RULES, SKETCH},
+    ratelimit::{RateSpec, SKETCH_ENTRIES},
+    rates::PortSpec,
     rules::{AllowRule, CidrKey},
 };
 
@@ -34,6 +36,15 @@ pub struct Handles {
     pub rules: HashMap<MapData, AllowRule, u8>,
     pub counters: PerCpuArray<MapData, CounterValue>,
     pub config: Array<MapData, Config>,
+    pub rates: HashMap<MapData, u32, RateSpec>,
+    pub sketch: Array<MapData, u64>,
+}
+
+/// The compiled policy: port table, source-CIDR entries and per-port rates.
+pub struct Compiled {
+    ports: Vec<u64>,
+    cidrs: BTreeSet<CidrKey>,
+    rates: BTreeMap<u32, RateSpec>,
 }
 
 fn open_pinned(path: &Path) -> Result<Map> {
@@ -72,6 +83,8 @@ impl Handles {
             rules: get(RULES)?.try_into()?,
             counters: get(COUNTERS)?.try_into()?,
             config: get(CONFIG)?.try_into()?,
+            rates: get(RATES)?.try_into()?,
+            sketch: get(SKETCH)?.try_into()?,
         })
     }
 
@@ -93,15 +106,41 @@ impl Handles {
             .collect()
     }
 
-    /// Replaces the allowlist with `new`, all or nothing. Limits are checked before anything is
-    /// written; if a write fails, the previous allowlist is written back.
+    /// The rates of the rated ports, ports with one rate merged into ranges.
+    pub fn rates(&self) -> Result<BTreeMap<PortSpec, RateSpec>> {
+        let entries = self
+            .rates
+            .iter()
+            .filter(|kv| !matches!(kv, Err(e) if is_not_found(e)))
+            .collect::<Result<BTreeMap<u32, RateSpec>, _>>()
+            .context("reading the rates map")?;
+        Ok(lockdown_common::rates::ranges(&entries))
+    }
+
+    /// Replaces the allowlist with `new`, keeping the rates of the ports it still allows
+    /// entirely (see [`Handles::set_policy`]).
     pub fn set_rules(&mut self, new: &BTreeSet<AllowRule>) -> Result<()> {
+        let mut rates = self.rates()?;
+        rates.retain(|spec, _| {
+            (spec.lo..=spec.hi).all(|p| new.iter().any(|r| PortSpec::of(r).contains(spec.proto, p)))
+        });
+        self.set_policy(new, &rates)
+    }
+
+    /// Replaces the allowlist and the rates, all or nothing. Limits are checked before anything
+    /// is written; if a write fails, the previous policy is written back.
+    pub fn set_policy(
+        &mut self,
+        new: &BTreeSet<AllowRule>,
+        new_rates: &BTreeMap<PortSpec, RateSpec>,
+    ) -> Result<()> {
         let old = self.rules()?;
-        let (new_ports, new_cidrs) = compile(new)?;
-        let (old_ports, old_cidrs) = compile(&old)?;
-        if let Err(e) = self.write(&old, new, &old_ports, &new_ports, &old_cidrs, &new_cidrs) {
+        let old_rates = self.rates()?;
+        let new_c = compile_policy(new, new_rates)?;
+        let old_c = compile_policy(&old, &old_rates)?;
+        if let Err(e) = self.write(&old, new, &old_c, &new_c) {
             // Roll back; report the original failure.
-            let rollback = self.write(new, &old, &new_ports, &old_ports, &new_cidrs, &old_cidrs);
+            let rollback = self.write(new, &old, &new_c, &old_c);
             return Err(match rollback {
                 Ok(()) => e.context("the allowlist was not changed"),
                 Err(r) => e.context(format!("rolling back also failed: {r:#}")),
@@ -114,25 +153,35 @@ impl Handles {
         &mut self,
         old: &BTreeSet<AllowRule>,
         new: &BTreeSet<AllowRule>,
-        old_ports: &[u64],
-        new_ports: &[u64],
-        old_cidrs: &BTreeSet<CidrKey>,
-        new_cidrs: &BTreeSet<CidrKey>,
+        o: &Compiled,
+        n: &Compiled,
     ) -> Result<()> {
-        // Open first, then close: the rule registry last, so it always describes a superset.
-        for k in new_cidrs.difference(old_cidrs) {
+        // Open first, then close: the rule registry last, so it always describes a superset. A
+        // rate entry is in place before its port is marked rated and goes after the mark does (a
+        // marked port without an entry is not limited).
+        for k in n.cidrs.difference(&o.cidrs) {
             self.cidrs
                 .insert(&Key::new(k.prefix_len, k.data()), &1, 0)
                 .context("adding a source-CIDR entry")?;
         }
-        for (i, (o, n)) in old_ports.iter().zip(new_ports).enumerate() {
-            if o != n {
+        for (k, v) in &n.rates {
+            if o.rates.get(k) != Some(v) {
+                self.rates
+                    .insert(k, v, 0)
+                    .context("writing a port's rate")?;
+            }
+        }
+        for (i, (a, b)) in o.ports.iter().zip(&n.ports).enumerate() {
+            if a != b {
                 self.ports
-                    .set(i as u32, n, 0)
+                    .set(i as u32, b, 0)
                     .context("writing the port table")?;
             }
         }
-        for k in old_cidrs.difference(new_cidrs) {
+        for k in o.rates.keys().filter(|k| !n.rates.contains_key(k)) {
+            self.rates.remove(k).context("removing a port's rate")?;
+        }
+        for k in o.cidrs.difference(&n.cidrs) {
             self.cidrs
                 .remove(&Key::new(k.prefix_len, k.data()))
                 .context("removing a source-CIDR entry")?;
@@ -148,6 +197,23 @@ impl Handles {
                 .context("removing from the rules map")?;
         }
         Ok(())
+    }
+
+    /// Gives the rate-limit sketch a random hash seed, unless it has one.
+    pub fn ensure_sketch_seed(&mut self) -> Result<()> {
+        let seed = self
+            .sketch
+            .get(&SKETCH_ENTRIES, 0)
+            .context("reading the sketch seed")?;
+        if seed != 0 {
+            return Ok(());
+        }
+        let mut bytes = [0u8; 8];
+        getrandom(&mut bytes)?;
+        let seed = u64::from_ne_bytes(bytes) | 1;
+        self.sketch
+            .set(SKETCH_ENTRIES, &seed, 0)
+            .context("writing the sketch seed")
     }
 
     /// Per-counter totals over all CPUs, in index order.
@@ -190,4 +256,28 @@ pub fn is_not_found(e: &aya::maps::MapError) -> bool {
 /// the limit it exceeds.
 pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
     Ok(lockdown_common::rules::compile(rules)?)
+}
+
+/// [`compile`] with the rates of `rates`; an error names what is wrong.
+pub fn compile_policy(
+    rules: &BTreeSet<AllowRule>,
+    rates: &BTreeMap<PortSpec, RateSpec>,
+) -> Result<Compiled> {
+    let (mut ports, cidrs) = compile(rules)?;
+    let rates = lockdown_common::rates::compile(rules, rates, &mut ports)?;
+    Ok(Compiled {
+        ports,
+        cidrs,
+        rates,
+    })
+}
+
+/// Fills `buf` from the kernel's random pool (getrandom(2)).
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(std::io::Error::last_os_error()).context("getrandom");
+    }
+    Ok(())
 }

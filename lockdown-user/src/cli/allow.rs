@@ -1,6 +1,10 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use lockdown_common::rules::AllowRule;
+use lockdown_common::{
+    ratelimit::{DEFAULT_BURST, RateSpec},
+    rates::PortSpec,
+    rules::AllowRule,
+};
 use lockdown_user::{attach, handles::Handles, pins, sockets};
 use serde::Serialize;
 
@@ -32,6 +36,15 @@ pub struct RuleArgs {
     /// this runs in.
     #[arg(long)]
     force: bool,
+    /// With `add`: limit new TCP connections to the spec's ports per source (an IPv4 address, an
+    /// IPv6 /64): `10/min`, `5/s`, `100/h`; `none` lifts the limit. Applies to every rule for those
+    /// ports. Adding a spec that is already allowed sets its rate.
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
+    /// With --rate: how many connections a source may open at once before the rate applies
+    /// (default 5).
+    #[arg(long, value_name = "N", requires = "rate")]
+    burst: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +64,8 @@ struct RuleJson {
     port_hi: u16,
     from: Option<String>,
     spec: String,
+    /// The per-source rate of new connections to the ports (`10/min burst 5`), if limited.
+    rate: Option<String>,
 }
 
 impl Allow {
@@ -63,7 +78,24 @@ impl Allow {
     }
 }
 
+/// What `--rate` asks for: a limit, or none.
+enum RateChange {
+    Keep,
+    Set(RateSpec),
+    Lift,
+}
+
 impl RuleArgs {
+    fn rate_change(&self) -> Result<RateChange> {
+        match self.rate.as_deref() {
+            None => Ok(RateChange::Keep),
+            Some("none") if self.burst.is_none() => Ok(RateChange::Lift),
+            Some(r) => RateSpec::parse_rate(r, self.burst.unwrap_or(DEFAULT_BURST))
+                .map(RateChange::Set)
+                .with_context(|| format!("--rate {r}")),
+        }
+    }
+
     fn change(self, add: bool) -> Result<()> {
         let rule =
             AllowRule::parse(&self.spec, self.from.as_deref()).with_context(|| {
@@ -72,16 +104,47 @@ impl RuleArgs {
                     None => self.spec.clone(),
                 }
             })?;
+        if !add && self.rate.is_some() {
+            bail!("--rate applies to `allow add`; `allow del` removes the rule and its rate");
+        }
+        let change = self.rate_change()?;
         let root = pins::root();
         let _lock = pins::lock(&root)?;
         let dir = pins::select(&root, self.iface.as_deref())?;
         let mut handles = Handles::open(&dir)?;
         let mut rules = handles.rules()?;
         if add {
-            if !rules.insert(rule) {
+            let ports = PortSpec::of(&rule);
+            let mut rates = handles.rates()?;
+            let before = rates.get(&ports).copied();
+            match change {
+                RateChange::Keep => {}
+                RateChange::Set(r) => {
+                    rates.insert(ports, r);
+                }
+                RateChange::Lift => {
+                    rates.remove(&ports);
+                }
+            }
+            let added = rules.insert(rule);
+            if !added && rates.get(&ports).copied() == before {
                 println!("lockdown: {rule} is already allowed on {}", dir.iface);
                 return Ok(());
             }
+            handles.set_policy(&rules, &rates)?;
+            match (added, rates.get(&ports)) {
+                (true, None) => println!("lockdown: allowed {rule} on {}", dir.iface),
+                (true, Some(r)) => println!(
+                    "lockdown: allowed {rule} on {}, {r} new connections per source",
+                    dir.iface
+                ),
+                (false, Some(r)) => println!(
+                    "lockdown: {ports} on {}: {r} new connections per source",
+                    dir.iface
+                ),
+                (false, None) => println!("lockdown: {ports} on {}: no rate limit", dir.iface),
+            }
+            return Ok(());
         } else if !rules.remove(&rule) {
             bail!("{rule} is not in the allowlist of {}", dir.iface);
         } else {
@@ -105,7 +168,10 @@ impl RuleArgs {
 impl ListArgs {
     fn list(self) -> Result<()> {
         let dir = pins::select(&pins::root(), self.iface.as_deref())?;
-        let rules = Handles::open(&dir)?.rules()?;
+        let handles = Handles::open(&dir)?;
+        let rules = handles.rules()?;
+        let rates = handles.rates()?;
+        let rate = |r: &AllowRule| rates.get(&PortSpec::of(r)).map(ToString::to_string);
         if self.json {
             let out: Vec<RuleJson> = rules
                 .iter()
@@ -115,12 +181,16 @@ impl ListArgs {
                     port_hi: r.port_hi,
                     from: r.source().map(|(a, l)| format!("{a}/{l}")),
                     spec: r.to_string(),
+                    rate: rate(r),
                 })
                 .collect();
             println!("{}", serde_json::to_string(&out)?);
         } else {
             for r in &rules {
-                println!("{r}");
+                match rate(r) {
+                    Some(rate) => println!("{r}  ({rate} new connections per source)"),
+                    None => println!("{r}"),
+                }
             }
         }
         Ok(())

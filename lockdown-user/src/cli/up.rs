@@ -67,6 +67,7 @@ impl UpArgs {
                 UpOptions {
                     iface,
                     rules: [AllowRule::parse(config_file::DEFAULT_ALLOW, None)?].into(),
+                    rates: std::collections::BTreeMap::new(),
                     deny: Vec::new(),
                     mode: Mode::Native,
                     max_flows: DEFAULT_MAX_FLOWS,
