@@ -147,7 +147,8 @@ impl Blocklist {
                 .insert(&Key::new(k.prefix_len, k.data()), &expires, 0)
         };
         r.map_err(full)?;
-        self.sync_flags()
+        // The flags go on after the entry is in place.
+        self.set_flags(|flags| flags | FLAG_DENY | if net.is_host() { 0 } else { FLAG_DENY_NETS })
     }
 
     /// Removes `net`; whether it was there.
@@ -165,7 +166,19 @@ impl Blocklist {
             Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(e).with_context(|| format!("removing {net} from the blocklist")),
         };
-        self.sync_flags()?;
+        // The flags go off once the last entry of their maps is gone.
+        let (hosts, nets) = (
+            self.v4.keys().next().is_some() || self.v6.keys().next().is_some(),
+            self.nets.keys().next().is_some(),
+        );
+        self.set_flags(|flags| {
+            let flags = if nets { flags } else { flags & !FLAG_DENY_NETS };
+            if hosts || nets {
+                flags
+            } else {
+                flags & !FLAG_DENY
+            }
+        })?;
         Ok(was)
     }
 
@@ -183,19 +196,12 @@ impl Blocklist {
         Ok(expired.len())
     }
 
-    /// Sets [`FLAG_DENY`] and [`FLAG_DENY_NETS`] to what the maps hold. Turned on after an
-    /// insert and off after the last removal, so the datapath never skips a live entry.
-    fn sync_flags(&mut self) -> Result<()> {
-        let entries = self.entries()?;
-        let mut flags = 0;
-        if !entries.is_empty() {
-            flags |= FLAG_DENY;
-        }
-        if entries.keys().any(|n| !n.is_host()) {
-            flags |= FLAG_DENY_NETS;
-        }
+    /// Rewrites the config's flags with `f` (a write only if they change). [`FLAG_DENY`] and
+    /// [`FLAG_DENY_NETS`] go on after an insert and off after the last removal, so the datapath
+    /// never skips an entry in force.
+    fn set_flags(&mut self, f: impl FnOnce(u32) -> u32) -> Result<()> {
         let mut config = self.config.get(&0, 0).context("reading the config map")?;
-        let new = config.flags & !(FLAG_DENY | FLAG_DENY_NETS) | flags;
+        let new = f(config.flags);
         if new != config.flags {
             config.flags = new;
             self.config

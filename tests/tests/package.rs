@@ -30,6 +30,7 @@ const MAN_DIR: &str = "/usr/share/man/man8";
 const BASH_COMPLETION: &str = "/usr/share/bash-completion/completions/lockdown";
 const ZSH_COMPLETION: &str = "/usr/share/zsh/vendor-completions/_lockdown";
 const FISH_COMPLETION: &str = "/usr/share/fish/vendor_completions.d/lockdown.fish";
+const FAIL2BAN_ACTION: &str = "/etc/fail2ban/action.d/lockdown.conf";
 const SSH: u16 = 22;
 const WEB: u16 = 8080;
 const DOWNLOAD: u16 = 9000;
@@ -153,11 +154,21 @@ fn the_package_holds_every_file() {
         BASH_COMPLETION,
         ZSH_COMPLETION,
         FISH_COMPLETION,
+        FAIL2BAN_ACTION,
+        "/usr/share/doc/lockdown/examples/lockdown-sshd.conf.example",
     ] {
         assert!(files.contains(path), "the package lacks {path}: {files:#?}");
     }
     let verbs = verbs(&bin(), &[]);
-    for must_have in ["up", "down", "run", "status", "allow-add", "flows-flush"] {
+    for must_have in [
+        "up",
+        "down",
+        "run",
+        "status",
+        "allow-add",
+        "flows-flush",
+        "deny-add",
+    ] {
         assert!(
             verbs.iter().any(|v| v == must_have),
             "`lockdown --help` should list {must_have}: {verbs:?}"
@@ -171,7 +182,12 @@ fn the_package_holds_every_file() {
     }
     let deb = deb.to_str().expect("UTF-8 path");
     let conffiles = must("dpkg-deb", &["--info", deb, "conffiles"]);
-    assert_eq!(conffiles.trim(), CONFFILE, "the conffiles");
+    let conffiles: BTreeSet<&str> = conffiles.lines().map(str::trim).collect();
+    assert_eq!(
+        conffiles,
+        BTreeSet::from([CONFFILE, FAIL2BAN_ACTION]),
+        "the conffiles"
+    );
     let info = must("dpkg-deb", &["--info", deb]);
     for script in ["postinst", "prerm", "postrm"] {
         assert!(
@@ -389,14 +405,16 @@ fn install_lock_down_remove_purge() {
     );
     let left: Vec<_> = files
         .iter()
-        .filter(|f| *f != CONFFILE && Path::new(f).is_file())
+        .filter(|f| ![CONFFILE, FAIL2BAN_ACTION].contains(&f.as_str()) && Path::new(f).is_file())
         .collect();
     assert!(left.is_empty(), "still there after dpkg --remove: {left:?}");
     assert_eq!(dpkg_state().as_deref(), Some("rc"), "dpkg --remove");
-    assert!(
-        Path::new(CONFFILE).exists(),
-        "dpkg --remove removed the conffile"
-    );
+    for f in [CONFFILE, FAIL2BAN_ACTION] {
+        assert!(
+            Path::new(f).exists(),
+            "dpkg --remove removed the conffile {f}"
+        );
+    }
     assert_enforcing(&pair, "after dpkg --remove");
 
     // Purge: no file, no pin, no filter.
