@@ -2,6 +2,7 @@
 //! flow-table size (`--max-flows`).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -41,19 +42,21 @@ pub static PORTS: Array<u64> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
 #[map(name = "LD_CIDRS")]
 pub static CIDRS: LpmTrie<[u8; 20], u8> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
 
-/// The blocklist (see `lockdown_common::deny`): whole addresses, then prefixes.
+/// The blocklist (see `lockdown_common::deny`): whole addresses, then prefixes. Only the loader
+/// inserts, so the hash maps allocate entries as they come instead of preallocating 65 536.
 #[map(name = "LD_DENY4")]
-pub static DENY4: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DENY, 0);
+pub static DENY4: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DENY, BPF_F_NO_PREALLOC);
 
 #[map(name = "LD_DENY6")]
-pub static DENY6: HashMap<[u8; 16], u64> = HashMap::with_max_entries(MAX_DENY, 0);
+pub static DENY6: HashMap<[u8; 16], u64> = HashMap::with_max_entries(MAX_DENY, BPF_F_NO_PREALLOC);
 
 #[map(name = "LD_DENY_NETS")]
 pub static DENY_NETS: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(MAX_DENY, 0);
 
 /// The rated ports and the rate-limit sketch (see `lockdown_common::ratelimit`).
 #[map(name = "LD_RATES")]
-pub static RATES: HashMap<u32, RateSpec> = HashMap::with_max_entries(MAX_RATED_PORTS, 0);
+pub static RATES: HashMap<u32, RateSpec> =
+    HashMap::with_max_entries(MAX_RATED_PORTS, BPF_F_NO_PREALLOC);
 
 #[map(name = "LD_SKETCH")]
 pub static SKETCH: Array<u64> = Array::with_max_entries(SKETCH_MAP_ENTRIES, 0);
