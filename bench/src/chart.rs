@@ -142,9 +142,12 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
                     _ if x.id.starts_with("clock_") => DIAG,
                     None => BASE,
                     Some(Baseline::XdpDrop | Baseline::DropSmall) => DROP,
-                    Some(Baseline::XdpPass | Baseline::Lookup16 | Baseline::EstablishedSmall) => {
-                        PASS
-                    }
+                    Some(
+                        Baseline::XdpPass
+                        | Baseline::Lookup16
+                        | Baseline::EstablishedSmall
+                        | Baseline::EstablishedNoBlocklist,
+                    ) => PASS,
                     Some(Baseline::BareTc) => EGRESS,
                 },
                 text: x.ratio.map_or_else(

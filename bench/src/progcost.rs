@@ -69,6 +69,8 @@ pub enum Baseline {
     EstablishedSmall,
     /// The same drop path with its 54-byte frame.
     DropSmall,
+    /// The established ACK with no blocklist: the cost of a loaded blocklist.
+    EstablishedNoBlocklist,
 }
 
 impl Baseline {
@@ -79,6 +81,7 @@ impl Baseline {
             Self::BareTc => "bare TC",
             Self::Lookup16 => "16-byte-key LRU lookup",
             Self::EstablishedSmall | Self::DropSmall => "the same path at 54 bytes",
+            Self::EstablishedNoBlocklist => "the same path without a blocklist",
         }
     }
 }
@@ -119,6 +122,44 @@ pub struct Section {
     pub cpu: usize,
     pub paths: Vec<PathResult>,
     pub table_size: TableSize,
+    pub sketch: SketchFalsePositives,
+}
+
+/// The rate-limit sketch under a spoofed flood, simulated on the host with the datapath's own
+/// code (`lockdown_common::ratelimit`): how often a legitimate source under its rate is refused.
+#[derive(Debug, Serialize)]
+pub struct SketchFalsePositives {
+    pub rate: String,
+    pub flood_sources: u32,
+    pub probes: u32,
+    /// Fraction of legitimate probes refused while the flood arrives, and right after it.
+    pub during_flood: f64,
+    pub after_flood: f64,
+    /// The analytic bound, `P(Poisson(N/WIDTH) >= burst)^ROWS`.
+    pub bound: f64,
+}
+
+fn sketch_false_positives() -> SketchFalsePositives {
+    use lockdown_common::ratelimit::{
+        ROWS, RateSpec, WIDTH, false_positive_bound, false_positive_rate,
+    };
+    const SOURCES: u32 = 1_000_000;
+    const PROBES: u32 = 100_000;
+    let spec: RateSpec = "10/min burst 5".parse().expect("the bench's rate parses");
+    let fp = false_positive_rate(&spec, SOURCES, 1, PROBES, 7);
+    SketchFalsePositives {
+        rate: spec.to_string(),
+        flood_sources: SOURCES,
+        probes: PROBES,
+        during_flood: fp.during_flood,
+        after_flood: fp.after_flood,
+        bound: false_positive_bound(
+            u64::from(SOURCES) + 2 * u64::from(PROBES),
+            ROWS,
+            WIDTH,
+            spec.burst(),
+        ),
+    }
 }
 
 impl Section {
@@ -215,6 +256,42 @@ impl Loaded {
             .collect())
     }
 
+    /// Puts `n` addresses (198.18.0.0/15, never the bench's peer) on the blocklist, with
+    /// expiries, as fail2ban's bans would be.
+    fn deny(&mut self, n: u32) -> Result<()> {
+        let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+        let expires = clock_ns() + 3_600_000_000_000;
+        let mut map: aya::maps::HashMap<_, u32, u64> = self
+            .ebpf
+            .map_mut(lockdown_common::maps::DENY4)
+            .context("the blocklist map")?
+            .try_into()?;
+        for i in 0..n {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&Ipv4Addr::from(base + i).octets());
+            map.insert(&lockdown_common::deny::key4(&addr), &expires, 0)
+                .context("adding a blocklist entry")?;
+        }
+        let mut config = self.handles.read_config()?;
+        config.flags |= lockdown_common::config::FLAG_DENY;
+        self.handles.write_config(&config)
+    }
+
+    /// Limits tcp/22 per source at a rate the timed runs never exhaust (every SYN is admitted
+    /// and charged, the full cost of the check).
+    fn rate_tcp22(&mut self) -> Result<()> {
+        let rules = self.handles.rules()?;
+        let spec = lockdown_common::ratelimit::RateSpec::parse_rate("1000000000/s", 1_000_000)
+            .map_err(|e| anyhow::anyhow!("the bench's rate: {e}"))?;
+        let rates = std::collections::BTreeMap::from([(
+            lockdown_common::rates::PortSpec::parse("tcp/22")
+                .map_err(|e| anyhow::anyhow!("tcp/22: {e}"))?,
+            spec,
+        )]);
+        self.handles.set_policy(&rules, &rates)?;
+        self.handles.ensure_sketch_seed()
+    }
+
     fn insert(&mut self, key: &FlowKey, state: FlowState) -> Result<()> {
         let v = FlowValue::new(state, clock_ns(), 0);
         self.handles
@@ -273,7 +350,14 @@ enum Obj {
     NoLog,
     Small,
     Big,
+    /// Default, with [`BLOCKLIST`] addresses on the blocklist (none of them the bench's peer).
+    Blocklist,
+    /// Default, with tcp/22 limited per source at a rate no repeated run exhausts.
+    Rated,
 }
+
+/// Entries of the blocklist of [`Obj::Blocklist`].
+pub const BLOCKLIST: u32 = 10_000;
 
 /// What a path must do when run once, checked before it is timed.
 #[derive(Clone, Copy, Debug)]
@@ -341,6 +425,12 @@ fn est_key4() -> FlowKey {
 
 /// `frame` grown to 9000 bytes (the IP lengths left as they are: only the headers are read). A
 /// test run puts what does not fit the first page into fragments, as a multi-buffer driver does.
+/// `frame` (untagged IPv4) from another source address (the datapath checks no IPv4 checksum).
+fn with_source4(mut frame: Vec<u8>, src: Ipv4Addr) -> Vec<u8> {
+    frame[26..30].copy_from_slice(&src.octets());
+    frame
+}
+
 fn jumbo(mut frame: Vec<u8>) -> Vec<u8> {
     frame.resize(9000, 0x5a);
     frame
@@ -442,6 +532,36 @@ fn cases(opts: &Options) -> Vec<Case> {
             jumbo(ack_in.frame()),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             Some(Baseline::EstablishedSmall),
+        ),
+        c(
+            "rated_syn",
+            "SYN to a rate-limited allowed port (tcp/22 --rate, within its rate)",
+            Obj::Rated,
+            Prog::Ingress,
+            Tcp::inbound(40_000, 22, TCP_SYN).frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassAllowed),
+            pass,
+        ),
+        c(
+            "blocklist_established",
+            &format!("established TCP ACK (IPv4), {BLOCKLIST}-entry blocklist loaded"),
+            Obj::Blocklist,
+            Prog::Ingress,
+            ack_in.frame(),
+            Expect::Ingress(XDP_PASS, Counter::PassEstablished),
+            Some(Baseline::EstablishedNoBlocklist),
+        ),
+        c(
+            "blocklist_denied",
+            &format!("a denied source's packet, {BLOCKLIST}-entry blocklist"),
+            Obj::Blocklist,
+            Prog::Ingress,
+            with_source4(
+                Tcp::inbound(40_000, 22, TCP_SYN).frame(),
+                Ipv4Addr::new(198, 18, 0, 7),
+            ),
+            Expect::Ingress(XDP_DROP, Counter::DropDenied),
+            drop,
         ),
         c(
             "drop_ack_closed",
@@ -748,6 +868,11 @@ pub fn run(opts: &Options) -> Result<Section> {
         log_per_sec: 0,
         ..Config::DEFAULT
     })?;
+    let mut blocked = Loaded::new(None)?;
+    blocked.insert(&est_key4(), FlowState::TcpEstablished)?;
+    blocked.deny(BLOCKLIST)?;
+    let mut rated = Loaded::new(None)?;
+    rated.rate_tcp22()?;
     let mut small = Loaded::new(Some(opts.small_table))?;
     let mut big = Loaded::new(Some(opts.big_table))?;
     let t = Instant::now();
@@ -767,6 +892,8 @@ pub fn run(opts: &Options) -> Result<Section> {
             Obj::NoLog => &mut nolog,
             Obj::Small => &mut small,
             Obj::Big => &mut big,
+            Obj::Blocklist => &mut blocked,
+            Obj::Rated => &mut rated,
         };
         verdicts.push(check(l, case, &raws)?);
     }
@@ -783,6 +910,8 @@ pub fn run(opts: &Options) -> Result<Section> {
                 Obj::NoLog => &nolog,
                 Obj::Small => &small,
                 Obj::Big => &big,
+                Obj::Blocklist => &blocked,
+                Obj::Rated => &rated,
             };
             let (ret, ns) = l.run(case.prog, &case.frame, opts.repeat, &raws)?;
             let want = match case.expect {
@@ -809,6 +938,7 @@ pub fn run(opts: &Options) -> Result<Section> {
         Baseline::Lookup16 => &samples[index("lookup_only")],
         Baseline::EstablishedSmall => &samples[index("established_ack")],
         Baseline::DropSmall => &samples[index("drop_ack_closed")],
+        Baseline::EstablishedNoBlocklist => &samples[index("established_ack")],
     };
     let mut paths = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -853,7 +983,17 @@ pub fn run(opts: &Options) -> Result<Section> {
             fill_secs,
             ratio_big_to_small,
         },
+        sketch: sketch_false_positives(),
     };
+    println!(
+        "    rate-limit sketch, {} spoofed sources: {:.2e} of {} legitimate probes refused during \
+         the flood, {:.2e} after (bound {:.2e})",
+        section.sketch.flood_sources,
+        section.sketch.during_flood,
+        section.sketch.probes,
+        section.sketch.after_flood,
+        section.sketch.bound
+    );
     for p in &section.paths {
         println!(
             "    {:<52} {:>7.1} ns {}",
