@@ -266,11 +266,24 @@ impl Loaded {
             .map_mut(lockdown_common::maps::DENY4)
             .context("the blocklist map")?
             .try_into()?;
+        let mut filter = vec![0u64; lockdown_common::deny::FILTER_WORDS as usize];
         for i in 0..n {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&Ipv4Addr::from(base + i).octets());
             map.insert(&lockdown_common::deny::key4(&addr), &expires, 0)
                 .context("adding a blocklist entry")?;
+            let (w, m) = lockdown_common::deny::filter_slot(FAMILY_V4, &addr);
+            filter[w as usize] |= m;
+        }
+        let mut words: aya::maps::Array<_, u64> = self
+            .ebpf
+            .map_mut(lockdown_common::maps::DENY_FILTER)
+            .context("the blocklist filter")?
+            .try_into()?;
+        for (w, bits) in filter.iter().enumerate().filter(|(_, b)| **b != 0) {
+            words
+                .set(w as u32, bits, 0)
+                .context("writing the blocklist filter")?;
         }
         let mut config = self.handles.read_config()?;
         config.flags |= lockdown_common::config::FLAG_DENY;

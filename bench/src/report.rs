@@ -179,7 +179,7 @@ pub fn targets(
         ),
         target(
             "Rate-limit sketch: legitimate sources refused under a 1M-source spoofed flood",
-            "measured and stated (analytic bound 1.3e-2 at 10/min burst 5)",
+            "measured, at or under the analytic count-min bound (10/min burst 5)",
             p.map(|p| p.sketch.after_flood),
             |v| {
                 let s = &p.expect("measured").sketch;

@@ -83,6 +83,9 @@ pub const DENY4: &str = "LD_DENY4";
 pub const DENY6: &str = "LD_DENY6";
 /// The blocklist's prefixes (LPM trie, keyed like [`CIDRS`] with protocol and port 0) → expiry.
 pub const DENY_NETS: &str = "LD_DENY_NETS";
+/// The blocklist's address filter (array of [`crate::deny::FILTER_WORDS`] `u64`): a bit per hash
+/// of each whole address in [`DENY4`] and [`DENY6`], kept by the loader.
+pub const DENY_FILTER: &str = "LD_DENY_FILTER";
 /// Capacity of each blocklist map.
 pub const MAX_DENY: u32 = 65_536;
 
@@ -101,9 +104,27 @@ pub const SKETCH_MAP_ENTRIES: u32 = crate::ratelimit::SKETCH_ENTRIES + 1;
 pub const BUILD: &str = "LD_BUILD";
 
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 19] = [
-    FLOWS4, FLOWS6, CLOSING4, CLOSING6, PORTS, CIDRS, RULES, COUNTERS, CONFIG, FRAGS, EVENTS,
-    LOG_WINDOW, HIGH_WATER, BUILD, DENY4, DENY6, DENY_NETS, RATES, SKETCH,
+pub const ALL: [&str; 20] = [
+    FLOWS4,
+    FLOWS6,
+    CLOSING4,
+    CLOSING6,
+    PORTS,
+    CIDRS,
+    RULES,
+    COUNTERS,
+    CONFIG,
+    FRAGS,
+    EVENTS,
+    LOG_WINDOW,
+    HIGH_WATER,
+    BUILD,
+    DENY4,
+    DENY6,
+    DENY_NETS,
+    DENY_FILTER,
+    RATES,
+    SKETCH,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).

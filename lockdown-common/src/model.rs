@@ -221,6 +221,15 @@ impl Tables for HostTables {
         self.deny.get(&host).copied()
     }
 
+    fn deny_filter(&self, word: u32) -> u64 {
+        self.deny
+            .keys()
+            .filter(|n| n.is_host())
+            .map(|n| crate::deny::filter_slot(n.family, &n.addr))
+            .filter(|(w, _)| *w == word)
+            .fold(0, |acc, (_, m)| acc | m)
+    }
+
     fn deny_net(&self, key: &CidrKey) -> Option<u64> {
         let addr = crate::flow::ip_addr(key.family, &key.addr);
         self.deny

@@ -36,6 +36,8 @@ pub trait Tables {
     fn cidr_match(&self, key: &crate::rules::CidrKey) -> bool;
     fn frag_get(&self, key: &FragKey) -> Option<FragValue>;
     fn frag_insert(&mut self, key: &FragKey, value: &FragValue);
+    /// One word of the blocklist's address filter ([`crate::deny::filter_slot`]).
+    fn deny_filter(&self, word: u32) -> u64;
     /// The expiry of the blocklist's whole-address entry for `src`, if any.
     fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64>;
     /// The expiry of the longest blocklist prefix covering `key`'s address, if any.

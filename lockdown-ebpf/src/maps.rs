@@ -9,6 +9,7 @@ use aya_ebpf::{
 use lockdown_common::{
     config::Config,
     counters::{Counter, CounterValue},
+    deny::FILTER_WORDS,
     events::LogWindow,
     flow::{FlowKey, FlowKey4, FlowValue, FragKey, FragValue},
     maps::{
@@ -49,6 +50,9 @@ pub static DENY4: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DENY, BPF_F_
 
 #[map(name = "LD_DENY6")]
 pub static DENY6: HashMap<[u8; 16], u64> = HashMap::with_max_entries(MAX_DENY, BPF_F_NO_PREALLOC);
+
+#[map(name = "LD_DENY_FILTER")]
+pub static DENY_FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, 0);
 
 #[map(name = "LD_DENY_NETS")]
 pub static DENY_NETS: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(MAX_DENY, 0);

@@ -12,8 +12,8 @@ use lockdown_common::{
 };
 
 use crate::maps::{
-    CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, DENY_NETS, DENY4, DENY6, FLOWS4, FLOWS6, FRAGS,
-    PORTS, RATES, SKETCH,
+    CIDRS, CLOSING4, CLOSING6, CONFIG, COUNTERS, DENY_FILTER, DENY_NETS, DENY4, DENY6, FLOWS4,
+    FLOWS6, FRAGS, PORTS, RATES, SKETCH,
 };
 
 pub struct MapTables {
@@ -114,6 +114,11 @@ impl Tables for MapTables {
                 DENY6.get(src).copied()
             }
         }
+    }
+
+    #[inline(always)]
+    fn deny_filter(&self, word: u32) -> u64 {
+        DENY_FILTER.get(word).copied().unwrap_or(0)
     }
 
     #[inline(always)]

@@ -2,7 +2,10 @@
 //! reap entries, and keep the config flags that tell the datapath which maps to look in.
 //! Callers hold the pin root's lock, as for every other change to the maps.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{
@@ -11,9 +14,9 @@ use aya::maps::{
 };
 use lockdown_common::{
     config::{Config, FLAG_DENY, FLAG_DENY_NETS},
-    deny::{DenyNet, FOREVER, in_force, key4},
+    deny::{DenyNet, FOREVER, filter_slot, in_force, key4},
     flow::FAMILY_V4,
-    maps::{CONFIG, DENY_NETS, DENY4, DENY6, MAX_DENY},
+    maps::{CONFIG, DENY_FILTER, DENY_NETS, DENY4, DENY6, MAX_DENY},
 };
 
 use crate::{handles::is_not_found, pins::PinDir};
@@ -24,6 +27,7 @@ pub struct Blocklist {
     v4: HashMap<MapData, u32, u64>,
     v6: HashMap<MapData, [u8; 16], u64>,
     nets: LpmTrie<MapData, [u8; 20], u64>,
+    filter: Array<MapData, u64>,
     config: Array<MapData, Config>,
 }
 
@@ -79,6 +83,7 @@ impl Blocklist {
             v4: open(dir, DENY4)?.try_into()?,
             v6: open(dir, DENY6)?.try_into()?,
             nets: open(dir, DENY_NETS)?.try_into()?,
+            filter: open(dir, DENY_FILTER)?.try_into()?,
             config: open(dir, CONFIG)?.try_into()?,
         })
     }
@@ -147,25 +152,81 @@ impl Blocklist {
                 .insert(&Key::new(k.prefix_len, k.data()), &expires, 0)
         };
         r.map_err(full)?;
-        // The flags go on after the entry is in place.
+        // The filter bit and the flags go on after the entry is in place.
+        if net.is_host() {
+            let (word, mask) = filter_slot(net.family, &net.addr);
+            let old = self
+                .filter
+                .get(&word, 0)
+                .context("reading the blocklist filter")?;
+            if old & mask == 0 {
+                self.filter
+                    .set(word, &(old | mask), 0)
+                    .context("writing the blocklist filter")?;
+            }
+        }
         self.set_flags(|flags| flags | FLAG_DENY | if net.is_host() { 0 } else { FLAG_DENY_NETS })
     }
 
     /// Removes `net`; whether it was there.
     pub fn remove(&mut self, net: &DenyNet) -> Result<bool> {
-        let r = if net.family == FAMILY_V4 && net.is_host() {
-            self.v4.remove(&key4(&net.addr))
-        } else if net.is_host() {
-            self.v6.remove(&net.addr)
-        } else {
-            let k = net.net_key();
-            self.nets.remove(&Key::new(k.prefix_len, k.data()))
-        };
-        let was = match r {
-            Ok(()) => true,
-            Err(e) if is_not_found(&e) => false,
-            Err(e) => return Err(e).with_context(|| format!("removing {net} from the blocklist")),
-        };
+        self.remove_all(std::slice::from_ref(net)).map(|n| n == 1)
+    }
+
+    /// Removes the entries that expired before `now`; how many.
+    pub fn reap(&mut self, now: u64) -> Result<usize> {
+        let expired: Vec<DenyNet> = self
+            .entries()?
+            .into_iter()
+            .filter(|(_, e)| !in_force(*e, now))
+            .map(|(n, _)| n)
+            .collect();
+        self.remove_all(&expired)
+    }
+
+    /// Removes `nets` (those that are there; how many were), then rewrites the filter words they
+    /// touched from the addresses left and turns flags off for maps left empty.
+    pub fn remove_all(&mut self, nets: &[DenyNet]) -> Result<usize> {
+        let mut removed = 0;
+        let mut words = BTreeSet::new();
+        for net in nets {
+            let r = if net.family == FAMILY_V4 && net.is_host() {
+                self.v4.remove(&key4(&net.addr))
+            } else if net.is_host() {
+                self.v6.remove(&net.addr)
+            } else {
+                let k = net.net_key();
+                self.nets.remove(&Key::new(k.prefix_len, k.data()))
+            };
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing {net} from the blocklist"));
+                }
+            }
+            if net.is_host() {
+                words.insert(filter_slot(net.family, &net.addr).0);
+            }
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        // The touched words again from the addresses left: their bits never go off.
+        if !words.is_empty() {
+            let mut bits: BTreeMap<u32, u64> = words.iter().map(|w| (*w, 0)).collect();
+            for n in self.entries()?.keys().filter(|n| n.is_host()) {
+                let (w, m) = filter_slot(n.family, &n.addr);
+                if let Some(b) = bits.get_mut(&w) {
+                    *b |= m;
+                }
+            }
+            for (w, b) in bits {
+                self.filter
+                    .set(w, &b, 0)
+                    .context("writing the blocklist filter")?;
+            }
+        }
         // The flags go off once the last entry of their maps is gone.
         let (hosts, nets) = (
             self.v4.keys().next().is_some() || self.v6.keys().next().is_some(),
@@ -179,21 +240,7 @@ impl Blocklist {
                 flags & !FLAG_DENY
             }
         })?;
-        Ok(was)
-    }
-
-    /// Removes the entries that expired before `now`; how many.
-    pub fn reap(&mut self, now: u64) -> Result<usize> {
-        let expired: Vec<DenyNet> = self
-            .entries()?
-            .into_iter()
-            .filter(|(_, e)| !in_force(*e, now))
-            .map(|(n, _)| n)
-            .collect();
-        for n in &expired {
-            self.remove(n)?;
-        }
-        Ok(expired.len())
+        Ok(removed)
     }
 
     /// Rewrites the config's flags with `f` (a write only if they change). [`FLAG_DENY`] and

@@ -155,11 +155,9 @@ impl EntryArgs {
 impl IfaceArgs {
     fn flush(self) -> Result<()> {
         let (_lock, mut list) = open(&self)?;
-        let entries = list.entries()?;
-        for net in entries.keys() {
-            list.remove(net)?;
-        }
-        println!("lockdown: removed {} blocklist entries", entries.len());
+        let entries: Vec<_> = list.entries()?.into_keys().collect();
+        let n = list.remove_all(&entries)?;
+        println!("lockdown: removed {n} blocklist entries");
         Ok(())
     }
 }
