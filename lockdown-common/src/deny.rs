@@ -159,7 +159,7 @@ mod tests {
     extern crate std;
     use std::string::ToString as _;
 
-    use crate::{config::Config, model::HostTables, verdict::Tables as _};
+    use crate::{config::Config, model::HostTables};
 
     const NOW: u64 = 5_000_000_000;
 
