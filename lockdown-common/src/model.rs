@@ -138,7 +138,9 @@ impl HostTables {
         rates: &BTreeMap<PortSpec, RateSpec>,
         seed: u64,
     ) -> Result<(), crate::rates::RateCompileError> {
-        self.rates = crate::rates::compile(rules, rates, &mut self.ports)?;
+        let (mut ports, _) = compile(rules).expect("the rules compiled before");
+        self.rates = crate::rates::compile(rules, rates, &mut ports)?;
+        self.ports = ports;
         if self.sketch.is_empty() {
             self.sketch = vec![0; crate::ratelimit::SKETCH_ENTRIES as usize];
         }

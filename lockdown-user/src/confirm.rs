@@ -3,13 +3,18 @@
 //! watchdog restores it after the window unless `lockdown confirm` removed the file first.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, bail};
-use lockdown_common::{config::Config, rules::AllowRule};
+use lockdown_common::{
+    config::{Config, STATE_FLAGS},
+    ratelimit::RateSpec,
+    rates::PortSpec,
+    rules::AllowRule,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{attach, handles::Handles, pins::PinDir};
@@ -27,6 +32,9 @@ pub struct Pending {
 pub struct Previous {
     pub rules: Vec<String>,
     pub config: Vec<u8>,
+    /// The rated ports and their rates (`tcp/22`, `10/min burst 5`).
+    #[serde(default)]
+    pub rates: Vec<(String, String)>,
 }
 
 /// Where pending changes are recorded: `/run/lockdown`, or `$LOCKDOWN_RUN_DIR`.
@@ -47,7 +55,16 @@ pub fn snapshot(dir: &PinDir) -> Result<Option<Previous>> {
     let h = Handles::open(dir)?;
     let rules = h.rules()?.iter().map(rule_spec).collect();
     let config = bytemuck::bytes_of(&h.read_config()?).to_vec();
-    Ok(Some(Previous { rules, config }))
+    let rates = h
+        .rates()?
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.to_string()))
+        .collect();
+    Ok(Some(Previous {
+        rules,
+        config,
+        rates,
+    }))
 }
 
 /// A rule as `SPEC[ FROM]`, parseable by [`parse_rule`].
@@ -134,12 +151,28 @@ pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<boo
                     .get(..size_of::<Config>())
                     .context("saved config is truncated")?,
             );
+            let rates = prev
+                .rates
+                .iter()
+                .map(|(p, r)| {
+                    Ok((
+                        PortSpec::parse(p).with_context(|| format!("saved rated port {p:?}"))?,
+                        r.parse::<RateSpec>()
+                            .with_context(|| format!("saved rate {r:?}"))?,
+                    ))
+                })
+                .collect::<Result<BTreeMap<_, _>>>()?;
             let root = dir.dir.parent().context("pin directory has no parent")?;
             let _lock = crate::pins::lock(root)?;
             let mut h = Handles::open(dir)?;
             attach::seed(&mut h, &rules)?;
-            h.set_rules(&rules)?;
-            h.write_config(&config)?;
+            h.set_policy(&rules, &rates)?;
+            // The flags that describe the maps (blocklist, log reader) stay as they are now.
+            let now = h.read_config()?;
+            h.write_config(&Config {
+                flags: config.flags & !STATE_FLAGS | now.flags & STATE_FLAGS,
+                ..config
+            })?;
         }
     }
     fs::remove_file(path).ok();

@@ -219,6 +219,105 @@ impl Datapath {
             .unwrap_or_else(|e| panic!("writing the rules {rules:?}: {e:#}"));
     }
 
+    /// Replaces the rates and the sketch's seed (the sketch's buckets are kept: under a new seed,
+    /// stale buckets only matter where all of a stream's rows meet one, which a test's few
+    /// streams never do in practice).
+    pub fn set_rates(
+        &mut self,
+        rules: &BTreeSet<AllowRule>,
+        rates: &std::collections::BTreeMap<
+            lockdown_common::rates::PortSpec,
+            lockdown_common::ratelimit::RateSpec,
+        >,
+        seed: u64,
+    ) {
+        self.handles
+            .set_policy(rules, rates)
+            .unwrap_or_else(|e| panic!("writing the rates {rates:?}: {e:#}"));
+        self.handles
+            .sketch
+            .set(lockdown_common::ratelimit::SKETCH_ENTRIES, &seed, 0)
+            .unwrap_or_else(|e| panic!("writing the sketch seed: {e}"));
+    }
+
+    /// Replaces the blocklist maps and the address filter with `entries` (the config's
+    /// `FLAG_DENY*` bits are the caller's, through [`Datapath::set_config`]).
+    pub fn set_deny(
+        &mut self,
+        entries: &std::collections::BTreeMap<lockdown_common::deny::DenyNet, u64>,
+    ) {
+        use aya::maps::{
+            Array, HashMap as BpfHashMap,
+            lpm_trie::{Key, LpmTrie},
+        };
+        use lockdown_common::{deny, maps};
+        let mut v4: BpfHashMap<_, u32, u64> = self
+            .ebpf
+            .map_mut(maps::DENY4)
+            .expect("the DENY4 map")
+            .try_into()
+            .expect("DENY4 is a hash map");
+        let keys: Vec<u32> = v4.keys().map(|k| k.expect("DENY4 keys")).collect();
+        for k in keys {
+            v4.remove(&k).expect("clearing DENY4");
+        }
+        for (n, e) in entries
+            .iter()
+            .filter(|(n, _)| n.is_host() && n.family == FAMILY_V4)
+        {
+            v4.insert(&deny::key4(&n.addr), e, 0)
+                .expect("writing DENY4");
+        }
+        let mut v6: BpfHashMap<_, [u8; 16], u64> = self
+            .ebpf
+            .map_mut(maps::DENY6)
+            .expect("the DENY6 map")
+            .try_into()
+            .expect("DENY6 is a hash map");
+        let keys: Vec<[u8; 16]> = v6.keys().map(|k| k.expect("DENY6 keys")).collect();
+        for k in keys {
+            v6.remove(&k).expect("clearing DENY6");
+        }
+        for (n, e) in entries
+            .iter()
+            .filter(|(n, _)| n.is_host() && n.family != FAMILY_V4)
+        {
+            v6.insert(&n.addr, e, 0).expect("writing DENY6");
+        }
+        let mut nets: LpmTrie<_, [u8; 20], u64> = self
+            .ebpf
+            .map_mut(maps::DENY_NETS)
+            .expect("the DENY_NETS map")
+            .try_into()
+            .expect("DENY_NETS is a trie");
+        let keys: Vec<Key<[u8; 20]>> = nets.keys().map(|k| k.expect("DENY_NETS keys")).collect();
+        for k in keys {
+            nets.remove(&k).expect("clearing DENY_NETS");
+        }
+        for (n, e) in entries.iter().filter(|(n, _)| !n.is_host()) {
+            let k = n.net_key();
+            nets.insert(&Key::new(k.prefix_len, k.data()), e, 0)
+                .expect("writing DENY_NETS");
+        }
+        let mut filter: Array<_, u64> = self
+            .ebpf
+            .map_mut(maps::DENY_FILTER)
+            .expect("the filter map")
+            .try_into()
+            .expect("DENY_FILTER is an array");
+        let mut words = std::collections::BTreeMap::<u32, u64>::new();
+        for n in entries.keys().filter(|n| n.is_host()) {
+            let (w, m) = deny::filter_slot(n.family, &n.addr);
+            *words.entry(w).or_default() |= m;
+        }
+        for w in 0..deny::FILTER_WORDS {
+            let want = words.get(&w).copied().unwrap_or(0);
+            if filter.get(&w, 0).expect("reading the filter") != want {
+                filter.set(w, &want, 0).expect("writing the filter");
+            }
+        }
+    }
+
     /// Packets per counter, summed over CPUs, in index order.
     pub fn counter_packets(&self) -> Vec<u64> {
         Counter::ALL

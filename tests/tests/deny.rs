@@ -291,3 +291,31 @@ fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
     // Prefixes have their own map, with room.
     w.ld.must(&["deny", "add", "203.0.113.0/24"]);
 }
+
+#[test]
+fn lockdown_log_names_the_denied_drops() {
+    use lockdown_tests::bg::Bg;
+
+    let w = World::new("deny-log");
+    w.ld.must(&["deny", "add", &PEER_V4.to_string()]);
+    let mut log = Bg::spawn(
+        &w.ld,
+        &["log", "--iface", ORIGIN_IF, "--count", "1", "--json"],
+    );
+    wait_for(Duration::from_secs(10), || {
+        log.holds_bpf_map().then_some(())
+    })
+    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", log.output()));
+    assert!(!w.connects(Family::V4));
+    let status = log.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "`log --count 1`: {status}\n{}",
+        log.output()
+    );
+    let lines = log.stdout_lines();
+    let e: serde_json::Value = serde_json::from_str(&lines[0])
+        .unwrap_or_else(|err| panic!("a log line is not JSON ({err}): {lines:?}"));
+    assert_eq!(e["reason"], "drop_denied", "event: {e}");
+    assert_eq!(e["src"], PEER_V4.to_string(), "event: {e}");
+}

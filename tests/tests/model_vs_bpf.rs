@@ -22,12 +22,15 @@ use std::{
 };
 
 use lockdown_common::{
-    config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
+    config::{Config, FLAG_DENY, FLAG_DENY_NETS, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
     counters::Counter,
+    deny::{DenyNet, FOREVER},
     flow::{
         FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     },
+    ratelimit::RateSpec,
+    rates::PortSpec,
     verdict::Decision,
 };
 use lockdown_tests::{
@@ -613,6 +616,32 @@ fn seed_tables(rng: &mut StdRng, now: u64, t: u64) -> (Vec<FlowEntry>, Vec<FragE
     (flows, frags)
 }
 
+/// A random blocklist for an epoch: none half the time, else one to three entries covering some
+/// of the remotes (whole addresses or prefixes), in force or long expired.
+fn epoch_deny(rng: &mut StdRng) -> BTreeMap<DenyNet, u64> {
+    let mut out = BTreeMap::new();
+    if rng.random_bool(0.5) {
+        return out;
+    }
+    let t = now();
+    for _ in 0..rng.random_range(1..=3) {
+        let v6 = rng.random_bool(0.5);
+        let addr = remote(rng, v6);
+        let len = match (addr.is_ipv4(), rng.random_bool(0.6)) {
+            (true, true) => 32,
+            (true, false) => 24,
+            (false, true) => 128,
+            (false, false) => 48,
+        };
+        let net = DenyNet::parse(&format!("{addr}/{len}")).expect("a CIDR");
+        let expires = *[FOREVER, t + 3_600_000_000_000, 1]
+            .choose(rng)
+            .expect("choices");
+        out.insert(net, expires);
+    }
+    out
+}
+
 /// A random config for an epoch: flags, and each timeout `t` or `2t` seconds.
 fn epoch_config(rng: &mut StdRng, t: u32) -> Config {
     let mut flags = 0;
@@ -877,9 +906,34 @@ impl Runner {
 
     /// Resets both sides to the same fresh tables and config.
     fn reset(&mut self, rng: &mut StdRng, t: u64) -> Gen {
-        let config = epoch_config(rng, t as u32);
+        let mut config = epoch_config(rng, t as u32);
+        let deny = epoch_deny(rng);
+        if !deny.is_empty() {
+            config.flags |= FLAG_DENY;
+        }
+        if deny.keys().any(|n| !n.is_host()) {
+            config.flags |= FLAG_DENY_NETS;
+        }
         self.dp.set_config(&config);
         self.model.config = config;
+        self.dp.set_deny(&deny);
+        self.model.deny = deny;
+        // Half the epochs limit tcp/22 to one connection per source an hour: the second SYN
+        // from a source is refused, and no clock difference between the two sides matters.
+        let rates = if rng.random_bool(0.5) {
+            BTreeMap::from([(
+                PortSpec::parse("tcp/22").expect("a spec"),
+                RateSpec::parse_rate("1/h", 1).expect("a rate"),
+            )])
+        } else {
+            BTreeMap::new()
+        };
+        let seed = rng.random::<u64>() | 1;
+        let all = rules(RULES);
+        self.dp.set_rates(&all, &rates, seed);
+        self.model
+            .set_rates(&all, &rates, seed)
+            .unwrap_or_else(|e| panic!("the rates: {e}"));
         self.dp.clear_flows();
         self.dp.clear_frags();
         let (flows, frags) = seed_tables(rng, now(), t);

@@ -1996,3 +1996,52 @@ fn status_says_when_up_replace_is_due() {
     assert_eq!(s["replace_due"], false, "after up --replace: {s}");
     assert_eq!(s["programs_sha256"], own.as_str(), "{s}");
 }
+
+#[test]
+fn a_rollback_restores_the_rates_and_keeps_the_blocklist() {
+    let w = World::new("cf-rates").origin_echo(&[SSH, WEB]);
+    w.up(&[]);
+    w.must(&["allow", "add", "tcp/22", "--rate", "10/min", "--burst", "5"]);
+    let out = w.run_confirmable(&[
+        "up",
+        "--iface",
+        ORIGIN_IF,
+        "--allow",
+        "tcp/22",
+        "--allow",
+        "tcp/8080",
+        "--confirm",
+        "2",
+    ]);
+    assert!(out.success(), "up --confirm 2 should apply: {out}");
+    let rate = |w: &World| {
+        let out = w.must(&["allow", "list", "--json"]);
+        let v: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v[0]["rate"].clone()
+    };
+    assert!(rate(&w).is_null(), "the new policy has no rate");
+    // A ban arrives meanwhile (fail2ban does not wait for a confirmation).
+    w.must(&["deny", "add", &PEER_V4.to_string()]);
+
+    wait_for(Duration::from_secs(15), || {
+        (w.allow() == ["tcp/22"]).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the unconfirmed change was not rolled back\n{}",
+            w.context()
+        )
+    });
+    wait_watchdog_gone(&w);
+    assert_eq!(
+        rate(&w),
+        "10/min burst 5",
+        "the rollback did not restore the rate"
+    );
+    w.assert_inbound_dropped(SSH);
+    assert!(
+        w.counter("drop_denied") > 0,
+        "the blocklist stopped matching after the rollback"
+    );
+}
