@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{
-    Array, HashMap, Map, MapData, MapError,
+    Array, HashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 use lockdown_common::{
@@ -19,7 +19,10 @@ use lockdown_common::{
     maps::{CONFIG, DENY_FILTER, DENY_NETS, DENY4, DENY6, MAX_DENY},
 };
 
-use crate::{handles::is_not_found, pins::PinDir};
+use crate::{
+    handles::{is_not_found, open_pinned},
+    pins::PinDir,
+};
 
 /// The blocklist maps of one attachment.
 pub struct Blocklist {
@@ -29,20 +32,6 @@ pub struct Blocklist {
     nets: LpmTrie<MapData, [u8; 20], u64>,
     filter: Array<MapData, u64>,
     config: Array<MapData, Config>,
-}
-
-fn open(dir: &PinDir, name: &str) -> Result<Map> {
-    let path = dir.map(name);
-    if !path.exists() {
-        bail!(
-            "{} was locked down by an earlier release without a blocklist (no {name} pin): \
-             `lockdown up --replace --iface {}` upgrades it",
-            dir.iface,
-            dir.iface
-        );
-    }
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
 }
 
 /// Refuses `nets` if one holds the client of an SSH session into this host.
@@ -78,13 +67,15 @@ pub fn time_left(expires: u64, now: u64) -> Option<Duration> {
 
 impl Blocklist {
     pub fn open(dir: &PinDir) -> Result<Self> {
+        dir.require_current_layout()?;
+        let open = |name| open_pinned(&dir.map(name));
         Ok(Self {
             iface: dir.iface.clone(),
-            v4: open(dir, DENY4)?.try_into()?,
-            v6: open(dir, DENY6)?.try_into()?,
-            nets: open(dir, DENY_NETS)?.try_into()?,
-            filter: open(dir, DENY_FILTER)?.try_into()?,
-            config: open(dir, CONFIG)?.try_into()?,
+            v4: open(DENY4)?.try_into()?,
+            v6: open(DENY6)?.try_into()?,
+            nets: open(DENY_NETS)?.try_into()?,
+            filter: open(DENY_FILTER)?.try_into()?,
+            config: open(CONFIG)?.try_into()?,
         })
     }
 

@@ -47,7 +47,7 @@ pub struct Compiled {
     rates: BTreeMap<u32, RateSpec>,
 }
 
-fn open_pinned(path: &Path) -> Result<Map> {
+pub(crate) fn open_pinned(path: &Path) -> Result<Map> {
     let data = MapData::from_pin(path)
         .with_context(|| format!("opening pinned map {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
@@ -59,8 +59,10 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
 }
 
 impl Handles {
-    /// Opens the pinned maps of an attachment.
+    /// Opens the pinned maps of an attachment; an earlier release's layout is refused with the
+    /// way out.
     pub fn open(dir: &PinDir) -> Result<Self> {
+        dir.require_current_layout()?;
         Self::open_paths(|name| dir.map(name))
     }
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
+use lockdown_common::maps::{ALL, BUILD, PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
 
 /// The pin directory of one locked-down interface.
 #[derive(Clone, Debug)]
@@ -33,6 +33,27 @@ impl PinDir {
 
     pub fn link_egress(&self) -> PathBuf {
         self.dir.join(PIN_LINK_EGRESS)
+    }
+
+    /// Refuses pins of an earlier release whose map layout this one reads only after
+    /// `up --replace` has upgraded them (the maps of [`ALL`] but the build record must be
+    /// pinned), naming the way out.
+    pub fn require_current_layout(&self) -> Result<()> {
+        let missing: Vec<&str> = ALL
+            .into_iter()
+            .filter(|n| *n != BUILD && !self.map(n).exists())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} was locked down by an earlier release (its pins lack {}): its filter keeps \
+                 enforcing; `lockdown up --replace --iface {}` loads this binary's programs and \
+                 upgrades the pins",
+                self.iface,
+                missing.join(", "),
+                self.iface
+            );
+        }
+        Ok(())
     }
 
     /// Whether the interface is locked down (its ingress link is pinned).

@@ -55,21 +55,6 @@ pub struct Status {
 
 /// The status of one interface; counter rates are measured over `interval` (none if zero).
 pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
-    // An earlier release's pins (another layout) are read only after `up --replace` upgrades them.
-    let missing: Vec<&str> = lockdown_common::maps::ALL
-        .into_iter()
-        .filter(|n| *n != lockdown_common::maps::BUILD && !dir.map(n).exists())
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "{} was locked down by an earlier release (its pins lack {}): its filter keeps \
-             enforcing; `lockdown up --replace --iface {}` loads this binary's programs and \
-             upgrades the pins",
-            dir.iface,
-            missing.join(", "),
-            dir.iface
-        );
-    }
     let mut handles = Handles::open(dir)?;
     let config = handles.read_config()?;
     let live = handles.live_flows(crate::clock_ns())?;
