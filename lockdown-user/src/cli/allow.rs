@@ -145,22 +145,18 @@ impl RuleArgs {
                 (false, None) => println!("lockdown: {ports} on {}: no rate limit", dir.iface),
             }
             return Ok(());
-        } else if !rules.remove(&rule) {
-            bail!("{rule} is not in the allowlist of {}", dir.iface);
-        } else {
-            // The lockout guard, as for `up`: the admin must be able to reconnect.
-            if !self.force {
-                sockets::check_lockout(&rules, &sockets::ssh_sessions(&sockets::all()?))?;
-            }
-            // Connections the rule let in must survive it, as with iptables' conntrack.
-            attach::seed(&mut handles, &rules)?;
         }
+        if !rules.remove(&rule) {
+            bail!("{rule} is not in the allowlist of {}", dir.iface);
+        }
+        // The lockout guard, as for `up`: the admin must be able to reconnect.
+        if !self.force {
+            sockets::check_lockout(&rules, &sockets::ssh_sessions(&sockets::all()?))?;
+        }
+        // Connections the rule let in must survive it, as with iptables' conntrack.
+        attach::seed(&mut handles, &rules)?;
         handles.set_rules(&rules)?;
-        println!(
-            "lockdown: {} {rule} on {}",
-            if add { "allowed" } else { "removed" },
-            dir.iface
-        );
+        println!("lockdown: removed {rule} on {}", dir.iface);
         Ok(())
     }
 }
