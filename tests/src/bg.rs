@@ -150,3 +150,37 @@ impl Drop for Bg {
         }
     }
 }
+
+/// Runs `lockdown log --count COUNT --json` on the CLI's interface, runs `trigger` once the reader
+/// holds the ring buffer, and returns the events it printed, parsed. Panics (with the reader's
+/// output) if it exits early, never opens the ring, fails, or prints other than `count` events.
+pub fn log_events(ld: &Lockdown, count: usize, trigger: impl FnOnce()) -> Vec<serde_json::Value> {
+    let n = count.to_string();
+    let mut log = Bg::spawn(ld, &["log", "--iface", &ld.iface, "--count", &n, "--json"]);
+    wait_for(Duration::from_secs(10), || {
+        assert!(log.running(), "`log` exited early\n{}", log.output());
+        log.holds_bpf_map().then_some(())
+    })
+    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", log.output()));
+    trigger();
+    let status = log.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "`log --count {count}` exited with {status}\n{}",
+        log.output()
+    );
+    let lines = log.stdout_lines();
+    assert_eq!(
+        lines.len(),
+        count,
+        "expected {count} events\n{}",
+        log.output()
+    );
+    lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("a log line is not JSON ({err}): {line}"))
+        })
+        .collect()
+}

@@ -390,7 +390,12 @@ pub fn remove_tree(path: &Path) {
 
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes. Only for failing fast: no
 /// test asserts on how long anything took.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(timeout, Duration::from_millis(20), f)
+}
+
+/// [`wait_for`], polling every `every` (for checks that cost more, such as a daemon's status).
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -399,6 +404,6 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }

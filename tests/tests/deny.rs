@@ -6,6 +6,7 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use lockdown_common::deny::DenyNet;
 use lockdown_tests::{
+    bg::log_events,
     cli::{Lockdown, wait_for},
     netns::{
         DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, PEER_V4, PEER_V6, Serve, TcpServer,
@@ -294,28 +295,14 @@ fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
 
 #[test]
 fn lockdown_log_names_the_denied_drops() {
-    use lockdown_tests::bg::Bg;
-
     let w = World::new("deny-log");
     w.ld.must(&["deny", "add", &PEER_V4.to_string()]);
-    let mut log = Bg::spawn(
-        &w.ld,
-        &["log", "--iface", ORIGIN_IF, "--count", "1", "--json"],
+    let events = log_events(&w.ld, 1, || assert!(!w.connects(Family::V4)));
+    assert_eq!(events[0]["reason"], "drop_denied", "event: {}", events[0]);
+    assert_eq!(
+        events[0]["src"],
+        PEER_V4.to_string(),
+        "event: {}",
+        events[0]
     );
-    wait_for(Duration::from_secs(10), || {
-        log.holds_bpf_map().then_some(())
-    })
-    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", log.output()));
-    assert!(!w.connects(Family::V4));
-    let status = log.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "`log --count 1`: {status}\n{}",
-        log.output()
-    );
-    let lines = log.stdout_lines();
-    let e: serde_json::Value = serde_json::from_str(&lines[0])
-        .unwrap_or_else(|err| panic!("a log line is not JSON ({err}): {lines:?}"));
-    assert_eq!(e["reason"], "drop_denied", "event: {e}");
-    assert_eq!(e["src"], PEER_V4.to_string(), "event: {e}");
 }

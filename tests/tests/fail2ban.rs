@@ -32,7 +32,7 @@ use std::{
 };
 
 use lockdown_tests::{
-    cli::Lockdown,
+    cli::{Lockdown, poll},
     netns::{
         DROP_TIMEOUT, LINK_PREFIX_V4, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, ORIGIN_V6,
         PEER_IF, PEER_V4, PEER_V6, ip, netns_path, ns_command, tcp_connect,
@@ -172,20 +172,6 @@ fn kill_namespace_processes(ns: &str) {
                 let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
             }
         }
-    }
-}
-
-/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
-fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(every);
     }
 }
 

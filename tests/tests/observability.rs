@@ -21,7 +21,7 @@ use std::{
 };
 
 use lockdown_tests::{
-    bg::Bg,
+    bg::{Bg, log_events},
     cli::{self, Lockdown, wait_for},
     netns::{
         NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, Serve, TcpServer,
@@ -495,30 +495,14 @@ fn log_count_prints_one_event_per_probe_and_exits() {
         eprintln!("drained: {:?}", drain.stdout_lines());
     }
 
-    let mut log = Bg::spawn(
-        &w.ld,
-        &["log", "--iface", ORIGIN_IF, "--count", "3", "--json"],
-    );
-    wait_for(Duration::from_secs(10), || {
-        assert!(log.running(), "`log` exited early\n{}", log.output());
-        log.holds_bpf_map().then_some(())
-    })
-    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", log.output()));
-    let events_before = w.counters()["log_events"];
-    for _ in 0..3 {
-        one_syn(&w, PROBED);
-    }
-    let status = log.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "`log --count 3` exited with {status}\n{}",
-        log.output()
-    );
-    let lines = log.stdout_lines();
-    assert_eq!(lines.len(), 3, "expected 3 events\n{}", log.output());
-    for line in &lines {
-        let e: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|err| panic!("a log line is not JSON ({err}): {line}"));
+    let mut events_before = 0;
+    let events = log_events(&w.ld, 3, || {
+        events_before = w.counters()["log_events"];
+        for _ in 0..3 {
+            one_syn(&w, PROBED);
+        }
+    });
+    for e in &events {
         assert_eq!(e["reason"], "drop_new", "event: {e}");
         assert_eq!(e["proto"], "tcp", "event: {e}");
         assert_eq!(e["dport"], PROBED, "event: {e}");

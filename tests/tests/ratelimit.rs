@@ -6,6 +6,7 @@
 use std::{net::SocketAddr, process::Command, time::Duration};
 
 use lockdown_tests::{
+    bg::log_events,
     cli::{Lockdown, wait_for},
     netns::{
         Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, Serve, TcpServer, any,
@@ -220,30 +221,17 @@ fn bad_rates_are_refused_and_change_nothing() {
 
 #[test]
 fn lockdown_log_names_the_rate_limited_drops() {
-    use lockdown_tests::bg::Bg;
-
     let w = World::new("rl-log");
     w.ld.must(&["allow", "add", "tcp/22", "--rate", "1/h", "--burst", "1"]);
     let src = PEER_V4.to_string();
     assert!(w.connect_from(&src), "the burst of 1");
-    let mut log = Bg::spawn(
-        &w.ld,
-        &["log", "--iface", ORIGIN_IF, "--count", "1", "--json"],
+    let events = log_events(&w.ld, 1, || {
+        assert!(!w.connect_from(&src), "beyond the burst")
+    });
+    assert_eq!(
+        events[0]["reason"], "drop_rate_limited",
+        "event: {}",
+        events[0]
     );
-    wait_for(Duration::from_secs(10), || {
-        log.holds_bpf_map().then_some(())
-    })
-    .unwrap_or_else(|| panic!("`log` never opened the ring buffer\n{}", log.output()));
-    assert!(!w.connect_from(&src), "beyond the burst");
-    let status = log.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "`log --count 1`: {status}\n{}",
-        log.output()
-    );
-    let lines = log.stdout_lines();
-    let e: serde_json::Value = serde_json::from_str(&lines[0])
-        .unwrap_or_else(|err| panic!("a log line is not JSON ({err}): {lines:?}"));
-    assert_eq!(e["reason"], "drop_rate_limited", "event: {e}");
-    assert_eq!(e["dport"], SSH, "event: {e}");
+    assert_eq!(events[0]["dport"], SSH, "event: {}", events[0]);
 }
