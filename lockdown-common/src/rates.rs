@@ -7,12 +7,9 @@
 
 use core::fmt;
 
-use crate::{
-    flow::{PROTO_TCP, PROTO_UDP},
-    rules::{AllowRule, RuleError, parse_spec},
-};
+use crate::rules::{AllowRule, RuleError, parse_spec, proto_name};
 #[cfg(any(test, feature = "std"))]
-use crate::{ratelimit::RateSpec, rules::port_slot};
+use crate::{flow::PROTO_TCP, ratelimit::RateSpec, rules::port_slot};
 
 /// Port-table flag: new TCP connections to this port are limited per source.
 pub const PORT_RATED: u8 = 1 << 3;
@@ -52,13 +49,9 @@ impl PortSpec {
 }
 
 impl fmt::Display for PortSpec {
+    /// `tcp/22`, `udp/8000-8100`: a rule's spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.proto {
-            PROTO_TCP => "tcp",
-            PROTO_UDP => "udp",
-            _ => "?",
-        };
-        write!(f, "{proto}/{}", self.lo)?;
+        write!(f, "{}/{}", proto_name(self.proto), self.lo)?;
         if self.hi != self.lo {
             write!(f, "-{}", self.hi)?;
         }

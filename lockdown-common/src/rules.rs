@@ -234,11 +234,7 @@ impl AllowRule {
     }
 
     pub const fn proto_name(&self) -> &'static str {
-        match self.proto {
-            PROTO_TCP => "tcp",
-            PROTO_UDP => "udp",
-            _ => "?",
-        }
+        proto_name(self.proto)
     }
 
     /// The source address, if the rule has one.
@@ -247,6 +243,15 @@ impl AllowRule {
             FAMILY_V4 | FAMILY_V6 => Some((ip_addr(self.family, &self.addr), self.prefix_len)),
             _ => None,
         }
+    }
+}
+
+/// The name a spec gives a protocol: `tcp`, `udp` (`?` for others).
+pub const fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        _ => "?",
     }
 }
 
@@ -314,10 +319,7 @@ pub fn compile(
 impl fmt::Display for AllowRule {
     /// `tcp/22`, `tcp/8000-8100 from 10.0.0.0/8`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.proto_name(), self.port_lo)?;
-        if self.port_hi != self.port_lo {
-            write!(f, "-{}", self.port_hi)?;
-        }
+        write!(f, "{}", crate::rates::PortSpec::of(self))?;
         if let Some((addr, len)) = self.source() {
             write!(f, " from {addr}/{len}")?;
         }

@@ -69,10 +69,7 @@ pub fn snapshot(dir: &PinDir) -> Result<Option<Previous>> {
 
 /// A rule as `SPEC[ FROM]`, parseable by [`parse_rule`].
 fn rule_spec(r: &AllowRule) -> String {
-    let mut spec = format!("{}/{}", r.proto_name(), r.port_lo);
-    if r.port_hi != r.port_lo {
-        spec.push_str(&format!("-{}", r.port_hi));
-    }
+    let mut spec = PortSpec::of(r).to_string();
     if let Some((a, l)) = r.source() {
         spec.push_str(&format!(" {a}/{l}"));
     }
