@@ -3,7 +3,7 @@
 //! `status` can tell an operator, after a package upgrade, that the running programs are not this
 //! binary's and `up --replace` is due.
 
-use std::{path::Path, sync::LazyLock};
+use std::sync::LazyLock;
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -56,15 +56,11 @@ pub fn record(ebpf: &mut Ebpf) -> Result<()> {
 /// The object hash recorded for the programs attached under `dir`; `None` when they were attached
 /// by a release that did not record one (no pin) or nothing was recorded (all zeros).
 pub fn running(dir: &PinDir) -> Result<Option<[u8; 32]>> {
-    read(&dir.map(BUILD))
-}
-
-fn read(path: &Path) -> Result<Option<[u8; 32]>> {
+    let path = dir.map(BUILD);
     if !path.exists() {
         return Ok(None);
     }
-    let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
-    let map: Array<MapData, [u8; 32]> = aya::maps::Map::from_map_data(data)?
+    let map: Array<MapData, [u8; 32]> = crate::handles::open_pinned(&path)?
         .try_into()
         .with_context(|| format!("{} is not an array", path.display()))?;
     let hash = map
