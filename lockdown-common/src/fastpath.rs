@@ -5,14 +5,19 @@
 //! decide, the full path would answer the same (the model-vs-program test holds both to that).
 
 use crate::{
-    conntrack::tcp_is_new,
-    counters::Counter,
-    flow::{FAMILY_V4, FlowKey, FlowState, FlowTable, PROTO_TCP, PROTO_UDP},
-    parse::{ETH_P_IP, Packet, TCP_FIN, TCP_RST, TCP_SYN, v4_addr},
-    policy::port_flags,
-    rates::PORT_RATED,
-    rules::{PORT_ANY_V4, PORT_CIDR},
-    verdict::Tables,
+    contract::{
+        allow::{PORT_ANY_V4, PORT_CIDR, PORT_RATED},
+        counters::Counter,
+        flow::{FAMILY_V4, FlowKey, FlowState, FlowTable, PROTO_TCP, PROTO_UDP},
+    },
+    packet::Packet,
+    stages::{
+        conntrack::tcp_is_new,
+        deny::denied,
+        parse::{ETH_P_IP, TCP_FIN, TCP_RST, TCP_SYN, v4_addr},
+        policy::port_flags,
+    },
+    tables::Tables,
 };
 
 /// Ethernet (14) + IPv4 without options (20), checked: the IPv4 protocol, if this is the shape
@@ -41,7 +46,7 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
     // The rest of the TCP header must be there too, as the full parser requires.
     p.load::<u8>(53)?;
     // The blocklist first, as on the full path.
-    if crate::deny::denied(t, FAMILY_V4, &v4_addr([h[26], h[27], h[28], h[29]])) {
+    if denied(t, FAMILY_V4, &v4_addr([h[26], h[27], h[28], h[29]])) {
         return Some(Counter::DropDenied);
     }
     let dport = u16::from_be_bytes([h[36], h[37]]);
@@ -119,11 +124,13 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::Config,
-        flow::{FlowValue, PROTO_TCP},
+        contract::{
+            allow::AllowRule,
+            config::Config,
+            flow::{FlowValue, PROTO_TCP},
+        },
         model::HostTables,
-        parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-        rules::AllowRule,
+        stages::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
         verdict::{egress_full_path, full_path},
     };
 
@@ -286,7 +293,10 @@ mod tests {
                     fast.load_flows([(v.table(), key(port), v)]);
                 }
                 for (net, expires) in deny {
-                    fast.deny_add(crate::deny::DenyNet::parse(net).expect("a CIDR"), expires);
+                    fast.deny_add(
+                        crate::rules::deny::DenyNet::parse(net).expect("a CIDR"),
+                        expires,
+                    );
                 }
                 fast.now = NOW;
                 let mut full = fast.clone();
@@ -316,10 +326,10 @@ mod tests {
     fn deny_states() -> Vec<Vec<(&'static str, u64)>> {
         vec![
             vec![],
-            vec![("198.51.100.7", crate::deny::FOREVER)],
+            vec![("198.51.100.7", crate::stages::deny::FOREVER)],
             vec![("198.51.100.7", NOW)],
             vec![("198.51.100.0/24", NOW + 1)],
-            vec![("198.51.100.8", crate::deny::FOREVER)],
+            vec![("198.51.100.8", crate::stages::deny::FOREVER)],
         ]
     }
 

@@ -1,28 +1,27 @@
-//! Everything the lockdown kernel programs and the `lockdown` loader must agree on, written once:
-//! map names, key and value layouts, counter indices, and the pure decision logic that both the
-//! eBPF programs and the host-side reference model run.
+//! Everything the lockdown kernel programs and the `lockdown` loader must agree on, written once,
+//! and the pure decision logic both the eBPF programs and the host-side reference model run.
 //!
-//! The hot path is split by layer: [`parse`] → [`conntrack`] (state transitions) and
-//! [`flowtable`] (where flows live) → [`policy`] → [`verdict`]; [`fastpath`] answers the
-//! commonest packet shape from one flat header read, as the full path would.
+//! Floors, from the ground up (a module imports only from its own floor or below):
+//! - [`contract`]: map names, pin names, sizes and every `#[repr(C)]` type crossing the kernel/user
+//!   boundary;
+//! - the seams the stages run against: [`packet::Packet`] (packet bytes) and [`tables::Tables`]
+//!   (the maps);
+//! - [`stages`]: one module per stage, in the order a packet meets them;
+//! - [`fastpath`]: the commonest packet shape decided from one flat header read;
+//! - [`verdict`]: the stages composed into the ingress decision and the egress learning step;
+//! - beside the datapath, host only: [`rules`] (the operator's rule language and its compilation)
+//!   and [`model`] (the same [`verdict`] over host tables).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
-pub mod config;
-pub mod conntrack;
-pub mod counters;
-pub mod deny;
-pub mod events;
+pub mod contract;
 pub mod fastpath;
-pub mod flow;
-pub mod flowtable;
-pub mod maps;
 #[cfg(any(test, feature = "std"))]
 pub mod model;
-pub mod parse;
-pub mod policy;
-pub mod ratelimit;
-pub mod rates;
+pub mod packet;
+#[cfg(any(test, feature = "std"))]
 pub mod rules;
+pub mod stages;
+pub mod tables;
 pub mod verdict;
 
 /// Implements `aya::Pod` for the plain-old-data types that cross the kernel/user boundary.
@@ -39,16 +38,16 @@ macro_rules! impl_pod {
 
 #[cfg(feature = "user")]
 impl_pod!(
-    flow::FlowKey,
-    flow::FlowKey4,
-    flow::FlowValue,
-    rules::AllowRule,
-    rules::CidrKey,
-    counters::CounterValue,
-    config::Config,
-    flow::FragKey,
-    flow::FragValue,
-    events::DropEvent,
-    events::LogWindow,
-    ratelimit::RateSpec,
+    contract::flow::FlowKey,
+    contract::flow::FlowKey4,
+    contract::flow::FlowValue,
+    contract::allow::AllowRule,
+    contract::allow::CidrKey,
+    contract::counters::CounterValue,
+    contract::config::Config,
+    contract::flow::FragKey,
+    contract::flow::FragValue,
+    contract::events::DropEvent,
+    contract::events::LogWindow,
+    contract::rate::RateSpec,
 );

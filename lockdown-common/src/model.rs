@@ -10,17 +10,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
-    config::Config,
-    config::{FLAG_DENY, FLAG_DENY_NETS},
-    counters::Counter,
-    deny::DenyNet,
-    flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
-    ratelimit::RateSpec,
-    rates::PortSpec,
-    rules::{AllowRule, CidrKey, CompileError, compile},
-    verdict::{self, Decision, Tables},
+    contract::{
+        allow::{AllowRule, CidrKey},
+        config::{Config, FLAG_DENY, FLAG_DENY_NETS},
+        counters::Counter,
+        flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+        maps::SKETCH_ENTRIES,
+        rate::RateSpec,
+    },
+    rules::{
+        allow::{CompileError, PortSpec},
+        deny::DenyNet,
+        policy::{Policy, PolicyError},
+    },
+    tables::Tables,
+    verdict::{self, Decision},
 };
-
 /// The model's tables. `touched_*` log every key the last packet looked up or wrote. Each flow
 /// table stands for both families' maps of that kind (the kernel splits them by family only to key
 /// IPv4 flows with 16 bytes).
@@ -36,7 +41,7 @@ pub struct HostTables {
     pub frags: HashMap<FragKey, FragValue>,
     /// The blocklist: each entry with its expiry.
     pub deny: BTreeMap<DenyNet, u64>,
-    /// The rated ports: [`crate::rates::rate_key`] → rate.
+    /// The rated ports: [`crate::contract::allow::rate_key`] → rate.
     pub rates: BTreeMap<u32, RateSpec>,
     /// The rate-limit sketch: empty until [`HostTables::set_rates`] (8 MiB), as a missing bucket
     /// admits.
@@ -64,7 +69,7 @@ fn prefix_eq(a: &[u8; 16], b: &[u8; 16], bits: u32) -> bool {
 impl HostTables {
     /// Tables for `rules` under `config`, with empty flow and fragment tables.
     pub fn from_rules(config: Config, rules: &BTreeSet<AllowRule>) -> Result<Self, CompileError> {
-        let (ports, cidrs) = compile(rules)?;
+        let (ports, cidrs) = crate::rules::allow::compile(rules)?;
         Ok(Self::new(config, ports, cidrs))
     }
 
@@ -137,12 +142,12 @@ impl HostTables {
         rules: &BTreeSet<AllowRule>,
         rates: &BTreeMap<PortSpec, RateSpec>,
         seed: u64,
-    ) -> Result<(), crate::rates::RateCompileError> {
-        let (mut ports, _) = compile(rules).expect("the rules compiled before");
-        self.rates = crate::rates::compile(rules, rates, &mut ports)?;
-        self.ports = ports;
+    ) -> Result<(), PolicyError> {
+        let compiled = Policy::new(rules.clone(), rates.clone()).compile()?;
+        self.rates = compiled.rates;
+        self.ports = compiled.ports;
         if self.sketch.is_empty() {
-            self.sketch = vec![0; crate::ratelimit::SKETCH_ENTRIES as usize];
+            self.sketch = vec![0; SKETCH_ENTRIES as usize];
         }
         self.sketch_seed = seed;
         Ok(())
@@ -213,7 +218,7 @@ impl Tables for HostTables {
     fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64> {
         let host = DenyNet {
             family,
-            prefix_len: if family == crate::flow::FAMILY_V4 {
+            prefix_len: if family == crate::contract::flow::FAMILY_V4 {
                 32
             } else {
                 128
@@ -227,13 +232,13 @@ impl Tables for HostTables {
         self.deny
             .keys()
             .filter(|n| n.is_host())
-            .map(|n| crate::deny::filter_slot(n.family, &n.addr))
+            .map(|n| crate::stages::deny::filter_slot(n.family, &n.addr))
             .filter(|(w, _)| *w == word)
             .fold(0, |acc, (_, m)| acc | m)
     }
 
     fn deny_net(&self, key: &CidrKey) -> Option<u64> {
-        let addr = crate::flow::ip_addr(key.family, &key.addr);
+        let addr = crate::contract::flow::ip_addr(key.family, &key.addr);
         self.deny
             .iter()
             .filter(|(n, _)| !n.is_host() && n.contains(addr))
@@ -243,7 +248,7 @@ impl Tables for HostTables {
 
     fn rate_spec(&self, proto: u8, port: u16) -> Option<RateSpec> {
         self.rates
-            .get(&crate::rates::rate_key(proto, port))
+            .get(&crate::contract::allow::rate_key(proto, port))
             .copied()
     }
 
@@ -268,9 +273,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::FLAG_MONITOR,
-        flow::{FAMILY_V4, FAMILY_V6, FlowState, PROTO_TCP},
-        parse::{TCP_ACK, TCP_RST, TCP_SYN},
+        contract::{
+            config::FLAG_MONITOR,
+            flow::{FAMILY_V4, FAMILY_V6, FlowState, PROTO_TCP},
+        },
+        stages::parse::{TCP_ACK, TCP_RST, TCP_SYN},
     };
 
     fn rules(specs: &[&str]) -> BTreeSet<AllowRule> {
@@ -302,7 +309,7 @@ mod tests {
         if flags & TCP_RST != 0 {
             b = b.rst();
         }
-        if flags & crate::parse::TCP_FIN != 0 {
+        if flags & crate::stages::parse::TCP_FIN != 0 {
             b = b.fin();
         }
         let mut out = Vec::new();
@@ -419,7 +426,7 @@ mod tests {
         let synack = tcp(peer, out, TCP_SYN | TCP_ACK, 7, 1001);
         assert_eq!(t.ingress(&synack, NOW).reason, Counter::PassEstablished);
         assert_eq!(t.flows.len(), 1);
-        let fin = tcp(out, peer, TCP_ACK | crate::parse::TCP_FIN, 1001, 8);
+        let fin = tcp(out, peer, TCP_ACK | crate::stages::parse::TCP_FIN, 1001, 8);
         assert_eq!(t.egress(&fin, NOW + 1), None);
         assert!(
             t.flows.is_empty(),

@@ -1,57 +1,40 @@
-//! Layer 4: the verdict. Puts parse, conntrack and policy together into the whole decision for an
-//! ingress packet, and the flow-learning step for an egress packet. The eBPF programs call these
-//! with their maps behind [`Tables`]; the reference model calls them with host tables.
+//! The verdict: composes the stages, in packet order, into the whole decision for an ingress
+//! packet ([`ingress`]: fast path, parse, deny, fragments, then per protocol the allowlist, the
+//! rate limit, conntrack and related), and the flow-learning step for an egress packet
+//! ([`egress`]). The eBPF programs call these with their maps behind [`Tables`]; the reference
+//! model ([`crate::model`]) calls them with host tables.
 
 use core::mem::MaybeUninit;
 
 use crate::{
-    config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
-    conntrack::{
-        echo_key, egress_key, ingress_key, tcp_egress, tcp_ingress, tcp_is_new, udp_ingress,
+    contract::{
+        allow::PORT_RATED,
+        config::{FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
+        counters::Counter,
+        flow::{
+            FAMILY_V4, FlowKey, FlowState, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+            PROTO_UDP,
+        },
     },
-    counters::Counter,
     fastpath,
-    flow::{
-        FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    packet::Packet,
+    stages::{
+        conntrack::{
+            echo_key, egress_key, ingress_key,
+            table::{self, Update},
+            tcp_egress, tcp_ingress, tcp_is_new, udp_ingress,
+        },
+        deny, frag,
+        parse::{self, Frag, Ip, L4},
+        policy::{allowed, port_flags},
+        ratelimit,
+        related::{
+            ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
+            ICMPV6_ROUTER_ADVERT, is_icmp_error, related,
+        },
     },
-    flowtable::{self, Update},
-    parse::{self, Frag, Ip, L4, Packet},
-    policy::{allowed, port_flags},
-    rates::PORT_RATED,
+    tables::Tables,
 };
-
-/// The state lockdown decides with: the maps in the kernel, plain collections on the host.
-pub trait Tables {
-    fn config(&self) -> &Config;
-    /// The live or expired entry for `key` in `table` (of the key's family), to read and update
-    /// in place.
-    fn flow_mut(&mut self, table: FlowTable, key: &FlowKey) -> Option<&mut FlowValue>;
-    /// Writes an entry; `false` if the table refused it (the kernel implementation counts that).
-    fn flow_insert(&mut self, table: FlowTable, key: &FlowKey, value: &FlowValue) -> bool;
-    fn flow_remove(&mut self, table: FlowTable, key: &FlowKey);
-    /// One `u64` entry of the packed port table.
-    fn port_entry(&self, index: u32) -> u64;
-    /// Longest-prefix match in the source-CIDR trie.
-    fn cidr_match(&self, key: &crate::rules::CidrKey) -> bool;
-    fn frag_get(&self, key: &FragKey) -> Option<FragValue>;
-    fn frag_insert(&mut self, key: &FragKey, value: &FragValue);
-    /// One word of the blocklist's address filter ([`crate::deny::filter_slot`]).
-    fn deny_filter(&self, word: u32) -> u64;
-    /// The expiry of the blocklist's whole-address entry for `src`, if any.
-    fn deny_exact(&self, family: u8, src: &[u8; 16]) -> Option<u64>;
-    /// The expiry of the longest blocklist prefix covering `key`'s address, if any.
-    fn deny_net(&self, key: &crate::rules::CidrKey) -> Option<u64>;
-    /// The rate of a rated port ([`crate::rates::PORT_RATED`]).
-    fn rate_spec(&self, proto: u8, port: u16) -> Option<crate::ratelimit::RateSpec>;
-    /// The rate-limit sketch's hash seed.
-    fn sketch_seed(&self) -> u64;
-    /// One bucket of the rate-limit sketch.
-    fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64>;
-    /// The time (`CLOCK_MONOTONIC_COARSE` ns), read only on the paths that need it: a connection request
-    /// to a closed port is decided without it.
-    fn now(&mut self) -> u64;
-}
 
 /// An ingress decision: the reason it is counted under, and whether the packet passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,11 +74,11 @@ pub(crate) fn full_path<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T
         Err(c) => return c,
     };
     // The blocklist before anything else, established flows and fragments included.
-    if crate::deny::denied(t, ip.family, &ip.src) {
+    if deny::denied(t, ip.family, &ip.src) {
         return Counter::DropDenied;
     }
     if ip.frag == Frag::Later {
-        return later_fragment(t, ip);
+        return frag::later(t, ip);
     }
     let l4 = match parse::l4(p, ip) {
         Ok(l4) => l4,
@@ -116,43 +99,9 @@ pub(crate) fn full_path<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T
         _ => Counter::DropProtocol,
     };
     if ip.frag == Frag::First && !reason.is_drop() {
-        first_fragment(t, ip, reason);
+        frag::first(t, ip, reason);
     }
     reason
-}
-
-/// Remembers that a first fragment passed, for the datagram's later fragments.
-#[inline(never)]
-fn first_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip, reason: Counter) {
-    let value = FragValue {
-        first_seen_ns: t.now(),
-        reason: reason as u32,
-        _pad: 0,
-    };
-    t.frag_insert(&frag_key(ip), &value);
-}
-
-#[inline(always)]
-const fn frag_key(ip: &Ip) -> FragKey {
-    FragKey {
-        src: ip.src,
-        dst: ip.dst,
-        id: ip.frag_id,
-        proto: ip.frag_proto,
-        family: ip.family,
-        _pad: 0,
-    }
-}
-
-/// A non-first fragment follows its first fragment's verdict, if that passed recently.
-#[inline(never)]
-fn later_fragment<T: Tables + ?Sized>(t: &mut T, ip: &Ip) -> Counter {
-    let now = t.now();
-    let ttl = u64::from(t.config().timeouts.fragment) * 1_000_000_000;
-    match t.frag_get(&frag_key(ip)) {
-        Some(v) if now.saturating_sub(v.first_seen_ns) <= ttl => Counter::PassFragment,
-        _ => Counter::DropFragment,
-    }
 }
 
 // The per-protocol handlers are not inlined: in the kernel each is a BPF subprogram with a stack
@@ -167,7 +116,7 @@ fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
         // A connection request to a rated port: within its source's rate?
         if tcp_is_new(l4.tcp_flags)
             && port_flags(t, PROTO_TCP, l4.dport) & PORT_RATED != 0
-            && crate::ratelimit::over_rate(t, ip.family, l4.dport, &ip.src)
+            && ratelimit::over_rate(t, ip.family, l4.dport, &ip.src)
         {
             return Counter::DropRateLimited;
         }
@@ -179,7 +128,7 @@ fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     }
     let now = t.now();
     let (flags, ack) = (l4.tcp_flags, l4.ack);
-    let update = flowtable::update(t, &ingress_key(ip, l4), |v| {
+    let update = table::update(t, &ingress_key(ip, l4), |v| {
         let next = tcp_ingress(v.state()?, flags, ack, v.origin_seq)?;
         Some(FlowValue {
             state: next as u8,
@@ -212,7 +161,7 @@ fn udp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
         return Counter::PassAllowed;
     }
     let now = t.now();
-    let update = flowtable::update(t, &ingress_key(ip, l4), |v| {
+    let update = table::update(t, &ingress_key(ip, l4), |v| {
         Some(FlowValue {
             state: udp_ingress(v.state()?) as u8,
             last_seen_ns: now,
@@ -232,24 +181,6 @@ const fn refreshed(v: &FlowValue, now: u64) -> Option<FlowValue> {
         last_seen_ns: now,
         ..*v
     })
-}
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
-const ICMPV6_ROUTER_ADVERT: u8 = 134;
-
-/// Whether an ICMP type is an error that quotes the offending packet.
-#[inline(always)]
-const fn is_icmp_error(family: u8, ty: u8) -> bool {
-    if family == FAMILY_V4 {
-        // Destination unreachable (incl. fragmentation needed), time exceeded, parameter problem.
-        matches!(ty, 3 | 11 | 12)
-    } else {
-        // Destination unreachable, packet too big, time exceeded, parameter problem.
-        matches!(ty, 1..=4)
-    }
 }
 
 #[inline(never)]
@@ -274,60 +205,12 @@ fn icmp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     if (!v6 && ty == ICMP_ECHO_REPLY) || (v6 && ty == ICMPV6_ECHO_REPLY) {
         let now = t.now();
         let key = echo_key(ip.dst, ip.src, l4.sport, ip);
-        return match flowtable::update(t, &key, |v| refreshed(v, now)) {
+        return match table::update(t, &key, |v| refreshed(v, now)) {
             Update::Done => Counter::PassEstablished,
             Update::Refused | Update::Missing => Counter::DropNew,
         };
     }
     Counter::DropNew
-}
-
-/// An ICMP error passes only if the packet it quotes was sent by the origin on a live flow (or
-/// on a connection the allowlist vouches for). A subprogram of its own, off the echo path.
-#[inline(never)]
-fn related<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T, outer: &Ip) -> Counter {
-    let inner_off = outer.l4_off + 8;
-    let ethertype = if outer.family == FAMILY_V4 {
-        parse::ETH_P_IP
-    } else {
-        parse::ETH_P_IPV6
-    };
-    let mut slot = MaybeUninit::uninit();
-    let inner = match parse::ip(p, ethertype, inner_off, &mut slot) {
-        Ok(Some(ip)) => ip,
-        Ok(None) => return Counter::DropMalformed,
-        Err(c) => return c,
-    };
-    // The quoted packet must have left the origin: its source is the error's destination.
-    if inner.src != outer.dst || inner.frag == Frag::Later {
-        return Counter::DropUnrelatedIcmp;
-    }
-    let quoted = match parse::quoted_l4(p, inner) {
-        Ok(l4) => l4,
-        Err(c) => return c,
-    };
-    let key = match inner.proto {
-        PROTO_TCP | PROTO_UDP => {
-            // The quoted packet left from a port the allowlist opens to its destination: the
-            // connection is one the allowlist vouches for, so its errors are related too.
-            if allowed(t, inner.family, inner.proto, quoted.sport, &inner.dst) {
-                return Counter::PassRelated;
-            }
-            egress_key(inner, &quoted)
-        }
-        PROTO_ICMP if quoted.icmp_type == ICMP_ECHO_REQUEST && inner.family == FAMILY_V4 => {
-            echo_key(inner.src, inner.dst, quoted.sport, inner)
-        }
-        PROTO_ICMPV6 if quoted.icmp_type == ICMPV6_ECHO_REQUEST && inner.family != FAMILY_V4 => {
-            echo_key(inner.src, inner.dst, quoted.sport, inner)
-        }
-        _ => return Counter::DropUnrelatedIcmp,
-    };
-    if flowtable::is_tracked(t, &key) {
-        Counter::PassRelated
-    } else {
-        Counter::DropUnrelatedIcmp
-    }
 }
 
 /// Learns from an outbound packet: creates or updates its flow. Returns
@@ -386,7 +269,7 @@ fn egress_tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Option<Counter
     let now = t.now();
     let key = egress_key(ip, l4);
     let (flags, seq) = (l4.tcp_flags, l4.seq);
-    let update = flowtable::update(t, &key, |v| {
+    let update = table::update(t, &key, |v| {
         let next = tcp_egress(v.state(), flags)?;
         Some(
             if next == FlowState::TcpSynSent && v.state() != Some(next) {
@@ -410,15 +293,15 @@ fn egress_tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Option<Counter
         return None;
     }
     let value = FlowValue::new(tcp_egress(None, flags)?, now, seq);
-    flowtable::create(t, &key, &value).then_some(Counter::EgressFlowsCreated)
+    table::create(t, &key, &value).then_some(Counter::EgressFlowsCreated)
 }
 
 /// An outbound UDP datagram or echo request: refreshes its flow, or creates it in `state`.
 #[inline(never)]
 fn learn<T: Tables + ?Sized>(t: &mut T, key: &FlowKey, state: FlowState) -> Option<Counter> {
     let now = t.now();
-    if flowtable::update(t, key, |v| refreshed(v, now)) != Update::Missing {
+    if table::update(t, key, |v| refreshed(v, now)) != Update::Missing {
         return None;
     }
-    flowtable::create(t, key, &FlowValue::new(state, now, 0)).then_some(Counter::EgressFlowsCreated)
+    table::create(t, key, &FlowValue::new(state, now, 0)).then_some(Counter::EgressFlowsCreated)
 }

@@ -4,10 +4,12 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use lockdown_common::{
-    config::FLAG_LOG,
-    counters::Counter,
-    events::{DropEvent, EVENT_CAPTURE},
-    verdict::Tables as _,
+    contract::{
+        config::FLAG_LOG,
+        counters::Counter,
+        events::{DropEvent, EVENT_CAPTURE},
+    },
+    tables::Tables as _,
 };
 
 use crate::{

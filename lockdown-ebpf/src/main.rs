@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use lockdown_common::{counters::Counter, fastpath, verdict};
+use lockdown_common::{contract::counters::Counter, fastpath, verdict};
 
 use crate::{
     packet::Bytes,
@@ -94,7 +94,7 @@ pub fn baseline_pass(_ctx: XdpContext) -> u32 {
 /// hit costs on its own: the floor of any 5-tuple table. Never attached.
 #[xdp]
 pub fn baseline_lookup(ctx: XdpContext) -> u32 {
-    use lockdown_common::{flow::FlowKey4, parse::Packet as _};
+    use lockdown_common::{contract::flow::FlowKey4, packet::Packet as _};
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let Some(mut key) = pkt.load::<FlowKey4>(0) else {
         return xdp_action::XDP_DROP;

@@ -1,4 +1,4 @@
-//! The maps, named from `lockdown_common::maps`. Sizes here are defaults; the loader overrides the
+//! The maps, named from `lockdown_common::contract::maps`. Sizes here are defaults; the loader overrides the
 //! flow-table size (`--max-flows`).
 
 use aya_ebpf::{
@@ -6,18 +6,17 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use lockdown_common::{
+use lockdown_common::contract::{
+    allow::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
     config::Config,
     counters::{Counter, CounterValue},
-    deny::FILTER_WORDS,
     events::LogWindow,
     flow::{FlowKey, FlowKey4, FlowValue, FragKey, FragValue},
     maps::{
-        DEFAULT_MAX_FLOWS, EVENTS_BYTES, MAX_CIDR_ENTRIES, MAX_DENY, MAX_FRAGS, MAX_RATED_PORTS,
-        MAX_RULES, SKETCH_MAP_ENTRIES, closing_capacity,
+        DEFAULT_MAX_FLOWS, EVENTS_BYTES, FILTER_WORDS, MAX_CIDR_ENTRIES, MAX_DENY, MAX_FRAGS,
+        MAX_RATED_PORTS, MAX_RULES, SKETCH_MAP_ENTRIES, closing_capacity,
     },
-    ratelimit::RateSpec,
-    rules::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
+    rate::RateSpec,
 };
 
 #[map(name = "LD_FLOWS4")]
@@ -43,7 +42,7 @@ pub static PORTS: Array<u64> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
 #[map(name = "LD_CIDRS")]
 pub static CIDRS: LpmTrie<[u8; 20], u8> = LpmTrie::with_max_entries(MAX_CIDR_ENTRIES, 0);
 
-/// The blocklist (see `lockdown_common::deny`): whole addresses, then prefixes. Only the loader
+/// The blocklist (see `lockdown_common::stages::deny`): whole addresses, then prefixes. Only the loader
 /// inserts, so the hash maps allocate entries as they come instead of preallocating 65 536.
 #[map(name = "LD_DENY4")]
 pub static DENY4: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DENY, BPF_F_NO_PREALLOC);
@@ -57,7 +56,7 @@ pub static DENY_FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, 0);
 #[map(name = "LD_DENY_NETS")]
 pub static DENY_NETS: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(MAX_DENY, 0);
 
-/// The rated ports and the rate-limit sketch (see `lockdown_common::ratelimit`).
+/// The rated ports and the rate-limit sketch (see `lockdown_common::stages::ratelimit`).
 #[map(name = "LD_RATES")]
 pub static RATES: HashMap<u32, RateSpec> =
     HashMap::with_max_entries(MAX_RATED_PORTS, BPF_F_NO_PREALLOC);
@@ -83,12 +82,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "LD_LOG_WINDOW")]
 pub static LOG_WINDOW: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
 
-/// Written and read by the loader only (see `lockdown_common::maps::HIGH_WATER`); declared here so
+/// Written and read by the loader only (see `lockdown_common::contract::maps::HIGH_WATER`); declared here so
 /// it is created and pinned with the others.
 #[map(name = "LD_HIGH_WATER")]
 pub static HIGH_WATER: Array<u32> = Array::with_max_entries(4, 0);
 
-/// Written and read by the loader only (see `lockdown_common::maps::BUILD`).
+/// Written and read by the loader only (see `lockdown_common::contract::maps::BUILD`).
 #[map(name = "LD_BUILD")]
 pub static BUILD: Array<[u8; 32]> = Array::with_max_entries(1, 0);
 

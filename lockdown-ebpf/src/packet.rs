@@ -1,6 +1,6 @@
 //! `Packet` over `data..data_end`, with the bounds check the verifier needs on every access.
 
-use lockdown_common::parse::Packet;
+use lockdown_common::packet::Packet;
 
 pub struct Bytes {
     start: usize,

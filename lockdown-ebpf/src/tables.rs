@@ -2,13 +2,16 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use lockdown_common::{
-    config::Config,
-    counters::Counter,
-    flow::{FAMILY_V4, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
-    ratelimit::{RateSpec, SKETCH_ENTRIES},
-    rates::rate_key,
-    rules::CidrKey,
-    verdict::Tables,
+    contract::{
+        allow::{CidrKey, rate_key},
+        config::Config,
+        counters::Counter,
+        flow::{FAMILY_V4, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+        maps::SKETCH_ENTRIES,
+        rate::RateSpec,
+    },
+    stages::deny,
+    tables::Tables,
 };
 
 use crate::maps::{
@@ -109,7 +112,7 @@ impl Tables for MapTables {
         // SAFETY: as for `frag_get`: the value is copied out at once.
         unsafe {
             if family == FAMILY_V4 {
-                DENY4.get(&lockdown_common::deny::key4(src)).copied()
+                DENY4.get(&deny::key4(src)).copied()
             } else {
                 DENY6.get(src).copied()
             }

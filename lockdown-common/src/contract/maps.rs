@@ -1,10 +1,10 @@
 //! Map names, pin names and sizes: the contract between the eBPF object and the loader.
 
-use crate::flow::{FAMILY_V4, FAMILY_V6, FlowTable};
+use crate::contract::flow::{FAMILY_V4, FAMILY_V6, FlowTable};
 
-/// IPv4 live flows (LRU hash): [`crate::flow::FlowKey4`] → [`crate::flow::FlowValue`].
+/// IPv4 live flows (LRU hash): [`crate::contract::flow::FlowKey4`] → [`crate::contract::flow::FlowValue`].
 pub const FLOWS4: &str = "LD_FLOWS4";
-/// IPv6 live flows (LRU hash): [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`].
+/// IPv6 live flows (LRU hash): [`crate::contract::flow::FlowKey`] → [`crate::contract::flow::FlowValue`].
 pub const FLOWS6: &str = "LD_FLOWS6";
 /// IPv4 closing flows (LRU hash), keyed as [`FLOWS4`].
 pub const CLOSING4: &str = "LD_CLOSING4";
@@ -47,25 +47,25 @@ pub const fn flow_capacity(table: FlowTable, max_flows: u32) -> u32 {
         FlowTable::Closing => closing_capacity(max_flows),
     }
 }
-/// Port allow table (array of packed nibbles, see [`crate::rules::port_slot`]).
+/// Port allow table (array of packed nibbles, see [`crate::contract::allow::port_slot`]).
 pub const PORTS: &str = "LD_PORTS";
-/// Source-CIDR allow rules (LPM trie): [`crate::rules::CidrKey`] → `u8`.
+/// Source-CIDR allow rules (LPM trie): [`crate::contract::allow::CidrKey`] → `u8`.
 pub const CIDRS: &str = "LD_CIDRS";
-/// The operator's rules as written (hash): [`crate::rules::AllowRule`] → `u8`. Read only by the
+/// The operator's rules as written (hash): [`crate::contract::allow::AllowRule`] → `u8`. Read only by the
 /// loader, for listing and for recomputing [`PORTS`] and [`CIDRS`].
 pub const RULES: &str = "LD_RULES";
-/// Per-CPU counters (per-CPU array): index [`crate::counters::Counter`] →
-/// [`crate::counters::CounterValue`].
+/// Per-CPU counters (per-CPU array): index [`crate::contract::counters::Counter`] →
+/// [`crate::contract::counters::CounterValue`].
 pub const COUNTERS: &str = "LD_COUNTERS";
-/// Runtime configuration (array of one): [`crate::config::Config`].
+/// Runtime configuration (array of one): [`crate::contract::config::Config`].
 pub const CONFIG: &str = "LD_CONFIG";
-/// Fragment verdicts (LRU hash): [`crate::flow::FragKey`] → [`crate::flow::FragValue`].
+/// Fragment verdicts (LRU hash): [`crate::contract::flow::FragKey`] → [`crate::contract::flow::FragValue`].
 pub const FRAGS: &str = "LD_FRAGS";
 
-/// Dropped-packet events (ring buffer) of [`crate::events::DropEvent`], rate-limited per CPU.
+/// Dropped-packet events (ring buffer) of [`crate::contract::events::DropEvent`], rate-limited per CPU.
 pub const EVENTS: &str = "LD_EVENTS";
 /// Per-CPU rate-limit windows for [`EVENTS`] (per-CPU array of one
-/// [`crate::events::LogWindow`]).
+/// [`crate::contract::events::LogWindow`]).
 pub const LOG_WINDOW: &str = "LD_LOG_WINDOW";
 
 /// The highest occupancy seen of each flow map, in [`FLOW_MAPS`] order (array of 4 `u32`). Only
@@ -77,27 +77,43 @@ pub const HIGH_WATER: &str = "LD_HIGH_WATER";
 pub const HIGH_WATER_SAMPLE_SECS: u64 = 10;
 
 /// The blocklist's whole IPv4 addresses (hash): the address as a native-order `u32` of its wire
-/// bytes ([`crate::deny::key4`]) → expiry (`CLOCK_MONOTONIC_COARSE` ns, 0 = none).
+/// bytes ([`crate::stages::deny::key4`]) → expiry (`CLOCK_MONOTONIC_COARSE` ns, 0 = none).
 pub const DENY4: &str = "LD_DENY4";
 /// The blocklist's whole IPv6 addresses (hash): `[u8; 16]` → expiry.
 pub const DENY6: &str = "LD_DENY6";
 /// The blocklist's prefixes (LPM trie, keyed like [`CIDRS`] with protocol and port 0) → expiry.
 pub const DENY_NETS: &str = "LD_DENY_NETS";
-/// The blocklist's address filter (array of [`crate::deny::FILTER_WORDS`] `u64`): a bit per hash
+/// The blocklist's address filter (array of [`crate::stages::deny::FILTER_WORDS`] `u64`): a bit per hash
 /// of each whole address in [`DENY4`] and [`DENY6`], kept by the loader.
 pub const DENY_FILTER: &str = "LD_DENY_FILTER";
 /// Capacity of each blocklist map.
 pub const MAX_DENY: u32 = 65_536;
+/// log2 of the address filter's bits.
+pub const FILTER_BITS_LOG2: u32 = 20;
+/// Bits of the address filter.
+pub const FILTER_BITS: u32 = 1 << FILTER_BITS_LOG2;
+/// `u64` words of the address filter ([`DENY_FILTER`]).
+pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 
-/// The rated ports (hash): [`crate::rates::rate_key`] → [`crate::ratelimit::RateSpec`].
+/// The rated ports (hash): [`crate::contract::allow::rate_key`] → [`crate::contract::rate::RateSpec`].
 pub const RATES: &str = "LD_RATES";
 /// Capacity of [`RATES`].
 pub const MAX_RATED_PORTS: u32 = 4_096;
-/// The rate-limit sketch (array of `u64`): [`crate::ratelimit::SKETCH_ENTRIES`] buckets, then the
+/// The rate-limit sketch (array of `u64`): [`SKETCH_ENTRIES`] buckets, then the
 /// hash seed (written once by the loader, random).
 pub const SKETCH: &str = "LD_SKETCH";
 /// Entries of [`SKETCH`]: the buckets and the seed.
-pub const SKETCH_MAP_ENTRIES: u32 = crate::ratelimit::SKETCH_ENTRIES + 1;
+pub const SKETCH_MAP_ENTRIES: u32 = SKETCH_ENTRIES + 1;
+/// Rows of the rate-limit sketch.
+pub const ROWS: u32 = 4;
+/// log2 of [`WIDTH`].
+pub const WIDTH_BITS: u32 = 18;
+/// Buckets per row of the rate-limit sketch. 4 rows of 2^18 (8 MiB) rather than 2 of 2^19 at the
+/// same memory: more rows isolate real heavy sources (scanners) from everyone else far better,
+/// at a small cost against spoofed floods (figures: bench/RESULTS.md, README "rate limits").
+pub const WIDTH: u32 = 1 << WIDTH_BITS;
+/// Entries of the sketch's buckets: [`ROWS`] rows of [`WIDTH`] buckets, row-major.
+pub const SKETCH_ENTRIES: u32 = ROWS * WIDTH;
 
 /// SHA-256 of the eBPF object whose programs are attached (array of one `[u8; 32]`), written by
 /// the loader when it attaches or replaces them; all zeros until then. Only the loader uses it.

@@ -48,18 +48,9 @@
 //! (rows hash independently under the secret seed). Conservative update makes the real figure
 //! much lower: a flood SYN charges only the rows at its minimum, and once a flood SYN's own
 //! minimum is drained it is refused and charges nothing. (Without it, charging every row from
-//! its own TAT, the measured figure sits right at the bound.) For `10/min burst 5` and the
-//! default geometry (4 × 2^18), probes arriving right after the flood:
-//!
-//! | spoofed sources (1 SYN each) | bound    | measured                      |
-//! |------------------------------|----------|-------------------------------|
-//! | 200 000                      | 1.7e-12  | 0 of 300 000                  |
-//! | 1 000 000                    | 1.3e-2   | 0 of 300 000                  |
-//! | 2 000 000                    | 0.72     | 7.3e-3                        |
-//! | 4 000 000                    | 0.998    | 0.99 (the sketch is saturated) |
-//!
-//! A flood whose sources each send their whole burst spends `burst` times the tokens: 1 000 000
-//! sources × 5 SYNs refuse 0.92. See `false_positive_rate` (with `std`) and the tests.
+//! its own TAT, the simulated figure sits right at the bound.) The simulation
+//! ([`false_positive_rate`], with `std`) measures the real figure; README "Per-source rate limit"
+//! lists it against the bound for floods of 0.2 to 4 million sources.
 //!
 //! # Saturation: the limit of constant memory
 //!
@@ -67,10 +58,9 @@
 //! token (only its minimum row is charged) and `ROWS` (all its rows were level). So a
 //! *sustained* spoofed flood of the order of `ROWS·WIDTH / T` SYNs per second keeps the buckets
 //! drained: while it lasts, new connections to rated ports are refused for *everyone*, the
-//! legitimate included. For `10/min` (`T` = 6 s, `ROWS·WIDTH / T` ≈ 175 000/s), measured with
-//! fresh legitimate sources after 30 s of flood: 100 000 spoofed SYN/s refuse none,
-//! 120 000/s 6e-4, 150 000/s 30 %, 200 000/s 57 %, 400 000/s 78 %. That is well within reach
-//! of one attacker; a looser rate raises the threshold in proportion (`60/min`: ~1 000 000/s).
+//! legitimate included: for `10/min` (`T` = 6 s) that is about 175 000 SYN/s, well within
+//! reach of one attacker (figures: README "Per-source rate limit"); a looser rate raises the
+//! threshold in proportion.
 //! This is the price of no per-source state, and it degrades to "rated ports refuse new
 //! connections", never to "anyone's state was evicted": established flows are never affected
 //! (they never consult the sketch), unrated ports are never affected, and every bucket is fresh
@@ -106,40 +96,19 @@
 //! victim's buckets.
 
 #[cfg(any(test, feature = "std"))]
-mod sim;
-mod spec;
+pub(crate) mod sim;
 
 #[cfg(any(test, feature = "std"))]
 pub use sim::{FalsePositives, false_positive_bound, false_positive_rate, false_positive_rate_in};
-pub use spec::{RateError, RateSpec};
 
 use crate::{
-    flow::{FAMILY_V4, PROTO_TCP},
-    verdict::Tables,
+    contract::{
+        flow::{FAMILY_V4, PROTO_TCP},
+        maps::{ROWS, WIDTH_BITS},
+        rate::RateSpec,
+    },
+    tables::Tables,
 };
-
-/// Rows of the count-min sketch.
-pub const ROWS: u32 = 4;
-/// log2 of [`WIDTH`].
-pub const WIDTH_BITS: u32 = 18;
-/// Buckets per row (2^18). With [`ROWS`] = 4 the sketch is 4 × 2^18 × 8 B = 8 MiB, and a
-/// flood of a million distinct sources within one refill interval refused none of 300 000
-/// legitimate streams at `10/min burst 5` (analytic bound 1.3e-2); see the module docs.
-///
-/// At the same memory, 2 × 2^19 holds out longer against spoofed floods (2M sources: 7.8e-4
-/// refused against 7.3e-3; sustained, refusals start near 150 000 SYN/s instead of 120 000 at
-/// `10/min`), while 4 × 2^18 isolates real heavy sources far better (10 000 sources that spent
-/// their whole burst refuse 1e-6 of others against 3.6e-4): on a public SSH port those are the
-/// everyday scanners, so 4 rows it is.
-pub const WIDTH: u32 = 1 << WIDTH_BITS;
-/// Entries of the sketch array: [`ROWS`] rows of [`WIDTH`] buckets, row-major.
-pub const SKETCH_ENTRIES: u32 = ROWS * WIDTH;
-
-/// The burst when a rate is written without one (as iptables' `limit` and nft's `limit rate`).
-pub const DEFAULT_BURST: u64 = 5;
-
-/// Nanoseconds per second.
-const SEC: u64 = 1_000_000_000;
 
 /// The sketch array, however it is stored: a BPF array map in the kernel, a slice on the host.
 pub trait Buckets {
@@ -204,8 +173,8 @@ const fn row_index<const WB: u32>(h: u64, row: u32) -> u32 {
 /// Decides a connection request (a TCP SYN to a rated port) from `src` at `now_ns`
 /// (`CLOCK_MONOTONIC_COARSE`, e.g. `bpf_ktime_get_coarse_ns`), and charges it if admitted.
 ///
-/// `seed` is the loader's secret; `family` is [`crate::flow::FAMILY_V4`] or
-/// [`crate::flow::FAMILY_V6`]; `src` is the source address as the crate stores it (IPv4 in the
+/// `seed` is the loader's secret; `family` is [`crate::contract::flow::FAMILY_V4`] or
+/// [`crate::contract::flow::FAMILY_V6`]; `src` is the source address as the crate stores it (IPv4 in the
 /// first 4 bytes). A refused SYN charges nothing.
 ///
 /// A missing bucket reads as never used and is not written, so the decision fails *open*: it
@@ -319,7 +288,11 @@ mod tests {
 
     use super::sim::splitmix64;
     use super::*;
-    use crate::flow::{FAMILY_V6, PROTO_TCP, PROTO_UDP};
+    use crate::contract::{
+        flow::{FAMILY_V6, PROTO_TCP, PROTO_UDP},
+        maps::{SKETCH_ENTRIES, WIDTH},
+        rate::SEC,
+    };
 
     const SEED: u64 = 0x0123_4567_89ab_cdef;
 

@@ -14,7 +14,7 @@ use core::net::IpAddr;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::config::Timeouts;
+use crate::contract::config::Timeouts;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

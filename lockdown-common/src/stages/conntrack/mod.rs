@@ -1,9 +1,11 @@
-//! Layer 2: connection tracking. Flow keys, and the state transitions as pure functions (the map
+//! The conntrack stage: flow keys, and the state transitions as pure functions (the map
 //! reads and writes happen in [`crate::verdict`]), so every transition is unit-tested on the host.
 
+pub mod table;
+
 use crate::{
-    flow::{FlowKey, FlowState},
-    parse::{Ip, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    contract::flow::{FlowKey, FlowState},
+    stages::parse::{Ip, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// The key of an egress packet: the origin is the source.
@@ -161,7 +163,7 @@ pub const fn udp_ingress(state: FlowState) -> FlowState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::FlowState::*;
+    use crate::contract::flow::FlowState::*;
 
     const SA: u8 = TCP_SYN | TCP_ACK;
 

@@ -1,5 +1,5 @@
-//! Layer 0: the blocklist. A denied source is dropped before anything else looks at the packet,
-//! established flows included, as a fail2ban ban is. Entries carry their expiry and the datapath
+//! The blocklist stage: a denied source is dropped right after its IP header is parsed, before any
+//! other stage looks at the packet, established flows included, as a fail2ban ban is. Entries carry their expiry and the datapath
 //! enforces it: an entry stops matching the moment it expires, and userspace reaps it later.
 //!
 //! Three maps: exact IPv4 and IPv6 addresses in hash maps (the fail2ban case), and shorter
@@ -10,13 +10,13 @@
 //! pay one array read instead of a hash lookup (with 10 000 addresses, 1% of sources find their
 //! bit set by another address and take the hash lookup).
 
-use core::{fmt, net::IpAddr};
-
 use crate::{
-    config::{FLAG_DENY, FLAG_DENY_NETS},
-    flow::{FAMILY_V4, ip_addr},
-    rules::{CidrKey, RuleError, parse_cidr},
-    verdict::Tables,
+    contract::{
+        allow::CidrKey,
+        config::{FLAG_DENY, FLAG_DENY_NETS},
+        maps::FILTER_BITS_LOG2,
+    },
+    tables::Tables,
 };
 
 /// The expiry value of an entry that holds until removed.
@@ -27,13 +27,6 @@ pub const FOREVER: u64 = 0;
 pub const fn in_force(expires_ns: u64, now: u64) -> bool {
     expires_ns == FOREVER || now < expires_ns
 }
-
-/// log2 of the address filter's bits.
-pub const FILTER_BITS_LOG2: u32 = 20;
-/// Bits of the address filter.
-pub const FILTER_BITS: u32 = 1 << FILTER_BITS_LOG2;
-/// `u64` words of the address filter ([`crate::maps::DENY_FILTER`]).
-pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 
 /// Where a whole address's bit lies in the filter: (word, mask). The family is part of the hash.
 #[inline(always)]
@@ -89,77 +82,13 @@ pub const fn key4(src: &[u8; 16]) -> u32 {
     u32::from_ne_bytes([src[0], src[1], src[2], src[3]])
 }
 
-/// One blocklist entry as the operator writes it: an address or a CIDR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DenyNet {
-    pub family: u8,
-    pub prefix_len: u8,
-    /// Network address (host bits zero).
-    pub addr: [u8; 16],
-}
-
-impl DenyNet {
-    /// Parses `ADDR` or `ADDR/LEN`, IPv4 or IPv6; host bits are cleared.
-    pub fn parse(s: &str) -> Result<Self, RuleError> {
-        let (family, prefix_len, addr) = parse_cidr(s)?;
-        Ok(Self {
-            family,
-            prefix_len,
-            addr,
-        })
-    }
-
-    /// A whole address: kept in the exact map of its family.
-    pub const fn is_host(&self) -> bool {
-        self.prefix_len == if self.family == FAMILY_V4 { 32 } else { 128 }
-    }
-
-    /// The trie key of a prefix entry.
-    pub const fn net_key(&self) -> CidrKey {
-        CidrKey {
-            prefix_len: CidrKey::HEADER_BITS + self.prefix_len as u32,
-            family: self.family,
-            proto: 0,
-            port_be: [0; 2],
-            addr: self.addr,
-        }
-    }
-
-    /// The entry a trie key stands for.
-    pub fn from_net_key(k: &CidrKey) -> Self {
-        Self {
-            family: k.family,
-            prefix_len: (k.prefix_len.saturating_sub(CidrKey::HEADER_BITS)) as u8,
-            addr: k.addr,
-        }
-    }
-
-    /// Whether `addr` lies in this network.
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        let (family, mut bytes) = crate::flow::addr_bytes(addr);
-        crate::rules::mask(&mut bytes, self.prefix_len);
-        family == self.family && bytes == self.addr
-    }
-}
-
-impl fmt::Display for DenyNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            ip_addr(self.family, &self.addr),
-            self.prefix_len
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
     use std::string::ToString as _;
 
-    use crate::{config::Config, model::HostTables};
+    use crate::{contract::config::Config, model::HostTables, rules::deny::DenyNet};
 
     const NOW: u64 = 5_000_000_000;
 
@@ -172,7 +101,7 @@ mod tests {
     }
 
     fn src(s: &str) -> (u8, [u8; 16]) {
-        crate::flow::addr_bytes(s.parse().unwrap())
+        crate::contract::flow::addr_bytes(s.parse().unwrap())
     }
 
     fn is_denied(t: &mut HostTables, s: &str) -> bool {

@@ -1,105 +1,14 @@
-//! Allow rules: how the operator writes them ([`AllowRule`], parsed from `tcp/22` and a CIDR) and
-//! how the datapath reads them (a packed port table plus a source-CIDR trie).
+//! The allowlist's text form: a rule as the operator writes it (`tcp/22`, `tcp/8000-8100` from a
+//! CIDR), and its compilation into the port table and source-CIDR trie the datapath reads.
 
 use core::{fmt, net::IpAddr, str::FromStr};
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr};
-
-/// Port-table flag: any IPv4 source may connect.
-pub const PORT_ANY_V4: u8 = 1 << 0;
-/// Port-table flag: any IPv6 source may connect.
-pub const PORT_ANY_V6: u8 = 1 << 1;
-/// Port-table flag: some source CIDRs may connect; look up [`crate::maps::CIDRS`].
-pub const PORT_CIDR: u8 = 1 << 2;
-
-/// Ports per `u64` entry of the port table (4 bits each).
-pub const PORTS_PER_ENTRY: u32 = 16;
-/// Entries of the port table: TCP then UDP, 65536 ports each.
-pub const PORT_TABLE_ENTRIES: u32 = 2 * 65_536 / PORTS_PER_ENTRY;
-
-/// Where the 4-bit flags of (`proto`, `port`) live in the port table: (index, bit shift).
-/// Returns `None` for protocols without ports.
-#[inline(always)]
-pub const fn port_slot(proto: u8, port: u16) -> Option<(u32, u32)> {
-    let base: u32 = match proto {
-        PROTO_TCP => 0,
-        PROTO_UDP => 65_536,
-        _ => return None,
-    };
-    let n = base + port as u32;
-    Some((n / PORTS_PER_ENTRY, (n % PORTS_PER_ENTRY) * 4))
-}
-
-/// Extracts the flags of a slot from a port-table entry.
-#[inline(always)]
-pub const fn slot_flags(entry: u64, shift: u32) -> u8 {
-    ((entry >> shift) & 0xf) as u8
-}
-
-/// Key of the source-CIDR trie. The first 32 bits (family, proto, port) always match exactly;
-/// the address matches `prefix_len - 32` bits.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
-pub struct CidrKey {
-    pub prefix_len: u32,
-    pub family: u8,
-    pub proto: u8,
-    /// Network byte order, so the bytes read like the wire.
-    pub port_be: [u8; 2],
-    pub addr: [u8; 16],
-}
-
-impl CidrKey {
-    /// Bits of the key before the address.
-    pub const HEADER_BITS: u32 = 32;
-
-    /// The trie key's data, without the prefix length (which the map's key type carries).
-    #[inline(always)]
-    pub const fn data(&self) -> [u8; 20] {
-        let mut d = [0u8; 20];
-        d[0] = self.family;
-        d[1] = self.proto;
-        d[2] = self.port_be[0];
-        d[3] = self.port_be[1];
-        let mut i = 0;
-        while i < 16 {
-            d[4 + i] = self.addr[i];
-            i += 1;
-        }
-        d
-    }
-
-    /// The lookup key for a packet: full-length prefix.
-    #[inline(always)]
-    pub const fn lookup(family: u8, proto: u8, port: u16, addr: [u8; 16]) -> Self {
-        let bits = if family == FAMILY_V4 { 32 } else { 128 };
-        Self {
-            prefix_len: Self::HEADER_BITS + bits,
-            family,
-            proto,
-            port_be: port.to_be_bytes(),
-            addr,
-        }
-    }
-}
-
-/// One rule as the operator wrote it: `proto/port[-port]`, optionally `--from CIDR`.
-/// 24 bytes, no padding. With `family == 0` the rule applies to every IPv4 and IPv6 source.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
-pub struct AllowRule {
-    pub proto: u8,
-    /// 0 (any source), [`FAMILY_V4`] or [`FAMILY_V6`].
-    pub family: u8,
-    pub prefix_len: u8,
-    pub _pad: u8,
-    pub port_lo: u16,
-    pub port_hi: u16,
-    /// Network address (host bits zero).
-    pub addr: [u8; 16],
-}
+use crate::contract::{
+    allow::{
+        AllowRule, CidrKey, PORT_ANY_V4, PORT_ANY_V6, PORT_CIDR, PORT_TABLE_ENTRIES, port_slot,
+    },
+    flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr},
+};
 
 /// A rule that could not be parsed; the message names the problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,7 +186,7 @@ pub enum CompileError {
 
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
+        use crate::contract::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
         match self {
             Self::TooManyRules(n) => write!(f, "too many allow rules: {n} (at most {MAX_RULES})"),
             Self::TooManyCidrEntries => write!(
@@ -296,7 +205,7 @@ impl core::error::Error for CompileError {}
 pub fn compile(
     rules: &std::collections::BTreeSet<AllowRule>,
 ) -> Result<(Vec<u64>, std::collections::BTreeSet<CidrKey>), CompileError> {
-    use crate::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
+    use crate::contract::maps::{MAX_CIDR_ENTRIES, MAX_RULES};
     if rules.len() > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(rules.len()));
     }
@@ -319,9 +228,48 @@ pub fn compile(
 impl fmt::Display for AllowRule {
     /// `tcp/22`, `tcp/8000-8100 from 10.0.0.0/8`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", crate::rates::PortSpec::of(self))?;
+        write!(f, "{}", PortSpec::of(self))?;
         if let Some((addr, len)) = self.source() {
             write!(f, " from {addr}/{len}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A protocol and port range, as in a rule's spec (`tcp/22`, `tcp/8000-8100`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    pub proto: u8,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortSpec {
+    pub fn parse(spec: &str) -> Result<Self, RuleError> {
+        let (proto, lo, hi) = parse_spec(spec)?;
+        Ok(Self { proto, lo, hi })
+    }
+
+    /// The ports of a rule.
+    pub const fn of(rule: &AllowRule) -> Self {
+        Self {
+            proto: rule.proto,
+            lo: rule.port_lo,
+            hi: rule.port_hi,
+        }
+    }
+
+    pub const fn contains(&self, proto: u8, port: u16) -> bool {
+        self.proto == proto && self.lo <= port && port <= self.hi
+    }
+}
+
+impl fmt::Display for PortSpec {
+    /// `tcp/22`, `udp/8000-8100`: a rule's spec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", proto_name(self.proto), self.lo)?;
+        if self.hi != self.lo {
+            write!(f, "-{}", self.hi)?;
         }
         Ok(())
     }
@@ -333,6 +281,7 @@ mod tests {
     use std::string::ToString as _;
 
     use super::*;
+    use crate::contract::allow::slot_flags;
 
     #[test]
     fn specs() {
@@ -373,19 +322,6 @@ mod tests {
         assert_eq!((l, &a[..4]), (32, &[192, 0, 2, 7][..]));
         let (_, _, a) = parse_cidr("255.255.255.255/0").unwrap();
         assert_eq!(a, [0; 16]);
-    }
-
-    #[test]
-    fn slots_pack_sixteen_ports_per_entry() {
-        assert_eq!(port_slot(PROTO_TCP, 0), Some((0, 0)));
-        assert_eq!(port_slot(PROTO_TCP, 22), Some((1, 24)));
-        assert_eq!(port_slot(PROTO_UDP, 0), Some((4096, 0)));
-        assert_eq!(
-            port_slot(PROTO_UDP, 65535),
-            Some((PORT_TABLE_ENTRIES - 1, 60))
-        );
-        assert_eq!(port_slot(1, 0), None);
-        assert_eq!(slot_flags(0xf0, 4), 0xf);
     }
 
     #[test]

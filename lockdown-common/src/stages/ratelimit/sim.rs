@@ -2,8 +2,12 @@
 //! spoofed flood, and the analytic bound it is checked against (see the module docs of
 //! [`super`]).
 
-use super::{GOLDEN, ROWS, RateSpec, SEC, WIDTH_BITS, admit_in};
-use crate::flow::FAMILY_V4;
+use super::{GOLDEN, admit_in};
+use crate::contract::flow::FAMILY_V4;
+use crate::contract::{
+    maps::{ROWS, WIDTH_BITS},
+    rate::{RateSpec, SEC},
+};
 
 /// Legitimate probes refused by [`false_positive_rate`]'s simulated flood.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -17,7 +21,7 @@ pub struct FalsePositives {
 }
 
 /// splitmix64: a deterministic PRNG for the simulations.
-pub(super) fn splitmix64(state: &mut u64) -> u64 {
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(GOLDEN);
     fmix64_splitmix(*state)
 }
@@ -62,7 +66,7 @@ pub fn false_positive_rate_in<const R: u32, const WB: u32>(
     probes: u32,
     rng_seed: u64,
 ) -> FalsePositives {
-    use crate::flow::PROTO_TCP;
+    use crate::contract::flow::PROTO_TCP;
 
     let total_sources = u64::from(flood_sources) + 2 * u64::from(probes);
     assert!(
@@ -135,8 +139,8 @@ pub fn false_positive_bound(syns: u64, rows: u32, width: u32, burst: u64) -> f64
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ROWS, WIDTH};
     use super::*;
+    use crate::contract::maps::{ROWS, WIDTH};
 
     fn ten_per_min() -> RateSpec {
         "10/min burst 5".parse().unwrap()

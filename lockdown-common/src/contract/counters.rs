@@ -1,4 +1,4 @@
-//! Counter indices of [`crate::maps::COUNTERS`]. Each ingress packet is counted exactly once, under
+//! Counter indices of [`crate::contract::maps::COUNTERS`]. Each ingress packet is counted exactly once, under
 //! the reason for its verdict; the egress program counts under the `Egress*` indices.
 
 use bytemuck::{Pod, Zeroable};

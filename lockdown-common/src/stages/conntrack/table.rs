@@ -1,11 +1,11 @@
-//! Layer 2b: where flows live. A flow sits in its family's live or closing table, chosen by its
-//! state ([`crate::flow::FlowState::table`]). These helpers look a key up in both tables and move
+//! Where flows live (the conntrack stage's map side). A flow sits in its family's live or closing table, chosen by its
+//! state ([`crate::contract::flow::FlowState::table`]). These helpers look a key up in both tables and move
 //! an entry when a transition crosses from one to the other, so the verdict layer never handles two
 //! tables itself — and a closing flow can never take a live flow's slot.
 
 use crate::{
-    flow::{FlowKey, FlowTable, FlowValue},
-    verdict::Tables,
+    contract::flow::{FlowKey, FlowTable, FlowValue},
+    tables::Tables,
 };
 
 /// What [`update`] did.

@@ -2,21 +2,19 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::parse::{self, Frag, Ip, L4};
-
 /// Bytes of each dropped packet copied into its event: enough for Ethernet, two VLAN tags, IPv6
 /// with a few extension headers, and the L4 header.
 pub const EVENT_CAPTURE: usize = 128;
 
 /// One dropped packet: 152 bytes, no padding. The kernel copies the packet's first bytes instead
-/// of parsing them again; userspace parses them with the same parser ([`DropEvent::tuple`]).
+/// of parsing them again; userspace parses them with the same parser ([`crate::stages::parse::headers`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct DropEvent {
     /// `CLOCK_MONOTONIC_COARSE` nanoseconds.
     pub time_ns: u64,
     pub ifindex: u32,
-    /// [`crate::counters::Counter`] index of the drop reason.
+    /// [`crate::contract::counters::Counter`] index of the drop reason.
     pub reason: u32,
     /// The packet's length on the wire.
     pub packet_len: u32,
@@ -29,19 +27,6 @@ impl DropEvent {
     /// The captured bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.data[..(self.captured as usize).min(EVENT_CAPTURE)]
-    }
-
-    /// The IP header and, if it parsed, the L4 header of the captured packet.
-    pub fn tuple(&self) -> Option<(Ip, Option<L4>)> {
-        let bytes = self.bytes();
-        let (ethertype, off) = parse::ethernet(bytes).ok()?;
-        let mut slot = core::mem::MaybeUninit::uninit();
-        let ip = parse::ip(bytes, ethertype, off, &mut slot).ok()??;
-        let l4 = match ip.frag {
-            Frag::Later => None,
-            _ => parse::l4(bytes, ip).ok(),
-        };
-        Some((*ip, l4))
     }
 }
 

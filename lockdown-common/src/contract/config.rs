@@ -1,4 +1,4 @@
-//! Runtime configuration, stored in [`crate::maps::CONFIG`] and read once per packet.
+//! Runtime configuration, stored in [`crate::contract::maps::CONFIG`] and read once per packet.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -119,8 +119,8 @@ pub const FLAG_PASS_RA: u32 = 1 << 2;
 /// Write dropped-packet events: set while a `lockdown log` reader runs, so that nobody pays for
 /// events nobody reads.
 pub const FLAG_LOG: u32 = 1 << 3;
-/// The blocklist has entries: look sources up in [`crate::maps::DENY4`] / [`crate::maps::DENY6`]
-/// (and, with [`FLAG_DENY_NETS`], [`crate::maps::DENY_NETS`]). Kept by the loader.
+/// The blocklist has entries: look sources up in [`crate::contract::maps::DENY4`] / [`crate::contract::maps::DENY6`]
+/// (and, with [`FLAG_DENY_NETS`], [`crate::contract::maps::DENY_NETS`]). Kept by the loader.
 pub const FLAG_DENY: u32 = 1 << 4;
 /// The blocklist has prefix entries (shorter than a whole address).
 pub const FLAG_DENY_NETS: u32 = 1 << 5;
@@ -128,7 +128,7 @@ pub const FLAG_DENY_NETS: u32 = 1 << 5;
 /// values of these.
 pub const STATE_FLAGS: u32 = FLAG_LOG | FLAG_DENY | FLAG_DENY_NETS;
 
-/// The one entry of [`crate::maps::CONFIG`].
+/// The one entry of [`crate::contract::maps::CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Config {

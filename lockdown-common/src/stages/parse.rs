@@ -1,4 +1,4 @@
-//! Layer 1: header parsing. Small cursor parsers in the style of xdp-tools' `parsing_helpers.h`:
+//! The parse stage: header parsing. Small cursor parsers in the style of xdp-tools' `parsing_helpers.h`:
 //! each checks its own bounds and returns where the next header starts. Every loop has a fixed
 //! bound. A parser never guesses: anything it cannot read is an error naming the drop reason.
 //!
@@ -8,8 +8,11 @@
 use core::mem::MaybeUninit;
 
 use crate::{
-    counters::Counter,
-    flow::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    contract::{
+        counters::Counter,
+        flow::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    },
+    packet::Packet,
 };
 
 pub const ETH_HLEN: usize = 14;
@@ -35,22 +38,6 @@ const IPV6_NEXT_ROUTING: u8 = 43;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
 const IPV6_NEXT_AH: u8 = 51;
 const IPV6_NEXT_DEST_OPTS: u8 = 60;
-
-/// Read access to packet bytes, with bounds checks.
-pub trait Packet {
-    /// Reads a `T` at `off`, or `None` if the packet is too short.
-    fn load<T: Copy>(&self, off: usize) -> Option<T>;
-}
-
-impl Packet for [u8] {
-    #[inline(always)]
-    fn load<T: Copy>(&self, off: usize) -> Option<T> {
-        let bytes = self.get(off..off.checked_add(size_of::<T>())?)?;
-        // SAFETY: `bytes` holds exactly size_of::<T>() bytes, read unaligned; every `T` used here
-        // is an integer array, valid for any bit pattern.
-        Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
-    }
-}
 
 #[inline(always)]
 fn u8_at<P: Packet + ?Sized>(p: &P, off: usize) -> Result<u8, Counter> {
@@ -369,4 +356,17 @@ pub fn quoted_l4<P: Packet + ?Sized>(p: &P, ip: &Ip) -> Result<L4, Counter> {
         _ => {}
     }
     Ok(l4)
+}
+
+/// The IP header and, if it parsed, the L4 header of a captured packet's first bytes (a
+/// [`crate::contract::events::DropEvent`]'s), parsed as the datapath parses them.
+pub fn headers(bytes: &[u8]) -> Option<(Ip, Option<L4>)> {
+    let (ethertype, off) = ethernet(bytes).ok()?;
+    let mut slot = MaybeUninit::uninit();
+    let ip = ip(bytes, ethertype, off, &mut slot).ok()??;
+    let l4 = match ip.frag {
+        Frag::Later => None,
+        _ => l4(bytes, ip).ok(),
+    };
+    Some((*ip, l4))
 }

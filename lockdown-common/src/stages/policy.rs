@@ -1,10 +1,12 @@
-//! Layer 3: the allowlist. Reads the packed port table and, for ports with source-CIDR rules,
+//! The allowlist stage. Reads the packed port table and, for ports with source-CIDR rules,
 //! the CIDR trie.
 
 use crate::{
-    flow::FAMILY_V4,
-    rules::{CidrKey, PORT_ANY_V4, PORT_ANY_V6, PORT_CIDR, port_slot, slot_flags},
-    verdict::Tables,
+    contract::{
+        allow::{CidrKey, PORT_ANY_V4, PORT_ANY_V6, PORT_CIDR, port_slot, slot_flags},
+        flow::FAMILY_V4,
+    },
+    tables::Tables,
 };
 
 /// The port-table flags of (`proto`, `port`); 0 for protocols without ports.
