@@ -12,7 +12,7 @@ use aya::{
     EbpfLoader,
     programs::{Xdp, XdpMode},
 };
-use lockdown_common::maps::PROG_BASELINE_DROP;
+use lockdown_common::contract::maps::PROG_BASELINE_DROP;
 use lockdown_user::EBPF_OBJECT;
 use serde::Serialize;
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fs};
 
 use anyhow::{Context as _, Result};
 use aya::{EbpfLoader, maps::MapInfo};
-use lockdown_common::{
+use lockdown_common::contract::{
     flow::{FlowKey4, FlowValue},
     maps::{DEFAULT_MAX_FLOWS, FLOW_MAPS, FLOWS4 as FLOWS, flow_capacity},
 };

@@ -14,7 +14,8 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
-use lockdown_common::{
+use lockdown_common::contract::{
+    allow::AllowRule,
     config::Config,
     counters::{Counter, CounterKind},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
@@ -22,7 +23,6 @@ use lockdown_common::{
         FLOW_MAPS, PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS,
         PROG_INGRESS,
     },
-    rules::AllowRule,
 };
 use lockdown_user::{EBPF_OBJECT, clock_ns, handles::Handles};
 use serde::Serialize;
@@ -140,8 +140,12 @@ pub struct SketchFalsePositives {
 }
 
 fn sketch_false_positives() -> SketchFalsePositives {
-    use lockdown_common::ratelimit::{
-        ROWS, RateSpec, WIDTH, false_positive_bound, false_positive_rate,
+    use lockdown_common::{
+        contract::{
+            maps::{ROWS, WIDTH},
+            rate::RateSpec,
+        },
+        stages::ratelimit::{false_positive_bound, false_positive_rate},
     };
     const SOURCES: u32 = 1_000_000;
     const PROBES: u32 = 100_000;
@@ -179,7 +183,10 @@ impl Loaded {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
             for (name, table, _) in FLOW_MAPS {
-                loader.map_max_entries(name, lockdown_common::maps::flow_capacity(table, n));
+                loader.map_max_entries(
+                    name,
+                    lockdown_common::contract::maps::flow_capacity(table, n),
+                );
             }
         }
         let mut ebpf = loader
@@ -263,21 +270,21 @@ impl Loaded {
         let expires = clock_ns() + 3_600_000_000_000;
         let mut map: aya::maps::HashMap<_, u32, u64> = self
             .ebpf
-            .map_mut(lockdown_common::maps::DENY4)
+            .map_mut(lockdown_common::contract::maps::DENY4)
             .context("the blocklist map")?
             .try_into()?;
-        let mut filter = vec![0u64; lockdown_common::deny::FILTER_WORDS as usize];
+        let mut filter = vec![0u64; lockdown_common::contract::maps::FILTER_WORDS as usize];
         for i in 0..n {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&Ipv4Addr::from(base + i).octets());
-            map.insert(&lockdown_common::deny::key4(&addr), &expires, 0)
+            map.insert(&lockdown_common::stages::deny::key4(&addr), &expires, 0)
                 .context("adding a blocklist entry")?;
-            let (w, m) = lockdown_common::deny::filter_slot(FAMILY_V4, &addr);
+            let (w, m) = lockdown_common::stages::deny::filter_slot(FAMILY_V4, &addr);
             filter[w as usize] |= m;
         }
         let mut words: aya::maps::Array<_, u64> = self
             .ebpf
-            .map_mut(lockdown_common::maps::DENY_FILTER)
+            .map_mut(lockdown_common::contract::maps::DENY_FILTER)
             .context("the blocklist filter")?
             .try_into()?;
         for (w, bits) in filter.iter().enumerate().filter(|(_, b)| **b != 0) {
@@ -286,7 +293,7 @@ impl Loaded {
                 .context("writing the blocklist filter")?;
         }
         let mut config = self.handles.read_config()?;
-        config.flags |= lockdown_common::config::FLAG_DENY;
+        config.flags |= lockdown_common::contract::config::FLAG_DENY;
         self.handles.write_config(&config)
     }
 
@@ -294,10 +301,10 @@ impl Loaded {
     /// and charged, the full cost of the check).
     fn rate_tcp22(&mut self) -> Result<()> {
         let rules = self.handles.rules()?;
-        let spec = lockdown_common::ratelimit::RateSpec::parse_rate("1000000000/s", 1_000_000)
+        let spec = lockdown_common::contract::rate::RateSpec::parse_rate("1000000000/s", 1_000_000)
             .map_err(|e| anyhow::anyhow!("the bench's rate: {e}"))?;
         let rates = std::collections::BTreeMap::from([(
-            lockdown_common::rates::PortSpec::parse("tcp/22")
+            lockdown_common::rules::allow::PortSpec::parse("tcp/22")
                 .map_err(|e| anyhow::anyhow!("tcp/22: {e}"))?,
             spec,
         )]);
@@ -763,7 +770,10 @@ fn fill(l: &mut Loaded, n: u32) -> Result<usize> {
     ensure!(
         l.handles
             .flows
-            .get(lockdown_common::flow::FlowTable::Live, &est_key4())?
+            .get(
+                lockdown_common::contract::flow::FlowTable::Live,
+                &est_key4()
+            )?
             .is_some(),
         "the established flow is missing from the filled table"
     );
@@ -851,8 +861,8 @@ pub fn run(opts: &Options) -> Result<Section> {
     default.insert(&est_key4(), FlowState::TcpEstablished)?;
     // The lookup diagnostic's key: the established ACK frame's first 16 bytes, as an IPv4 key.
     let head = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).frame();
-    let raw_key = bytemuck::pod_read_unaligned::<lockdown_common::flow::FlowKey4>(
-        &head[..size_of::<lockdown_common::flow::FlowKey4>()],
+    let raw_key = bytemuck::pod_read_unaligned::<lockdown_common::contract::flow::FlowKey4>(
+        &head[..size_of::<lockdown_common::contract::flow::FlowKey4>()],
     )
     .widen();
     default.insert(&raw_key, FlowState::TcpEstablished)?;

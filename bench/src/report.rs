@@ -538,7 +538,7 @@ pub fn markdown(r: &Results) -> String {
             t.big_max_entries,
             t.small_entries,
             t.small_max_entries,
-            lockdown_common::maps::FLOWS4,
+            lockdown_common::contract::maps::FLOWS4,
             t.ratio_big_to_small,
             t.fill_secs
         );

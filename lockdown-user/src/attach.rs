@@ -17,12 +17,13 @@ use aya::{
     },
 };
 use lockdown_common::{
-    config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
-    deny::DenyNet,
-    maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
-    ratelimit::RateSpec,
-    rates::PortSpec,
-    rules::AllowRule,
+    contract::{
+        allow::AllowRule,
+        config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
+        maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+        rate::RateSpec,
+    },
+    rules::{allow::PortSpec, deny::DenyNet},
 };
 
 use crate::{

@@ -13,10 +13,13 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use lockdown_common::{
-    config::{Config, FLAG_DENY, FLAG_DENY_NETS},
-    deny::{DenyNet, FOREVER, filter_slot, in_force, key4},
-    flow::FAMILY_V4,
-    maps::{CONFIG, DENY_FILTER, DENY_NETS, DENY4, DENY6, MAX_DENY},
+    contract::{
+        config::{Config, FLAG_DENY, FLAG_DENY_NETS},
+        flow::FAMILY_V4,
+        maps::{CONFIG, DENY_FILTER, DENY_NETS, DENY4, DENY6, MAX_DENY},
+    },
+    rules::deny::DenyNet,
+    stages::deny::{FOREVER, filter_slot, in_force, key4},
 };
 
 use crate::{
@@ -97,7 +100,7 @@ impl Blocklist {
         for kv in self.v6.iter() {
             match kv {
                 Ok((k, v)) => {
-                    out.insert(host(lockdown_common::flow::FAMILY_V6, k), v);
+                    out.insert(host(lockdown_common::contract::flow::FAMILY_V6, k), v);
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(read(e)),
@@ -109,7 +112,8 @@ impl Blocklist {
                     let mut data = [0u8; 24];
                     data[..4].copy_from_slice(&k.prefix_len().to_ne_bytes());
                     data[4..].copy_from_slice(&k.data());
-                    let key: lockdown_common::rules::CidrKey = bytemuck::pod_read_unaligned(&data);
+                    let key: lockdown_common::contract::allow::CidrKey =
+                        bytemuck::pod_read_unaligned(&data);
                     out.insert(DenyNet::from_net_key(&key), v);
                 }
                 Err(e) if is_not_found(&e) => {}

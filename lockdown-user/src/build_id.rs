@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
     maps::{Array, MapData},
 };
-use lockdown_common::maps::BUILD;
+use lockdown_common::contract::maps::BUILD;
 use sha2::{Digest as _, Sha256};
 
 use crate::pins::PinDir;

@@ -45,12 +45,17 @@ use std::{collections::BTreeMap, fmt, fs, ops::Range, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use lockdown_common::{
-    config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA, TimeoutError, Timeouts},
-    deny::DenyNet,
-    maps::DEFAULT_MAX_FLOWS,
-    ratelimit::{DEFAULT_BURST, RateSpec},
-    rates::PortSpec,
-    rules::{AllowRule, RuleError},
+    contract::{
+        allow::AllowRule,
+        config::{Config, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA, TimeoutError, Timeouts},
+        maps::DEFAULT_MAX_FLOWS,
+        rate::RateSpec,
+    },
+    rules::{
+        allow::{PortSpec, RuleError},
+        deny::DenyNet,
+        rate::DEFAULT_BURST,
+    },
 };
 use serde::{Deserialize, de};
 use toml::{
@@ -618,7 +623,7 @@ fn set_timeouts(
 
 #[cfg(test)]
 mod tests {
-    use lockdown_common::config::TimeoutError;
+    use lockdown_common::contract::config::TimeoutError;
 
     use super::*;
 

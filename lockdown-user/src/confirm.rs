@@ -10,10 +10,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lockdown_common::{
-    config::{Config, STATE_FLAGS},
-    ratelimit::RateSpec,
-    rates::PortSpec,
-    rules::AllowRule,
+    contract::{
+        allow::AllowRule,
+        config::{Config, STATE_FLAGS},
+        rate::RateSpec,
+    },
+    rules::allow::PortSpec,
 };
 use serde::{Deserialize, Serialize};
 

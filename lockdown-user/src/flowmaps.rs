@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
-use lockdown_common::{
+use lockdown_common::contract::{
     flow::{FAMILY_V4, FlowKey, FlowKey4, FlowTable, FlowValue},
     maps::{FLOW_MAPS, HIGH_WATER},
 };
@@ -160,7 +160,7 @@ impl FlowMaps {
     pub fn live(
         &self,
         now: u64,
-        timeouts: &lockdown_common::config::Timeouts,
+        timeouts: &lockdown_common::contract::config::Timeouts,
     ) -> Result<Vec<FlowEntry>> {
         let mut all = self.entries()?;
         all.retain(|e| e.value.is_live(now, timeouts));

@@ -15,12 +15,14 @@ use aya::{
     },
 };
 use lockdown_common::{
-    config::Config,
-    counters::{Counter, CounterValue},
-    maps::{CIDRS, CONFIG, COUNTERS, PORTS, RATES, RULES, SKETCH},
-    ratelimit::{RateSpec, SKETCH_ENTRIES},
-    rates::PortSpec,
-    rules::{AllowRule, CidrKey},
+    contract::{
+        allow::{AllowRule, CidrKey},
+        config::Config,
+        counters::{Counter, CounterValue},
+        maps::{CIDRS, CONFIG, COUNTERS, PORTS, RATES, RULES, SKETCH, SKETCH_ENTRIES},
+        rate::RateSpec,
+    },
+    rules::allow::PortSpec,
 };
 
 use crate::{
@@ -116,7 +118,7 @@ impl Handles {
             .filter(|kv| !matches!(kv, Err(e) if is_not_found(e)))
             .collect::<Result<BTreeMap<u32, RateSpec>, _>>()
             .context("reading the rates map")?;
-        Ok(lockdown_common::rates::ranges(&entries))
+        Ok(lockdown_common::rules::rate::ranges(&entries))
     }
 
     /// Replaces the allowlist with `new`, keeping the rates of the ports it still allows
@@ -257,7 +259,7 @@ pub fn is_not_found(e: &aya::maps::MapError) -> bool {
 /// The port table and the source-CIDR trie entries that implement a rule set; an error names
 /// the limit it exceeds.
 pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
-    Ok(lockdown_common::rules::compile(rules)?)
+    Ok(lockdown_common::rules::allow::compile(rules)?)
 }
 
 /// [`compile`] with the rates of `rates`; an error names what is wrong.
@@ -266,7 +268,7 @@ pub fn compile_policy(
     rates: &BTreeMap<PortSpec, RateSpec>,
 ) -> Result<Compiled> {
     let (mut ports, cidrs) = compile(rules)?;
-    let rates = lockdown_common::rates::compile(rules, rates, &mut ports)?;
+    let rates = lockdown_common::rules::rate::compile(rules, rates, &mut ports)?;
     Ok(Compiled {
         ports,
         cidrs,

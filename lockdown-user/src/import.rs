@@ -26,8 +26,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lockdown_common::{
-    flow::{FAMILY_V4, ip_addr},
-    rules::parse_cidr,
+    contract::flow::{FAMILY_V4, ip_addr},
+    rules::allow::parse_cidr,
 };
 
 use crate::config_file;

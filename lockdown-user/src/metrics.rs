@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, Result};
-use lockdown_common::counters::CounterKind;
+use lockdown_common::contract::counters::CounterKind;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -55,7 +55,7 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
         let l = IfaceLabels {
             interface: s.interface.clone(),
         };
-        for c in lockdown_common::counters::Counter::ALL {
+        for c in lockdown_common::contract::counters::Counter::ALL {
             let labels = ReasonLabels {
                 interface: s.interface.clone(),
                 reason: c.name().to_owned(),

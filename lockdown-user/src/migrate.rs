@@ -26,7 +26,7 @@ use aya::{
     Ebpf, EbpfError,
     maps::{HashMap, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues},
 };
-use lockdown_common::{
+use lockdown_common::contract::{
     counters::{Counter, CounterValue},
     flow::{FlowKey, FlowTable, FlowValue},
     maps::{
@@ -293,7 +293,7 @@ pub fn carry_over(
     dir: &PinDir,
     plan: &Plan,
     handles: &mut Handles,
-    rules: &BTreeSet<lockdown_common::rules::AllowRule>,
+    rules: &BTreeSet<lockdown_common::contract::allow::AllowRule>,
 ) -> Result<CarriedOver> {
     let mut out = CarriedOver::default();
     if plan.legacy.contains(LEGACY_FLOWS) {
@@ -320,7 +320,7 @@ pub fn carry_over_again(
     dir: &PinDir,
     plan: &Plan,
     handles: &mut Handles,
-    rules: &BTreeSet<lockdown_common::rules::AllowRule>,
+    rules: &BTreeSet<lockdown_common::contract::allow::AllowRule>,
     first: &CarriedOver,
 ) -> Result<()> {
     if plan.legacy.contains(LEGACY_FLOWS) {

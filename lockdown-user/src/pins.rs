@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lockdown_common::maps::{ALL, BUILD, PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
+use lockdown_common::contract::maps::{ALL, BUILD, PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
 
 /// The pin directory of one locked-down interface.
 #[derive(Clone, Debug)]

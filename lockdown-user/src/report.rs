@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use lockdown_common::{
+use lockdown_common::contract::{
     config::{ATTACH_NATIVE, ATTACH_SKB, Timeouts},
     counters::CounterKind,
     flow::FlowTable,
@@ -111,8 +111,8 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
             _ => "unknown",
         }
         .to_owned(),
-        monitor: config.has(lockdown_common::config::FLAG_MONITOR),
-        logging: config.has(lockdown_common::config::FLAG_LOG),
+        monitor: config.has(lockdown_common::contract::config::FLAG_MONITOR),
+        logging: config.has(lockdown_common::contract::config::FLAG_LOG),
         log_per_sec: config.log_per_sec,
         total_packets,
         total_bytes,

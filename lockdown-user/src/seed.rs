@@ -17,11 +17,11 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use lockdown_common::{
+use lockdown_common::contract::{
+    allow::AllowRule,
     flow::{
         FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr,
     },
-    rules::AllowRule,
 };
 
 use crate::{
@@ -276,7 +276,7 @@ mod tests {
         e.tcp_state = Some(ctnetlink::TCP_CONNTRACK_FIN_WAIT);
         assert_eq!(
             conntrack_entry(&e, &local(), 5).map(|(_, v)| v.table()),
-            Some(lockdown_common::flow::FlowTable::Closing)
+            Some(lockdown_common::contract::flow::FlowTable::Closing)
         );
         e.orig = tuple("10.9.0.1", 1, "10.9.0.2", 2);
         e.reply = tuple("10.9.0.2", 2, "10.9.0.1", 1);

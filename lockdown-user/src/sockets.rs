@@ -6,9 +6,9 @@
 use std::{collections::BTreeSet, fs, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use lockdown_common::{
+use lockdown_common::contract::{
+    allow::AllowRule,
     flow::{FlowState, PROTO_TCP, PROTO_UDP},
-    rules::AllowRule,
 };
 
 /// One socket from `/proc/net/*`.

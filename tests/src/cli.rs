@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
-use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
 
 use crate::netns::{self, netns_path};
 

@@ -1,8 +1,8 @@
 //! The reference model ([`lockdown_common::model`]) as the integration tests use it: the rule set
 //! they share, and a snapshot of a loaded datapath's tables.
 
+use lockdown_common::contract::allow::{CidrKey, PORT_TABLE_ENTRIES};
 pub use lockdown_common::model::HostTables;
-use lockdown_common::rules::{CidrKey, PORT_TABLE_ENTRIES};
 
 use crate::testrun::Datapath;
 

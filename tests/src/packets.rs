@@ -30,7 +30,7 @@ use etherparse::{
     IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header,
     PacketBuilder, PacketBuilderStep, SingleVlanHeader, TcpHeader, VlanHeader, VlanId, VlanPcp,
 };
-pub use lockdown_common::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+pub use lockdown_common::stages::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_URG: u8 = 0x20;
@@ -247,7 +247,7 @@ pub fn ipv4_checksum(data: &[u8]) -> u16 {
 
 /// IPv4-mapped bytes of an address as lockdown stores it: IPv4 in the first 4 bytes, zero-padded.
 pub fn addr16(a: IpAddr) -> [u8; 16] {
-    lockdown_common::flow::addr_bytes(a).1
+    lockdown_common::contract::flow::addr_bytes(a).1
 }
 
 /// Lower-case hex of a byte string.

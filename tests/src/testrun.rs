@@ -12,12 +12,12 @@ use aya::{
     maps::{HashMap, MapData, MapError},
     programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use lockdown_common::{
+use lockdown_common::contract::{
+    allow::AllowRule,
     config::{Config, Timeouts},
     counters::{Counter, CounterKind},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
-    rules::AllowRule,
 };
 use lockdown_user::{EBPF_OBJECT, flowmaps::FlowEntry, handles::Handles};
 
@@ -226,8 +226,8 @@ impl Datapath {
         &mut self,
         rules: &BTreeSet<AllowRule>,
         rates: &std::collections::BTreeMap<
-            lockdown_common::rates::PortSpec,
-            lockdown_common::ratelimit::RateSpec,
+            lockdown_common::rules::allow::PortSpec,
+            lockdown_common::contract::rate::RateSpec,
         >,
         seed: u64,
     ) {
@@ -236,7 +236,7 @@ impl Datapath {
             .unwrap_or_else(|e| panic!("writing the rates {rates:?}: {e:#}"));
         self.handles
             .sketch
-            .set(lockdown_common::ratelimit::SKETCH_ENTRIES, &seed, 0)
+            .set(lockdown_common::contract::maps::SKETCH_ENTRIES, &seed, 0)
             .unwrap_or_else(|e| panic!("writing the sketch seed: {e}"));
     }
 
@@ -244,13 +244,13 @@ impl Datapath {
     /// `FLAG_DENY*` bits are the caller's, through [`Datapath::set_config`]).
     pub fn set_deny(
         &mut self,
-        entries: &std::collections::BTreeMap<lockdown_common::deny::DenyNet, u64>,
+        entries: &std::collections::BTreeMap<lockdown_common::rules::deny::DenyNet, u64>,
     ) {
         use aya::maps::{
             Array, HashMap as BpfHashMap,
             lpm_trie::{Key, LpmTrie},
         };
-        use lockdown_common::{deny, maps};
+        use lockdown_common::{contract::maps, stages::deny};
         let mut v4: BpfHashMap<_, u32, u64> = self
             .ebpf
             .map_mut(maps::DENY4)
@@ -310,7 +310,7 @@ impl Datapath {
             let (w, m) = deny::filter_slot(n.family, &n.addr);
             *words.entry(w).or_default() |= m;
         }
-        for w in 0..deny::FILTER_WORDS {
+        for w in 0..maps::FILTER_WORDS {
             let want = words.get(&w).copied().unwrap_or(0);
             if filter.get(&w, 0).expect("reading the filter") != want {
                 filter.set(w, &want, 0).expect("writing the filter");

@@ -4,7 +4,7 @@
 
 use std::{io, net::SocketAddr, time::Duration};
 
-use lockdown_common::deny::DenyNet;
+use lockdown_common::rules::deny::DenyNet;
 use lockdown_tests::{
     bg::log_events,
     cli::{Lockdown, wait_for},
@@ -273,10 +273,10 @@ fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
     let w = World::new("deny-full");
     let dir = PinDir::new(&w.ld.pin_root, ORIGIN_IF);
     let mut list = Blocklist::open(&dir).expect("opening the pinned blocklist");
-    for i in 0..lockdown_common::maps::MAX_DENY {
+    for i in 0..lockdown_common::contract::maps::MAX_DENY {
         let [_, b, c, d] = i.to_be_bytes();
         let net = DenyNet::parse(&format!("100.{b}.{c}.{d}")).expect("an address");
-        list.add(&net, lockdown_common::deny::FOREVER)
+        list.add(&net, lockdown_common::stages::deny::FOREVER)
             .unwrap_or_else(|e| panic!("adding entry {i}: {e:#}"));
     }
     w.ld.refuse(
@@ -284,7 +284,10 @@ fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
         &["the blocklist of ldo0 is full", "deny del"],
     );
     let raw = w.raw_entries();
-    assert_eq!(raw.len(), lockdown_common::maps::MAX_DENY as usize);
+    assert_eq!(
+        raw.len(),
+        lockdown_common::contract::maps::MAX_DENY as usize
+    );
     assert!(
         !raw.iter().any(|(n, _)| n.to_string() == "203.0.113.9/32"),
         "the refused entry is in the map"

@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, io, net::SocketAddr, process::Child, time::Duration};
 
-use lockdown_common::maps::{ALL, PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+use lockdown_common::contract::maps::{ALL, PIN_LINK_EGRESS, PIN_LINK_INGRESS};
 use lockdown_tests::{
     cli::{Lockdown, check_refused, wait_for},
     netns::{

@@ -22,15 +22,17 @@ use std::{
 };
 
 use lockdown_common::{
-    config::{Config, FLAG_DENY, FLAG_DENY_NETS, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
-    counters::Counter,
-    deny::{DenyNet, FOREVER},
-    flow::{
-        FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    contract::{
+        config::{Config, FLAG_DENY, FLAG_DENY_NETS, FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
+        counters::Counter,
+        flow::{
+            FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
+            PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+        },
+        rate::RateSpec,
     },
-    ratelimit::RateSpec,
-    rates::PortSpec,
+    rules::{allow::PortSpec, deny::DenyNet},
+    stages::deny::FOREVER,
     verdict::Decision,
 };
 use lockdown_tests::{

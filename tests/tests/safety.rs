@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
-use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
 use lockdown_tests::{
     bg::Bg,
     cli::{CmdOutput, Lockdown, check_refused, wait_for},
@@ -492,7 +492,7 @@ impl World {
                 "the previous release's flow table is still pinned"
             );
         }
-        for name in lockdown_common::maps::ALL {
+        for name in lockdown_common::contract::maps::ALL {
             assert!(
                 dir.join(name).exists(),
                 "{name} is not pinned after the upgrade"
@@ -685,7 +685,7 @@ fn an_upgrade_it_cannot_carry_over_is_refused_and_changes_nothing() {
     w.up(&["--allow", "tcp/22", "--allow", "tcp/8080"]);
     // A pin this release knows nothing of, as a future or foreign release might leave.
     let dir = w.ld.pin_dir();
-    let frags = aya::maps::MapData::from_pin(dir.join(lockdown_common::maps::FRAGS))
+    let frags = aya::maps::MapData::from_pin(dir.join(lockdown_common::contract::maps::FRAGS))
         .unwrap_or_else(|e| panic!("opening the pinned fragment table: {e}"));
     frags
         .pin(dir.join("LD_UNKNOWN"))
@@ -1973,7 +1973,7 @@ fn status_says_when_up_replace_is_due() {
     );
 
     // Programs of another build (as after a package upgrade): the record differs from the binary.
-    let path = w.ld.pin_dir().join(lockdown_common::maps::BUILD);
+    let path = w.ld.pin_dir().join(lockdown_common::contract::maps::BUILD);
     let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut map: Array<MapData, [u8; 32]> = Map::from_map_data(data)
         .expect("a map")

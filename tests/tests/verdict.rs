@@ -6,10 +6,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lockdown_common::{
-    config::{FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
-    counters::Counter::{self, *},
-    flow::{FlowState, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    parse::MAX_IPV6_EXT,
+    contract::{
+        config::{FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
+        counters::Counter::{self, *},
+        flow::{FlowState, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    },
+    stages::parse::MAX_IPV6_EXT,
 };
 use lockdown_tests::{
     model::DIFF_RULES,

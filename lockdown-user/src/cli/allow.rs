@@ -1,9 +1,8 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::{
-    ratelimit::{DEFAULT_BURST, RateSpec},
-    rates::PortSpec,
-    rules::AllowRule,
+    contract::{allow::AllowRule, rate::RateSpec},
+    rules::{allow::PortSpec, rate::DEFAULT_BURST},
 };
 use lockdown_user::{attach, handles::Handles, pins, sockets};
 use serde::Serialize;

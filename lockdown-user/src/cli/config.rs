@@ -30,7 +30,9 @@ impl CheckConfig {
                 o.iface,
                 o.mode.name(),
                 o.max_flows,
-                if o.config.has(lockdown_common::config::FLAG_MONITOR) {
+                if o.config
+                    .has(lockdown_common::contract::config::FLAG_MONITOR)
+                {
                     ", monitor"
                 } else {
                     ""

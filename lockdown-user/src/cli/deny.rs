@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use lockdown_common::deny::{DenyNet, FOREVER, in_force};
+use lockdown_common::{
+    rules::deny::DenyNet,
+    stages::deny::{FOREVER, in_force},
+};
 use lockdown_user::{
     blocklist::{Blocklist, check_lockout, time_left},
     pins, sockets,

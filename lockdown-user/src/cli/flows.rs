@@ -5,7 +5,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use lockdown_common::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr};
+use lockdown_common::contract::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr};
 use lockdown_user::{flowmaps::FlowEntry, handles::Handles, pins};
 use serde::Serialize;
 
@@ -100,7 +100,7 @@ fn to_json(e: &FlowEntry, now: u64) -> FlowJson {
         table: e.table.name(),
         age_secs: now.saturating_sub(v.created_ns) as f64 / 1e9,
         idle_secs: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
-        seeded: v.flags & lockdown_common::flow::FLOW_FLAG_SEEDED != 0,
+        seeded: v.flags & lockdown_common::contract::flow::FLOW_FLAG_SEEDED != 0,
     }
 }
 

@@ -10,12 +10,14 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, RingBuf};
 use clap::Args;
 use lockdown_common::{
-    config::FLAG_LOG,
-    counters::Counter,
-    events::DropEvent,
-    flow::{PROTO_TCP, PROTO_UDP, ip_addr},
-    maps::EVENTS,
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    contract::{
+        config::FLAG_LOG,
+        counters::Counter,
+        events::DropEvent,
+        flow::{PROTO_TCP, PROTO_UDP, ip_addr},
+        maps::EVENTS,
+    },
+    stages::parse::{self, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 use lockdown_user::{
     handles::Handles,
@@ -101,7 +103,7 @@ fn describe(ev: &DropEvent, boot_now: u64, wall_now: SystemTime) -> EventJson {
         tcp_flags: None,
         packet_len: ev.packet_len,
     };
-    if let Some((ip, l4)) = ev.tuple() {
+    if let Some((ip, l4)) = parse::headers(ev.bytes()) {
         out.src = Some(ip_addr(ip.family, &ip.src));
         out.dst = Some(ip_addr(ip.family, &ip.dst));
         out.proto = match ip.proto {

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use lockdown_common::counters::Counter;
+use lockdown_common::contract::counters::Counter;
 use lockdown_user::{pins, report};
 
 /// Show each locked-down interface's mode, allowlist, flow tables and counters.

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use lockdown_common::{config::Config, maps::DEFAULT_MAX_FLOWS, rules::AllowRule};
+use lockdown_common::contract::{allow::AllowRule, config::Config, maps::DEFAULT_MAX_FLOWS};
 use lockdown_user::{
     attach::{self, Given, Mode, UpOptions},
     config_file::{self, Overrides},
