@@ -15,7 +15,7 @@ set -euo pipefail
 USER_TOOLCHAIN="1.98.0"
 USER_COMPONENTS=(clippy rustfmt)
 EBPF_TOOLCHAIN="nightly-2026-07-01"
-EBPF_COMPONENTS=(rust-src)
+EBPF_COMPONENTS=(rust-src clippy)
 BPF_LINKER_VERSION="0.10.1"
 CARGO_DEB_VERSION="3.8.0"
 APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd

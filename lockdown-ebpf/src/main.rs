@@ -2,6 +2,10 @@
 //! decision logic in `lockdown_common::verdict`.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "aya's #[classifier] wrapper takes the kernel's `*mut __sk_buff` as a safe `pub fn`"
+)]
 
 mod log;
 mod maps;
