@@ -19,7 +19,10 @@ use lockdown_common::{
     maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
     rules::AllowRule,
 };
-use lockdown_user::{EBPF_OBJECT, flowmaps::FlowEntry, handles::Handles};
+use lockdown_user::{
+    EBPF_OBJECT,
+    datapath::{flows::FlowEntry, handles::Handles},
+};
 
 use crate::packets::addr16;
 

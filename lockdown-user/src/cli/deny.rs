@@ -4,8 +4,11 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::deny::{DenyNet, FOREVER, in_force};
 use lockdown_user::{
-    blocklist::{Blocklist, check_lockout, time_left},
-    pins, sockets,
+    attach::guard,
+    datapath::{
+        blocklist::{Blocklist, time_left},
+        pins,
+    },
 };
 use serde::Serialize;
 
@@ -117,7 +120,7 @@ impl AddArgs {
         let net = parse_net(&self.cidr)?;
         let duration = self.duration.as_deref().map(parse_duration).transpose()?;
         if !self.force {
-            check_lockout(&[net], &sockets::ssh_sessions(&sockets::all()?))?;
+            guard::check_deny(&[net])?;
         }
         let (_lock, mut list) = open(&self.iface)?;
         let expires = match duration {

@@ -17,7 +17,7 @@ use lockdown_common::{
     maps::EVENTS,
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-use lockdown_user::{
+use lockdown_user::datapath::{
     handles::Handles,
     pins::{self, PinDir},
 };
