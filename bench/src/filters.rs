@@ -319,7 +319,7 @@ impl Bare {
                         .try_into()?;
                     prog.load()
                         .with_context(|| format!("loading {PROG_BASELINE_DROP}"))?;
-                    let index = lockdown_user::attach::ifindex(ORIGIN_IF)?;
+                    let index = lockdown_user::host::link::ifindex(ORIGIN_IF)?;
                     prog.attach(index, mode).with_context(|| {
                         format!("attaching {PROG_BASELINE_DROP} to {ORIGIN_IF}")
                     })?;

@@ -24,7 +24,7 @@ use lockdown_common::contract::{
         PROG_INGRESS,
     },
 };
-use lockdown_user::{EBPF_OBJECT, clock_ns, handles::Handles};
+use lockdown_user::{EBPF_OBJECT, clock_ns, datapath::handles::Handles};
 use serde::Serialize;
 
 use crate::{

@@ -1,25 +1,11 @@
 //! The lockdown loader as a library: the `lockdown` CLI and the integration tests share it.
 
+pub mod allowlist;
 pub mod attach;
-pub mod blocklist;
-pub mod build_id;
-pub mod caps;
-pub mod config_file;
-pub mod confirm;
-pub mod ctnetlink;
-pub mod ethtool;
-pub mod flowmaps;
-pub mod handles;
-pub mod import;
-pub mod link;
-pub mod metrics;
-pub mod migrate;
-pub mod netlink;
-pub mod pins;
-pub mod refusal;
-pub mod report;
-pub mod seed;
-pub mod sockets;
+pub mod config;
+pub mod datapath;
+pub mod host;
+pub mod observe;
 
 /// The eBPF object (XDP ingress + TC egress), built by `build.rs` with aya-build.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockdown"));

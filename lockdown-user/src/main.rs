@@ -20,8 +20,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lockdown: error: {e:#}");
-            if lockdown_user::config_file::is_invalid(&e) {
-                ExitCode::from(lockdown_user::config_file::EXIT_CONFIG)
+            if lockdown_user::config::file::is_invalid(&e) {
+                ExitCode::from(lockdown_user::config::file::EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
             }

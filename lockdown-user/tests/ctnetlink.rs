@@ -12,7 +12,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
 };
 
-use lockdown_user::ctnetlink::{
+use lockdown_user::host::ctnetlink::{
     self, CtEntry, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY, NFNL_SUBSYS_CTNETLINK, PROTO_TCP,
     PROTO_UDP, TCP_CONNTRACK_ESTABLISHED,
 };

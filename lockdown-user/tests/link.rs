@@ -17,7 +17,7 @@ use aya::{
     Ebpf,
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
-use lockdown_user::link::{self, LinkInfo, XdpAttachment, XdpMode};
+use lockdown_user::host::link::{self, LinkInfo, XdpAttachment, XdpMode};
 use nix::net::if_::if_nametoindex;
 
 mod common;

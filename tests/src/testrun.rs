@@ -19,7 +19,10 @@ use lockdown_common::contract::{
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
 };
-use lockdown_user::{EBPF_OBJECT, flowmaps::FlowEntry, handles::Handles};
+use lockdown_user::{
+    EBPF_OBJECT,
+    datapath::{flows::FlowEntry, handles::Handles},
+};
 
 use crate::packets::addr16;
 

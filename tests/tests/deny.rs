@@ -13,7 +13,7 @@ use lockdown_tests::{
         any, exchange, ping, tcp_connect,
     },
 };
-use lockdown_user::{blocklist::Blocklist, pins::PinDir};
+use lockdown_user::datapath::{blocklist::Blocklist, pins::PinDir};
 
 const SSH: u16 = 22;
 

@@ -488,7 +488,8 @@ impl World {
         let dir = self.ld.pin_dir();
         if first == First::PreviousRelease {
             assert!(
-                !dir.join(lockdown_user::migrate::LEGACY_FLOWS).exists(),
+                !dir.join(lockdown_user::datapath::migrate::LEGACY_FLOWS)
+                    .exists(),
                 "the previous release's flow table is still pinned"
             );
         }
@@ -502,7 +503,7 @@ impl World {
             .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(lockdown_user::migrate::STAGING))
+            .filter(|n| n.starts_with(lockdown_user::datapath::migrate::STAGING))
             .collect();
         assert!(
             leftovers.is_empty(),

@@ -1,5 +1,5 @@
 //! The previous release's `lockdown`, built from its commit, so the integration tests can upgrade
-//! from it: its maps have the layout this release must carry over (`lockdown_user::migrate`).
+//! from it: its maps have the layout this release must carry over (`lockdown_user::datapath::migrate`).
 
 use std::{path::PathBuf, process::Command};
 

@@ -4,7 +4,10 @@ use lockdown_common::{
     contract::{allow::AllowRule, rate::RateSpec},
     rules::{allow::PortSpec, rate::DEFAULT_BURST},
 };
-use lockdown_user::{attach, handles::Handles, pins, sockets};
+use lockdown_user::{
+    attach::change::{Rates, RuleChange},
+    datapath::{handles::Handles, pins},
+};
 use serde::Serialize;
 
 /// Change or list the allowlist live, through the pinned maps: no reload, and open flows are
@@ -148,13 +151,9 @@ impl RuleArgs {
         if !rules.remove(&rule) {
             bail!("{rule} is not in the allowlist of {}", dir.iface);
         }
-        // The lockout guard, as for `up`: the admin must be able to reconnect.
-        if !self.force {
-            sockets::check_lockout(&rules, &sockets::ssh_sessions(&sockets::all()?))?;
-        }
-        // Connections the rule let in must survive it, as with iptables' conntrack.
-        attach::seed(&mut handles, &rules)?;
-        handles.set_rules(&rules)?;
+        // The lockout guard, as for `up`: the admin must be able to reconnect. Connections the
+        // rule let in survive it, as with iptables' conntrack.
+        RuleChange::guarded(&rules, Rates::Kept, &[], self.force)?.apply(&mut handles)?;
         println!("lockdown: removed {rule} on {}", dir.iface);
         Ok(())
     }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use lockdown_user::{config_file, import};
+use lockdown_user::config::{self, import};
 
 /// Validate a config file without touching anything: every interface, rule, timeout and limit is
 /// checked, and errors name the key and the line.
@@ -19,9 +19,9 @@ pub struct CheckConfig {
 
 impl CheckConfig {
     pub fn run(self) -> Result<()> {
-        let file = config_file::load(&self.file).map_err(config_file::invalid)?;
+        let file = config::file::load(&self.file).map_err(config::file::invalid)?;
         if let Some(iface) = &self.iface {
-            file.interface(Some(iface)).map_err(config_file::invalid)?;
+            file.interface(Some(iface)).map_err(config::file::invalid)?;
         }
         for o in file.interfaces() {
             println!(

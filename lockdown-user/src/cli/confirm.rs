@@ -1,6 +1,9 @@
 use anyhow::Result;
 use clap::Args;
-use lockdown_user::{confirm, pins};
+use lockdown_user::{
+    attach::{self, confirm},
+    datapath::pins,
+};
 
 /// Keep a change made with `up --confirm SECONDS`; without this, it is rolled back.
 ///
@@ -40,7 +43,7 @@ impl Watchdog {
         std::thread::sleep(std::time::Duration::from_secs(self.after));
         let dir = pins::PinDir::new(&pins::root(), &self.iface);
         let path = confirm::pending_path(&confirm::run_dir(), &self.iface);
-        if confirm::roll_back_if_pending(&path, &dir, self.token)? {
+        if attach::roll_back_if_pending(&path, &dir, self.token)? {
             log::warn!(
                 "{}: change not confirmed within {} s; rolled back",
                 self.iface,

@@ -7,8 +7,11 @@ use lockdown_common::{
     stages::deny::{FOREVER, in_force},
 };
 use lockdown_user::{
-    blocklist::{Blocklist, check_lockout, time_left},
-    pins, sockets,
+    attach::guard,
+    datapath::{
+        blocklist::{Blocklist, time_left},
+        pins,
+    },
 };
 use serde::Serialize;
 
@@ -120,7 +123,7 @@ impl AddArgs {
         let net = parse_net(&self.cidr)?;
         let duration = self.duration.as_deref().map(parse_duration).transpose()?;
         if !self.force {
-            check_lockout(&[net], &sockets::ssh_sessions(&sockets::all()?))?;
+            guard::check_deny(&[net])?;
         }
         let (_lock, mut list) = open(&self.iface)?;
         let expires = match duration {

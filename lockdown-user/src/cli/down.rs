@@ -1,6 +1,6 @@
 use anyhow::{Result, bail};
 use clap::Args;
-use lockdown_user::{attach, pins};
+use lockdown_user::{attach, datapath::pins};
 
 /// Detach lockdown from an interface and remove its pins (flows, counters, allowlist).
 ///

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use lockdown_user::{metrics, pins};
+use lockdown_user::{datapath::pins, observe::metrics};
 
 /// Serve Prometheus metrics (`/metrics`) read from the pinned maps: packets and bytes by reason,
 /// live flows, capacity and table pressure. Works with `up`: it needs no running `lockdown run`.

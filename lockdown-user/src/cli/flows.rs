@@ -6,7 +6,7 @@ use std::{
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::contract::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_addr};
-use lockdown_user::{flowmaps::FlowEntry, handles::Handles, pins};
+use lockdown_user::datapath::{flows::FlowEntry, handles::Handles, pins};
 use serde::Serialize;
 
 /// List the flow tables (like `conntrack -L`): tuple, state, age and idle time of each live entry,

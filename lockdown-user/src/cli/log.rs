@@ -19,7 +19,7 @@ use lockdown_common::{
     },
     stages::parse::{self, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-use lockdown_user::{
+use lockdown_user::datapath::{
     handles::Handles,
     pins::{self, PinDir},
 };

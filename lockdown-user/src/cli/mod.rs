@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 /// Every verb but check-config and import-iptables needs root (or CAP_BPF and CAP_NET_ADMIN).
 /// State lives in bpffs under /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
 #[derive(Debug, Parser)]
-#[command(name = "lockdown", version = lockdown_user::build_id::version(), about, long_about)]
+#[command(name = "lockdown", version = lockdown_user::datapath::build_id::version(), about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +58,7 @@ impl Cli {
             self.command,
             Command::CheckConfig(_) | Command::ImportIptables(_) | Command::Generate(_)
         ) {
-            lockdown_user::caps::require()?;
+            lockdown_user::host::caps::require()?;
         }
         match self.command {
             Command::Up(a) => a.run(),

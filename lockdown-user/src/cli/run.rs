@@ -61,9 +61,9 @@ impl Run {
         if let Some(listen) = self.metrics.clone() {
             let iface = opts.iface.clone();
             std::thread::spawn(move || {
-                if let Err(e) = lockdown_user::metrics::serve(
+                if let Err(e) = lockdown_user::observe::metrics::serve(
                     &listen,
-                    &lockdown_user::pins::root(),
+                    &lockdown_user::datapath::pins::root(),
                     Some(&iface),
                 ) {
                     log::error!("metrics server: {e:#}");

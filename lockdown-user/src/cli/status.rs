@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 use lockdown_common::contract::counters::Counter;
-use lockdown_user::{pins, report};
+use lockdown_user::{datapath::pins, observe::report};
 
 /// Show each locked-down interface's mode, allowlist, flow tables and counters.
 ///

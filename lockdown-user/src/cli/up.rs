@@ -4,10 +4,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use lockdown_common::contract::{allow::AllowRule, config::Config, maps::DEFAULT_MAX_FLOWS};
 use lockdown_user::{
-    attach::{self, Given, Mode, UpOptions},
-    config_file::{self, Overrides},
-    confirm,
-    pins::{self, PinDir},
+    attach::{self, Given, UpOptions, confirm},
+    config::{self, file::Overrides},
+    datapath::pins::{self, PinDir},
+    host::link::XdpMode,
 };
 
 /// The options `up` and `run` share.
@@ -26,7 +26,7 @@ pub struct UpArgs {
     /// XDP mode (default native). `native` runs in the driver; `skb` (generic XDP) works on any
     /// interface.
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub mode: Option<XdpMode>,
     /// Capacity of each family's live flow table (entries, default 65536): flows the origin opened
     /// and connections whose rule was removed; accepted connections on allowed ports take none.
     /// Each family also gets a closing table of a quarter of it (at least 256). The kernel
@@ -53,12 +53,12 @@ impl UpArgs {
     /// The options: the config file's (or the defaults), then the flags over them. Everything is
     /// validated here, before anything is touched.
     pub fn options(&self) -> Result<UpOptions> {
-        self.try_options().map_err(config_file::invalid)
+        self.try_options().map_err(config::file::invalid)
     }
 
     fn try_options(&self) -> Result<UpOptions> {
         let mut opts = match &self.config {
-            Some(path) => config_file::load(path)?.interface(self.iface.as_deref())?,
+            Some(path) => config::file::load(path)?.interface(self.iface.as_deref())?,
             None => {
                 let iface = self
                     .iface
@@ -66,10 +66,10 @@ impl UpArgs {
                     .context("--iface IF is required (or --config FILE)")?;
                 UpOptions {
                     iface,
-                    rules: [AllowRule::parse(config_file::DEFAULT_ALLOW, None)?].into(),
+                    rules: [AllowRule::parse(config::file::DEFAULT_ALLOW, None)?].into(),
                     rates: std::collections::BTreeMap::new(),
                     deny: Vec::new(),
-                    mode: Mode::Native,
+                    mode: XdpMode::Driver,
                     max_flows: DEFAULT_MAX_FLOWS,
                     config: Config::DEFAULT,
                     given: Given::default(),
@@ -78,7 +78,7 @@ impl UpArgs {
                 }
             }
         };
-        config_file::apply(
+        config::file::apply(
             &mut opts,
             &Overrides {
                 allow: self.allow.clone(),
@@ -187,7 +187,7 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
             Ok(())
         });
     if let Err(e) = spawned {
-        confirm::roll_back_if_pending(&path, dir, token)?;
+        attach::roll_back_if_pending(&path, dir, token)?;
         return Err(e.context("rolled back: the change could not be made confirmable"));
     }
     println!(

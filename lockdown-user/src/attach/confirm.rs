@@ -1,6 +1,7 @@
 //! Confirm-or-roll-back (`up --confirm SECONDS`, like `iptables-apply` or Junos `commit
 //! confirmed`): before applying, the previous state is saved in a pending file; a detached
-//! watchdog restores it after the window unless `lockdown confirm` removed the file first.
+//! watchdog restores it after the window ([`crate::attach::roll_back_if_pending`]) unless
+//! `lockdown confirm` removed the file first.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,16 +11,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lockdown_common::{
-    contract::{
-        allow::AllowRule,
-        config::{Config, STATE_FLAGS},
-        rate::RateSpec,
-    },
+    contract::{allow::AllowRule, config::Config, rate::RateSpec},
     rules::allow::PortSpec,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{attach, handles::Handles, pins::PinDir};
+use crate::datapath::{handles::Handles, pins::PinDir};
 
 /// What to restore if the change is not confirmed.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +27,7 @@ pub struct Pending {
     pub previous: Option<Previous>,
 }
 
+/// The policy before the change, as saved in the pending file.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Previous {
     pub rules: Vec<String>,
@@ -37,6 +35,46 @@ pub struct Previous {
     /// The rated ports and their rates (`tcp/22`, `10/min burst 5`).
     #[serde(default)]
     pub rates: Vec<(String, String)>,
+}
+
+/// [`Previous`] read back.
+#[derive(Debug)]
+pub struct Restored {
+    pub rules: BTreeSet<AllowRule>,
+    pub config: Config,
+    pub rates: BTreeMap<PortSpec, RateSpec>,
+}
+
+impl Previous {
+    /// The saved policy, parsed; an error names the entry that does not parse.
+    pub fn parse(&self) -> Result<Restored> {
+        let rules = self
+            .rules
+            .iter()
+            .map(|s| parse_rule(s))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let config: Config = bytemuck::pod_read_unaligned(
+            self.config
+                .get(..size_of::<Config>())
+                .context("saved config is truncated")?,
+        );
+        let rates = self
+            .rates
+            .iter()
+            .map(|(p, r)| {
+                Ok((
+                    PortSpec::parse(p).with_context(|| format!("saved rated port {p:?}"))?,
+                    r.parse::<RateSpec>()
+                        .with_context(|| format!("saved rate {r:?}"))?,
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(Restored {
+            rules,
+            config,
+            rates,
+        })
+    }
 }
 
 /// Where pending changes are recorded: `/run/lockdown`, or `$LOCKDOWN_RUN_DIR`.
@@ -126,56 +164,6 @@ pub fn confirm(path: &Path, iface: &str) -> Result<()> {
         }
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
-}
-
-/// The watchdog's work once the window has passed: restore the previous state if the change with
-/// `token` is still pending. Returns whether it rolled back.
-pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<bool> {
-    let Some(pending) = read_pending(path)? else {
-        return Ok(false);
-    };
-    if pending.token != token {
-        return Ok(false);
-    }
-    match pending.previous {
-        None => attach::detach(dir)?,
-        Some(prev) => {
-            let rules = prev
-                .rules
-                .iter()
-                .map(|s| parse_rule(s))
-                .collect::<Result<BTreeSet<_>>>()?;
-            let config: Config = bytemuck::pod_read_unaligned(
-                prev.config
-                    .get(..size_of::<Config>())
-                    .context("saved config is truncated")?,
-            );
-            let rates = prev
-                .rates
-                .iter()
-                .map(|(p, r)| {
-                    Ok((
-                        PortSpec::parse(p).with_context(|| format!("saved rated port {p:?}"))?,
-                        r.parse::<RateSpec>()
-                            .with_context(|| format!("saved rate {r:?}"))?,
-                    ))
-                })
-                .collect::<Result<BTreeMap<_, _>>>()?;
-            let root = dir.dir.parent().context("pin directory has no parent")?;
-            let _lock = crate::pins::lock(root)?;
-            let mut h = Handles::open(dir)?;
-            attach::seed(&mut h, &rules)?;
-            h.set_policy(&rules, &rates)?;
-            // The flags that describe the maps (blocklist, log reader) stay as they are now.
-            let now = h.read_config()?;
-            h.write_config(&Config {
-                flags: config.flags & !STATE_FLAGS | now.flags & STATE_FLAGS,
-                ..config
-            })?;
-        }
-    }
-    fs::remove_file(path).ok();
-    Ok(true)
 }
 
 #[cfg(test)]

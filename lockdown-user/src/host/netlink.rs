@@ -1,4 +1,4 @@
-//! What lockdown's two netlink readers ([`crate::ctnetlink`] and [`crate::link`]) share: the
+//! What lockdown's two netlink readers ([`crate::host::ctnetlink`] and [`crate::host::link`]) share: the
 //! socket's receive timeout, sending a request, receiving one reply datagram, and walking its
 //! messages.
 

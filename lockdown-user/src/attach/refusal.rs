@@ -1,12 +1,9 @@
 //! Why the kernel would refuse, or did refuse, to attach the XDP program, and what to do about it:
-//! the interface is queried first ([`crate::link`]), so the message names the cause — another XDP
+//! the interface is queried first ([`crate::host::link`]), so the message names the cause — another XDP
 //! program (with its id), a driver without native XDP, an MTU the driver cannot run XDP at — and
 //! the fix. Every message is decided from plain data, so each is unit-tested.
 
-use crate::{
-    attach::Mode,
-    link::{LinkInfo, XdpMode},
-};
+use crate::host::link::{LinkInfo, XdpMode};
 
 /// The driver as a person would name it: its name, or the link kind for a virtual device.
 fn driver(link: &LinkInfo) -> String {
@@ -17,6 +14,7 @@ fn driver(link: &LinkInfo) -> String {
     }
 }
 
+/// The mode as a message names it.
 const fn mode_name(mode: XdpMode) -> &'static str {
     match mode {
         XdpMode::Driver => "native",
@@ -45,18 +43,18 @@ pub fn occupied(link: &LinkInfo) -> Option<String> {
     ))
 }
 
-/// After the kernel refused the attach with `errno`: the cause and the fix.
-pub fn explain(errno: i32, mode: Mode, link: &LinkInfo) -> String {
+/// After the kernel refused the attach in `mode` with `errno`: the cause and the fix.
+pub fn explain(errno: i32, mode: XdpMode, link: &LinkInfo) -> String {
     let iface = &link.name;
     match (mode, errno) {
-        (Mode::Native, libc::ERANGE) => format!(
+        (XdpMode::Driver, libc::ERANGE) => format!(
             "{iface}'s MTU {mtu} is above what {drv} allows for native XDP (the driver cannot run \
              XDP on frames that do not fit one buffer). Lower the MTU (`ip link set dev {iface} \
              mtu 1500`) or use `--mode skb` (generic XDP, slower)",
             mtu = link.mtu,
             drv = driver(link),
         ),
-        (Mode::Native, libc::EOPNOTSUPP | libc::EINVAL) => format!(
+        (XdpMode::Driver, libc::EOPNOTSUPP | libc::EINVAL) => format!(
             "native XDP is not supported on {iface} ({drv}{bond}); retry with `--mode skb` \
              (generic XDP, slower)",
             drv = driver(link),
@@ -85,7 +83,7 @@ pub fn explain(errno: i32, mode: Mode, link: &LinkInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::XdpAttachment;
+    use crate::host::link::XdpAttachment;
 
     fn link(driver: Option<&str>, kind: Option<&str>, mtu: u32) -> LinkInfo {
         LinkInfo {
@@ -102,7 +100,11 @@ mod tests {
 
     #[test]
     fn an_mtu_the_driver_cannot_run_xdp_at() {
-        let m = explain(libc::ERANGE, Mode::Native, &link(Some("ena"), None, 9001));
+        let m = explain(
+            libc::ERANGE,
+            XdpMode::Driver,
+            &link(Some("ena"), None, 9001),
+        );
         for needle in [
             "MTU 9001",
             "driver ena",
@@ -117,7 +119,7 @@ mod tests {
     fn no_native_xdp_in_the_driver() {
         let m = explain(
             libc::EOPNOTSUPP,
-            Mode::Native,
+            XdpMode::Driver,
             &link(None, Some("dummy"), 1500),
         );
         assert!(
@@ -126,7 +128,7 @@ mod tests {
         );
         let m = explain(
             libc::EINVAL,
-            Mode::Native,
+            XdpMode::Driver,
             &link(Some("bonding"), Some("bond"), 1500),
         );
         assert!(
@@ -148,14 +150,14 @@ mod tests {
         for needle in ["id 42", "\"xdp_dummy\"", "generic (skb)", "xdpgeneric off"] {
             assert!(m.contains(needle), "{needle:?} missing: {m}");
         }
-        assert_eq!(explain(libc::EBUSY, Mode::Native, &l), m);
+        assert_eq!(explain(libc::EBUSY, XdpMode::Driver, &l), m);
     }
 
     #[test]
     fn anything_else_keeps_the_kernels_words() {
         let m = explain(
             libc::EPERM,
-            Mode::Skb,
+            XdpMode::Skb,
             &link(Some("virtio_net"), None, 1500),
         );
         assert!(

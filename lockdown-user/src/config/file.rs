@@ -64,8 +64,9 @@ use toml::{
 };
 
 use crate::{
-    attach::{Given, Mode, UpOptions},
-    handles::compile,
+    attach::{Given, UpOptions},
+    datapath::handles::{compile, compile_policy},
+    host::link::XdpMode,
 };
 
 /// Where `lockdown run --config` and the systemd unit look by default.
@@ -134,7 +135,7 @@ pub struct Overrides {
     /// `--allow SPEC`: when non-empty, replaces the file's allowlist.
     pub allow: Vec<String>,
     /// `--mode`.
-    pub mode: Option<Mode>,
+    pub mode: Option<XdpMode>,
     /// `--max-flows`.
     pub max_flows: Option<u32>,
     /// `--monitor`: turns monitor mode on (a file's `monitor = true` cannot be turned off).
@@ -242,7 +243,7 @@ struct RawInterface {
     /// Optional here so that a missing name gets its own message (the packaged example leaves it
     /// for the operator to fill in).
     name: Option<Spanned<String>>,
-    mode: Option<Mode>,
+    mode: Option<XdpMode>,
     max_flows: Option<Spanned<i64>>,
     monitor: Option<bool>,
     pass_dhcp: Option<bool>,
@@ -513,7 +514,7 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
                         }
                     }
                 }
-                if ok && let Err(e) = crate::handles::compile_policy(&rules, &rates) {
+                if ok && let Err(e) = compile_policy(&rules, &rates) {
                     errors.push(src.message(
                         list.span(),
                         &format!("{path}.allow"),
@@ -557,7 +558,7 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
             rules,
             rates,
             deny,
-            mode: iface.mode.unwrap_or(Mode::Native),
+            mode: iface.mode.unwrap_or(XdpMode::Driver),
             max_flows,
             config,
             given: Given {
@@ -660,7 +661,7 @@ name = "wg0"
         let f = parse(FULL, "lockdown.toml").unwrap();
         assert_eq!(f.names().collect::<Vec<_>>(), ["eth0", "wg0"]);
         let eth0 = f.interface(Some("eth0")).unwrap();
-        assert_eq!(eth0.mode, Mode::Skb);
+        assert_eq!(eth0.mode, XdpMode::Skb);
         assert_eq!(eth0.max_flows, 1024);
         assert_eq!(
             rules(&eth0),
@@ -686,7 +687,7 @@ name = "wg0"
         );
 
         let wg0 = f.interface(Some("wg0")).unwrap();
-        assert_eq!(wg0.mode, Mode::Native);
+        assert_eq!(wg0.mode, XdpMode::Driver);
         assert_eq!(wg0.max_flows, DEFAULT_MAX_FLOWS);
         assert_eq!(rules(&wg0), ["tcp/22"], "the default allowlist");
         assert_eq!(wg0.config.flags, Config::DEFAULT.flags);
@@ -697,7 +698,7 @@ name = "wg0"
 
     /// The packaged example, with the interface name the operator must fill in set to eth0.
     fn packaged_filled_in() -> String {
-        let text = include_str!("../../packaging/lockdown.toml");
+        let text = include_str!("../../../packaging/lockdown.toml");
         assert!(
             text.contains("\n# name = \"eth0\"\n"),
             "the example's name line moved"
@@ -707,7 +708,7 @@ name = "wg0"
 
     #[test]
     fn the_packaged_example_wants_an_interface_name() {
-        let text = include_str!("../../packaging/lockdown.toml");
+        let text = include_str!("../../../packaging/lockdown.toml");
         let line = text
             .lines()
             .position(|l| l == "[[interface]]")
@@ -998,7 +999,7 @@ name = "wg0"
             &mut o,
             &Overrides {
                 allow: vec!["udp/51820".into(), "tcp/8000-8100".into()],
-                mode: Some(Mode::Skb),
+                mode: Some(XdpMode::Skb),
                 max_flows: Some(4096),
                 monitor: true,
                 no_dhcp: true,
@@ -1008,7 +1009,7 @@ name = "wg0"
         )
         .unwrap();
         assert_eq!(rules(&o), ["tcp/8000-8100", "udp/51820"]);
-        assert_eq!(o.mode, Mode::Skb);
+        assert_eq!(o.mode, XdpMode::Skb);
         assert_eq!(o.max_flows, 4096);
         assert!(o.given.max_flows);
         assert!(o.config.has(FLAG_MONITOR));

@@ -23,9 +23,10 @@
 //! [`parse_reply`] is a pure function over the bytes of one `recv`, unit-tested on replies
 //! captured from a real kernel.
 
-use std::{convert::Infallible, io};
+use std::{convert::Infallible, ffi::CString, io};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use lockdown_common::contract::config::{ATTACH_NATIVE, ATTACH_SKB};
 use netlink_packet_core::{
     DefaultNla, Emitable as _, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NlaBuffer, NlasIterator, Parseable as _, ParseableParametrized as _,
@@ -39,20 +40,76 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 
-use crate::netlink;
+use crate::host::{
+    ethtool::{self, MAX_NAME},
+    netlink,
+};
 
-/// How an XDP program is attached (IFLA_XDP_ATTACHED).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An XDP attach mode: the one `up` attaches in (`--mode`, the configuration file's `mode`), or
+/// the one the kernel reports for a program attached (`IFLA_XDP_ATTACHED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpMode {
-    /// `XDP_ATTACHED_DRV`: native XDP, in the driver.
+    /// Native (driver) XDP.
+    // `XDP_ATTACHED_DRV`.
+    #[value(name = "native")]
+    #[serde(rename = "native")]
     Driver,
-    /// `XDP_ATTACHED_SKB`: generic XDP, after the kernel built the socket buffer.
+    /// Generic XDP in the kernel's receive path; works on every interface, slower.
+    // `XDP_ATTACHED_SKB`: after the kernel built the socket buffer.
     Skb,
-    /// `XDP_ATTACHED_HW`: offloaded to the NIC.
+    /// `XDP_ATTACHED_HW`: offloaded to the NIC. Reported, never attached in.
+    #[value(skip)]
+    #[serde(skip)]
     Hardware,
     /// `XDP_ATTACHED_MULTI`: more than one mode at once. The kernel refuses native and generic
-    /// together, so this is an offloaded program plus a native or a generic one.
+    /// together, so this is an offloaded program plus a native or a generic one. Reported, never
+    /// attached in.
+    #[value(skip)]
+    #[serde(skip)]
     Multi,
+}
+
+impl XdpMode {
+    /// The mode's name, as `--mode` and the configuration file spell the modes lockdown attaches
+    /// in.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Driver => "native",
+            Self::Skb => "skb",
+            Self::Hardware => "hardware",
+            Self::Multi => "multi",
+        }
+    }
+
+    /// The mode to ask aya for; `None` for the modes lockdown never attaches in.
+    pub const fn attach_flags(self) -> Option<aya::programs::XdpMode> {
+        match self {
+            Self::Driver => Some(aya::programs::XdpMode::Driver),
+            Self::Skb => Some(aya::programs::XdpMode::Skb),
+            Self::Hardware | Self::Multi => None,
+        }
+    }
+
+    /// The mode as the datapath's config records it
+    /// ([`lockdown_common::contract::config::Config::attach_mode`]); 0 (nothing recorded) for the modes
+    /// lockdown never attaches in.
+    pub const fn config_value(self) -> u32 {
+        match self {
+            Self::Driver => ATTACH_NATIVE,
+            Self::Skb => ATTACH_SKB,
+            Self::Hardware | Self::Multi => 0,
+        }
+    }
+
+    /// The mode a config records, if it records one.
+    pub const fn from_config(value: u32) -> Option<Self> {
+        match value {
+            ATTACH_NATIVE => Some(Self::Driver),
+            ATTACH_SKB => Some(Self::Skb),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,13 +146,22 @@ pub struct LinkInfo {
     pub master: Option<u32>,
 }
 
-/// `IFNAMSIZ - 1`: the longest primary interface name.
-pub(crate) const MAX_NAME: usize = libc::IFNAMSIZ - 1;
 /// `ALTIFNAMSIZ - 1` (linux/if.h): the longest alternative name (`ip link property add … altname`).
 const MAX_ALT_NAME: usize = 127;
 
 /// The sequence number of the one request.
 const SEQ: u32 = 1;
+
+/// The interface index, or a clear error naming the interface.
+pub fn ifindex(iface: &str) -> Result<u32> {
+    let c = CString::new(iface).map_err(|_| anyhow!("invalid interface name {iface:?}"))?;
+    // SAFETY: `c` is NUL-terminated.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("unknown interface {iface:?} (not found in this network namespace)");
+    }
+    Ok(index)
+}
 
 /// Queries interface `name` in the current network namespace (RTM_GETLINK by name, plus the
 /// ethtool ioctl on a socket of this namespace). A clear error naming the interface if it does
@@ -108,7 +174,7 @@ const SEQ: u32 = 1;
 /// another device took the name in that instant.
 pub fn query(name: &str) -> Result<LinkInfo> {
     let mut link = getlink(name)?;
-    link.driver = crate::ethtool::driver(&link.name).with_context(|| {
+    link.driver = ethtool::driver(&link.name).with_context(|| {
         format!(
             "reading the driver of network interface `{}` (ETHTOOL_GDRVINFO)",
             link.name

@@ -31,7 +31,7 @@
 
 use std::{io, net::IpAddr};
 
-use crate::netlink;
+use crate::host::netlink;
 use anyhow::{Context as _, Result, anyhow, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,

@@ -1,4 +1,5 @@
-//! Where lockdown pins its maps and links: `/sys/fs/bpf/lockdown/<iface>/`.
+//! Where lockdown pins its maps and links (`/sys/fs/bpf/lockdown/<iface>/`), the lock that
+//! serialises changes to them, and opening a pinned map.
 
 use std::{
     fs,
@@ -6,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use aya::maps::{Map, MapData, MapError};
 use lockdown_common::contract::maps::{ALL, BUILD, PIN_LINK_EGRESS, PIN_LINK_INGRESS, PIN_ROOT};
 
 /// The pin directory of one locked-down interface.
@@ -73,6 +75,22 @@ impl PinDir {
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
         fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+/// Opens the map pinned at `path`.
+pub(crate) fn open_pinned(path: &Path) -> Result<Map> {
+    let data = MapData::from_pin(path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+/// Whether a map error means "no such key" (the entry vanished or never existed).
+pub fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! `lockdown import`: translates `iptables-save` and/or `ip6tables-save` output (the two may be
-//! concatenated) into a lockdown configuration file (see [`crate::config_file`]).
+//! concatenated) into a lockdown configuration file (see [`crate::config::file`]).
 //!
 //! Only the `*filter` table's INPUT chain is translated. What lockdown always does needs no rule
 //! and is listed in a comment of the output: `-i lo -j ACCEPT`, `RELATED,ESTABLISHED` accepts, a
@@ -30,10 +30,10 @@ use lockdown_common::{
     rules::allow::parse_cidr,
 };
 
-use crate::config_file;
+use crate::config::file;
 
 /// Translates iptables-save / ip6tables-save output into lockdown configuration text, which
-/// [`config_file::parse`] accepts.
+/// [`file::parse`] accepts.
 pub fn import(text: &str) -> Result<String> {
     let mut cx = Context::default();
     let blocks = split(text, &mut cx);
@@ -61,7 +61,7 @@ pub fn import(text: &str) -> Result<String> {
         bail!(msg);
     }
     let out = render(&results, &cx);
-    config_file::parse(&out, "the imported configuration")
+    file::parse(&out, "the imported configuration")
         .context("the imported configuration does not load")?;
     Ok(out)
 }
@@ -1227,7 +1227,7 @@ fn render(results: &[FilterResult], cx: &Context) -> String {
         "# ",
         &format!(
             "lockdown configuration imported by `lockdown import` from {sources}: the INPUT chain, rule by rule. Review it, set the interface name below, then install it as {}.",
-            config_file::DEFAULT_PATH
+            file::DEFAULT_PATH
         ),
     );
     let builtin: Vec<&Note> = {
@@ -1359,7 +1359,7 @@ COMMIT
 
     /// The allowlist of the imported configuration, which must load.
     fn allowlist(out: &str) -> Vec<String> {
-        let f = config_file::parse(out, "import").unwrap();
+        let f = file::parse(out, "import").unwrap();
         let o = f.interface(None).unwrap();
         assert_eq!(o.iface, "eth0");
         o.rules.iter().map(ToString::to_string).collect()

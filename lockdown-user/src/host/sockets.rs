@@ -1,15 +1,11 @@
 //! The origin's existing sockets, read from `/proc/net/{tcp,tcp6,udp,udp6}` of the current network
-//! namespace: seeded into the flow tables at attach, and before an allow rule goes, so open
-//! connections survive both; and used by the lockout guard to find the SSH sessions `up` must not
-//! cut.
+//! namespace: seeded into the flow tables before the rules change, so open connections survive
+//! it; and the SSH sessions this host serves, which the lockout guard must not cut.
 
 use std::{collections::BTreeSet, fs, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use lockdown_common::contract::{
-    allow::AllowRule,
-    flow::{FlowState, PROTO_TCP, PROTO_UDP},
-};
+use lockdown_common::contract::flow::{FlowState, PROTO_TCP, PROTO_UDP};
 
 /// One socket from `/proc/net/*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +94,7 @@ const TCP_LISTEN: u8 = 0x0a;
 
 /// The flow state to seed for a socket, if it is a connection worth keeping: established or
 /// closing TCP, connected UDP. (Loopback, and whether the allowlist vouches for it, are
-/// [`crate::seed`]'s questions.)
+/// [`crate::attach::seed`]'s questions.)
 pub const fn seed_state(s: &Socket) -> Option<FlowState> {
     Some(match (s.proto, s.state) {
         (PROTO_TCP, TCP_ESTABLISHED) => FlowState::TcpEstablished,
@@ -185,54 +181,6 @@ pub fn ssh_sessions(sockets: &[Socket]) -> Vec<SshSession> {
     out.into_iter().collect()
 }
 
-/// Whether `rules` let `client` open a new TCP connection to `port`.
-pub fn admits(rules: &BTreeSet<AllowRule>, client: IpAddr, port: u16) -> bool {
-    admits_proto(rules, PROTO_TCP, client, port)
-}
-
-/// Whether `rules` let `client` send a new `proto` packet to `port`.
-pub fn admits_proto(rules: &BTreeSet<AllowRule>, proto: u8, client: IpAddr, port: u16) -> bool {
-    rules.iter().any(|r| {
-        r.proto == proto
-            && (r.port_lo..=r.port_hi).contains(&port)
-            && match r.source() {
-                None => true,
-                Some((net, len)) => in_cidr(client, net, len),
-            }
-    })
-}
-
-fn in_cidr(addr: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
-/// The lockout guard: fails, naming the port, if `rules` would refuse a new connection from one of
-/// the SSH sessions this host serves.
-pub fn check_lockout(rules: &BTreeSet<AllowRule>, sessions: &[SshSession]) -> Result<()> {
-    for s in sessions {
-        if !admits(rules, s.client, s.port) {
-            anyhow::bail!(
-                "this policy would lock out the SSH session from {} to port {}: it does not allow tcp/{} from that address. Add `--allow tcp/{}` or pass --force",
-                s.client,
-                s.port,
-                s.port,
-                s.port
-            );
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -271,22 +219,5 @@ mod tests {
         let s = parse_proc_net(TCP, PROTO_TCP);
         assert_eq!(seed_state(&s[0]), None, "listener");
         assert_eq!(seed_state(&s[1]), Some(FlowState::TcpEstablished));
-    }
-
-    #[test]
-    fn lockout_guard_names_the_port() {
-        let rules: BTreeSet<_> = [AllowRule::parse("tcp/22", None).unwrap()].into();
-        let s = ssh_connection("10.0.0.9 51234 10.0.0.1 2222").unwrap();
-        assert_eq!(s.port, 2222);
-        let err = check_lockout(&rules, &[s]).unwrap_err().to_string();
-        assert!(err.contains("port 2222"), "{err}");
-        assert!(check_lockout(&rules, &[SshSession { port: 22, ..s }]).is_ok());
-        let cidr: BTreeSet<_> =
-            [AllowRule::parse("tcp/2000-3000", Some("10.0.0.0/24")).unwrap()].into();
-        assert!(check_lockout(&cidr, &[s]).is_ok());
-        let other: BTreeSet<_> =
-            [AllowRule::parse("tcp/2222", Some("10.0.1.0/24")).unwrap()].into();
-        assert!(check_lockout(&other, &[s]).is_err());
-        assert!(!admits(&rules, "fd00::1".parse().unwrap(), 23));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use anyhow::{Context as _, Result};
@@ -25,14 +25,14 @@ use lockdown_common::{
     rules::allow::PortSpec,
 };
 
-use crate::{
-    flowmaps::{FlowEntry, FlowMaps},
-    pins::PinDir,
+use crate::datapath::{
+    flows::{FlowEntry, Flows},
+    pins::{PinDir, is_not_found, open_pinned},
 };
 
 /// The maps of one attachment.
 pub struct Handles {
-    pub flows: FlowMaps,
+    pub flows: Flows,
     pub ports: Array<MapData, u64>,
     pub cidrs: LpmTrie<MapData, [u8; 20], u8>,
     pub rules: HashMap<MapData, AllowRule, u8>,
@@ -49,12 +49,6 @@ pub struct Compiled {
     rates: BTreeMap<u32, RateSpec>,
 }
 
-pub(crate) fn open_pinned(path: &Path) -> Result<Map> {
-    let data = MapData::from_pin(path)
-        .with_context(|| format!("opening pinned map {}", path.display()))?;
-    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
-}
-
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
     ebpf.take_map(name)
         .with_context(|| format!("map {name} missing from the eBPF object"))
@@ -69,7 +63,7 @@ impl Handles {
     }
 
     /// Opens the maps pinned at `path(name)` (an upgrade's staging pins, see
-    /// [`crate::migrate::Plan::path`]).
+    /// [`crate::datapath::migrate::Plan::path`]).
     pub fn open_paths(path: impl Fn(&str) -> PathBuf) -> Result<Self> {
         Self::from_maps(|name| open_pinned(&path(name)))
     }
@@ -81,7 +75,7 @@ impl Handles {
 
     fn from_maps(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         Ok(Self {
-            flows: FlowMaps::from_maps(&mut get)?,
+            flows: Flows::from_maps(&mut get)?,
             ports: get(PORTS)?.try_into()?,
             cidrs: get(CIDRS)?.try_into()?,
             rules: get(RULES)?.try_into()?,
@@ -244,15 +238,6 @@ impl Handles {
     /// longer count).
     pub fn live_flows(&self, now: u64) -> Result<Vec<FlowEntry>> {
         self.flows.live(now, &self.read_config()?.timeouts)
-    }
-}
-
-/// Whether a map error means "no such key" (the entry vanished or never existed).
-pub fn is_not_found(e: &aya::maps::MapError) -> bool {
-    match e {
-        aya::maps::MapError::KeyNotFound => true,
-        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 

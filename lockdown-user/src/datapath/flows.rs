@@ -10,7 +10,7 @@ use lockdown_common::contract::{
 };
 use serde::Serialize;
 
-use crate::handles::is_not_found;
+use crate::datapath::pins::is_not_found;
 
 /// One flow entry and the table it is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Occupancy {
 }
 
 /// Typed handles on the four flow maps and the high-water marks.
-pub struct FlowMaps {
+pub struct Flows {
     live4: HashMap<MapData, FlowKey4, FlowValue>,
     live6: HashMap<MapData, FlowKey, FlowValue>,
     closing4: HashMap<MapData, FlowKey4, FlowValue>,
@@ -98,7 +98,7 @@ fn read_all<K: aya::Pod>(
     Ok(())
 }
 
-impl FlowMaps {
+impl Flows {
     /// Takes the maps by name from `get` (pins or a loaded object).
     pub fn from_maps(get: &mut impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         let [l4, l6, c4, c6] = FLOW_MAPS.map(|(name, _, _)| name);

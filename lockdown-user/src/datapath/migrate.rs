@@ -27,6 +27,7 @@ use aya::{
     maps::{HashMap, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues},
 };
 use lockdown_common::contract::{
+    allow::AllowRule,
     counters::{Counter, CounterValue},
     flow::{FlowKey, FlowTable, FlowValue},
     maps::{
@@ -35,7 +36,14 @@ use lockdown_common::contract::{
     },
 };
 
-use crate::{handles::Handles, pins::PinDir};
+use crate::{
+    allowlist::vouched,
+    datapath::{
+        handles::Handles,
+        load::loader,
+        pins::{PinDir, is_not_found},
+    },
+};
 
 /// The flow table of the releases before the split into four tables: 40-byte [`FlowKey`] →
 /// 24-byte [`FlowValue`], both families, every state.
@@ -158,7 +166,7 @@ pub fn load(dir: &PinDir, max_flows: u32, debug_log: bool) -> Result<(Ebpf, Plan
     // Each round finds at most one incompatible pin; there are at most ALL.len() of them.
     for _ in 0..=ALL.len() {
         let paths: Vec<(&str, PathBuf)> = plan.reuse.iter().map(|n| (*n, dir.map(n))).collect();
-        match crate::attach::loader(&paths, max_flows, debug_log).load(crate::EBPF_OBJECT) {
+        match loader(&paths, max_flows, debug_log).load(crate::EBPF_OBJECT) {
             Ok(ebpf) => return Ok((ebpf, plan)),
             Err(EbpfError::MapError(MapError::IncompatiblePinnedMap {
                 name,
@@ -217,7 +225,7 @@ fn legacy_flows(dir: &PinDir) -> Result<Vec<(FlowKey, FlowValue)>> {
     for entry in map.iter() {
         match entry {
             Ok(kv) => out.push(kv),
-            Err(e) if crate::handles::is_not_found(&e) => {}
+            Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("reading {LEGACY_FLOWS}")),
         }
     }
@@ -293,12 +301,12 @@ pub fn carry_over(
     dir: &PinDir,
     plan: &Plan,
     handles: &mut Handles,
-    rules: &BTreeSet<lockdown_common::contract::allow::AllowRule>,
+    rules: &BTreeSet<AllowRule>,
 ) -> Result<CarriedOver> {
     let mut out = CarriedOver::default();
     if plan.legacy.contains(LEGACY_FLOWS) {
         for (k, v) in legacy_flows(dir)? {
-            if !crate::seed::vouched(rules, &k) {
+            if !vouched(rules, &k) {
                 merge_flow(handles, &k, &v)?;
             }
         }
@@ -320,12 +328,12 @@ pub fn carry_over_again(
     dir: &PinDir,
     plan: &Plan,
     handles: &mut Handles,
-    rules: &BTreeSet<lockdown_common::contract::allow::AllowRule>,
+    rules: &BTreeSet<AllowRule>,
     first: &CarriedOver,
 ) -> Result<()> {
     if plan.legacy.contains(LEGACY_FLOWS) {
         for (k, v) in legacy_flows(dir)? {
-            if !crate::seed::vouched(rules, &k) {
+            if !vouched(rules, &k) {
                 merge_flow(handles, &k, &v)?;
             }
         }

@@ -19,15 +19,16 @@ use std::{collections::BTreeSet, net::IpAddr};
 use anyhow::{Context as _, Result};
 use lockdown_common::contract::{
     allow::AllowRule,
-    flow::{
-        FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr,
-    },
+    flow::{FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes},
 };
 
 use crate::{
-    ctnetlink::{self, CtEntry, CtTuple, IPS_SEEN_REPLY},
-    handles::Handles,
-    sockets,
+    allowlist::vouched,
+    datapath::handles::Handles,
+    host::{
+        ctnetlink::{self, CtEntry, CtTuple, IPS_SEEN_REPLY},
+        sockets,
+    },
 };
 
 /// Where the seeded entries came from, for the log line.
@@ -122,17 +123,6 @@ fn local_addresses() -> Result<BTreeSet<IpAddr>> {
         .collect())
 }
 
-/// Whether `rules` vouch for the connection of flow `key`: a new connection from its remote end to
-/// its local port would be allowed, so its packets pass without an entry.
-pub fn vouched(rules: &BTreeSet<AllowRule>, key: &FlowKey) -> bool {
-    sockets::admits_proto(
-        rules,
-        key.proto,
-        ip_addr(key.family, &key.remote),
-        key.local_port,
-    )
-}
-
 /// Writes the `entries` that `rules` do not vouch for; entries already present are left alone.
 /// Returns how many were added.
 pub fn insert(
@@ -156,9 +146,27 @@ pub fn insert(
     Ok(added)
 }
 
-/// Seeds the flow tables with the open connections `rules` will not vouch for, from both sources.
-/// Call it before the rules change.
-pub fn seed(handles: &mut Handles, rules: &BTreeSet<AllowRule>, now: u64) -> Result<Seeded> {
+/// Seeds the flow tables with the open connections that `rules` will not vouch for, from both
+/// sources, so they survive the change of rules — an attach, or the removal of the allow rule
+/// that let them in: a connection the allowlist vouches for has no entry, so it would otherwise
+/// be cut. Call it before the rules change.
+pub fn seed(handles: &mut Handles, rules: &BTreeSet<AllowRule>) -> Result<()> {
+    let n = seed_at(handles, rules, crate::clock_ns())?;
+    log::info!(
+        "seeded {} flows from sockets and {} from conntrack{}",
+        n.sockets,
+        n.conntrack,
+        if n.conntrack_available {
+            ""
+        } else {
+            " (conntrack not available)"
+        }
+    );
+    Ok(())
+}
+
+/// [`seed`] at time `now`: how many entries came from each source.
+fn seed_at(handles: &mut Handles, rules: &BTreeSet<AllowRule>, now: u64) -> Result<Seeded> {
     let from_sockets: Vec<_> = sockets::all()?
         .iter()
         .filter_map(|s| {
@@ -206,28 +214,6 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect()
-    }
-
-    #[test]
-    fn the_allowlist_vouches_by_port_protocol_and_source() {
-        let (k, _) = entry(
-            PROTO_TCP,
-            ("10.231.0.1".parse().unwrap(), 22),
-            ("10.231.0.2".parse().unwrap(), 50000),
-            FlowState::TcpEstablished,
-            5,
-        )
-        .unwrap();
-        let rules = |list: &[(&str, Option<&str>)]| -> BTreeSet<AllowRule> {
-            list.iter()
-                .map(|(spec, from)| AllowRule::parse(spec, *from).unwrap())
-                .collect()
-        };
-        assert!(vouched(&rules(&[("tcp/22", None)]), &k));
-        assert!(vouched(&rules(&[("tcp/20-30", Some("10.231.0.0/24"))]), &k));
-        assert!(!vouched(&rules(&[("tcp/22", Some("10.1.0.0/16"))]), &k));
-        assert!(!vouched(&rules(&[("udp/22", None)]), &k));
-        assert!(!vouched(&rules(&[("tcp/8080", None)]), &k));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use aya::{
 use lockdown_common::contract::maps::BUILD;
 use sha2::{Digest as _, Sha256};
 
-use crate::pins::PinDir;
+use crate::datapath::pins::{PinDir, open_pinned};
 
 /// The git commit the binary was built from (`unknown` outside a git checkout; `-dirty` with
 /// uncommitted changes), set by `build.rs`.
@@ -60,7 +60,7 @@ pub fn running(dir: &PinDir) -> Result<Option<[u8; 32]>> {
     if !path.exists() {
         return Ok(None);
     }
-    let map: Array<MapData, [u8; 32]> = crate::handles::open_pinned(&path)?
+    let map: Array<MapData, [u8; 32]> = open_pinned(&path)?
         .try_into()
         .with_context(|| format!("{} is not an array", path.display()))?;
     let hash = map

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aya::maps::{
     Array, HashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
@@ -22,10 +22,7 @@ use lockdown_common::{
     stages::deny::{FOREVER, filter_slot, in_force, key4},
 };
 
-use crate::{
-    handles::{is_not_found, open_pinned},
-    pins::PinDir,
-};
+use crate::datapath::pins::{PinDir, is_not_found, open_pinned};
 
 /// The blocklist maps of one attachment.
 pub struct Blocklist {
@@ -35,20 +32,6 @@ pub struct Blocklist {
     nets: LpmTrie<MapData, [u8; 20], u64>,
     filter: Array<MapData, u64>,
     config: Array<MapData, Config>,
-}
-
-/// Refuses `nets` if one holds the client of an SSH session into this host.
-pub fn check_lockout(nets: &[DenyNet], sessions: &[crate::sockets::SshSession]) -> Result<()> {
-    for s in sessions {
-        if let Some(net) = nets.iter().find(|n| n.contains(s.client)) {
-            bail!(
-                "refusing to deny {net}: the SSH session from {} into this host would be cut \
-                 (pass --force to deny it anyway)",
-                s.client
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Adds `nets` to the blocklist of `dir` until removed (the config file's `deny`).

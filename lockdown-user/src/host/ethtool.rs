@@ -8,7 +8,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::link::MAX_NAME;
+/// `IFNAMSIZ - 1`: the longest primary interface name.
+pub(crate) const MAX_NAME: usize = libc::IFNAMSIZ - 1;
 
 /// `ETHTOOL_GDRVINFO` of linux/ethtool.h.
 const ETHTOOL_GDRVINFO: u32 = 0x3;

@@ -1,66 +1,50 @@
-//! Attaching and detaching: load the object with its maps pinned, write the policy, attach the TC
-//! egress program and then the XDP program, and pin both links. A failure at any step removes
-//! everything this attempt created, so `up` either locks the interface down or changes nothing.
+//! Attaching, replacing and detaching: load the object with its maps pinned, write the policy,
+//! attach the TC egress program and then the XDP program, and pin both links. A failure at any step
+//! removes everything this attempt created, so `up` either locks the interface down or changes
+//! nothing. `up --replace` swaps this binary's programs into the pinned links, and the confirm
+//! rollback returns to the state saved before a change.
+
+pub mod change;
+pub mod confirm;
+pub mod guard;
+pub mod refusal;
+pub mod seed;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    ffi::CString,
     fs,
+    path::Path,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        ProgramError, SchedClassifier, TcAttachType, Xdp,
         links::{FdLink, PinnedLink},
     },
 };
 use lockdown_common::{
     contract::{
         allow::AllowRule,
-        config::{ATTACH_NATIVE, ATTACH_SKB, Config, STATE_FLAGS},
-        maps::{ALL, FLOW_MAPS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+        config::{Config, STATE_FLAGS},
+        maps::{ALL, PROG_EGRESS, PROG_INGRESS},
         rate::RateSpec,
     },
     rules::{allow::PortSpec, deny::DenyNet},
 };
 
 use crate::{
-    handles::Handles,
-    link::LinkInfo,
-    migrate,
-    pins::{PinDir, ensure_root, lock},
-    refusal, sockets,
+    attach::change::{Rates, RuleChange},
+    datapath::{
+        blocklist, build_id,
+        handles::{Handles, compile_policy},
+        load::loader,
+        migrate,
+        pins::{PinDir, ensure_root, lock},
+    },
+    host::link::{self, LinkInfo, XdpMode},
 };
-
-/// XDP attach mode.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Native (driver) XDP.
-    Native,
-    /// Generic XDP in the kernel's receive path; works on every interface, slower.
-    Skb,
-}
-
-impl Mode {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-        }
-    }
-
-    const fn xdp(self) -> XdpMode {
-        match self {
-            Self::Native => XdpMode::Driver,
-            Self::Skb => XdpMode::Skb,
-        }
-    }
-}
 
 /// Everything `up` needs.
 #[derive(Clone, Debug)]
@@ -71,7 +55,7 @@ pub struct UpOptions {
     pub rates: BTreeMap<PortSpec, RateSpec>,
     /// Blocklist entries to add (until removed) when attaching or replacing.
     pub deny: Vec<DenyNet>,
-    pub mode: Mode,
+    pub mode: XdpMode,
     pub max_flows: u32,
     pub config: Config,
     /// Whether the operator set the allowlist, the config and the table size, or they are
@@ -83,26 +67,6 @@ pub struct UpOptions {
     pub debug_log: bool,
 }
 
-/// The loader for this binary's object: maps pinned at `paths`, flow table sized, kernel-side
-/// debug logging off unless asked for.
-pub(crate) fn loader<'a>(
-    paths: &'a [(&'a str, std::path::PathBuf)],
-    max_flows: u32,
-    debug_log: bool,
-) -> EbpfLoader<'a> {
-    let mut loader = EbpfLoader::new();
-    for (name, table, _) in FLOW_MAPS {
-        loader.map_max_entries(name, flow_capacity(table, max_flows));
-    }
-    for (name, path) in paths {
-        loader.map_pin_path(name, path.as_path());
-    }
-    static OFF: u8 = 0;
-    static DEBUG: u8 = aya_log::Level::Debug as u8;
-    loader.override_global(aya_log::LEVEL, if debug_log { &DEBUG } else { &OFF }, false);
-    loader
-}
-
 /// Which parts of [`UpOptions`] the operator set explicitly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Given {
@@ -111,20 +75,19 @@ pub struct Given {
     pub max_flows: bool,
 }
 
-/// The interface index, or a clear error naming the interface.
-pub fn ifindex(iface: &str) -> Result<u32> {
-    let c = CString::new(iface).map_err(|_| anyhow!("invalid interface name {iface:?}"))?;
-    // SAFETY: `c` is NUL-terminated.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        bail!("unknown interface {iface:?} (not found in this network namespace)");
+impl UpOptions {
+    /// The change of rules these options make, checked: the policy compiles and the lockout guard
+    /// (see [`guard`]) lets it and the blocklist entries through, unless forced.
+    fn rule_change(&self) -> Result<RuleChange<'_>> {
+        compile_policy(&self.rules, &self.rates)?;
+        RuleChange::guarded(&self.rules, Rates::Set(&self.rates), &self.deny, self.force)
     }
-    Ok(index)
 }
 
-/// Checks everything that can be checked before touching the kernel.
-pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
-    let index = ifindex(&opts.iface)?;
+/// Checks everything that can be checked before touching the kernel; returns what the interface
+/// is and the checked change of rules.
+pub fn preflight<'a>(dir: &PinDir, opts: &'a UpOptions) -> Result<(LinkInfo, RuleChange<'a>)> {
+    let index = link::ifindex(&opts.iface)?;
     // The loopback device is always ifindex 1 in its namespace.
     if opts.iface == "lo" || index == 1 {
         bail!(
@@ -142,44 +105,13 @@ pub fn preflight(dir: &PinDir, opts: &UpOptions) -> Result<LinkInfo> {
     if opts.max_flows == 0 {
         bail!("--max-flows must be at least 1");
     }
-    crate::handles::compile_policy(&opts.rules, &opts.rates)?;
-    guard_lockout(opts)?;
+    let change = opts.rule_change()?;
     // What the interface is, so a refusal can be explained; another XDP program is refused here.
-    let link = crate::link::query(&opts.iface)?;
-    if let Some(why) = refusal::occupied(&link) {
+    let info = link::query(&opts.iface)?;
+    if let Some(why) = refusal::occupied(&info) {
         bail!(why);
     }
-    Ok(link)
-}
-
-/// The lockout guard (see [`sockets::check_lockout`]), unless forced.
-fn guard_lockout(opts: &UpOptions) -> Result<()> {
-    if opts.force {
-        return Ok(());
-    }
-    let sessions = sockets::ssh_sessions(&sockets::all()?);
-    sockets::check_lockout(&opts.rules, &sessions)?;
-    crate::blocklist::check_lockout(&opts.deny, &sessions)
-}
-
-/// Seeds the flow tables with the open connections that `rules` will not vouch for (see
-/// [`crate::seed`]), so
-/// they survive the attach — or the removal of the allow rule that let them in: a connection the
-/// allowlist vouches for has no entry, so it would otherwise be cut. Call it before the rules
-/// change.
-pub fn seed(handles: &mut Handles, rules: &BTreeSet<AllowRule>) -> Result<()> {
-    let n = crate::seed::seed(handles, rules, crate::clock_ns())?;
-    log::info!(
-        "seeded {} flows from sockets and {} from conntrack{}",
-        n.sockets,
-        n.conntrack,
-        if n.conntrack_available {
-            ""
-        } else {
-            " (conntrack not available)"
-        }
-    );
-    Ok(())
+    Ok((info, change))
 }
 
 /// Locks an interface down: attaches both programs and pins maps and links under `dir`.
@@ -191,13 +123,13 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     ensure_root(root)?;
     let _lock = lock(root)?;
     // Checked again under the lock: another `up` may have won the race.
-    let link = preflight(dir, opts)?;
+    let (info, change) = preflight(dir, opts)?;
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
-    match attach(dir, opts, &link) {
+    match attach(dir, opts, &info, &change) {
         Ok(ebpf) => {
-            crate::confirm::clear_pending(&opts.iface)?;
+            confirm::clear_pending(&opts.iface)?;
             Ok(ebpf)
         }
         Err(e) => {
@@ -209,7 +141,7 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
 }
 
-fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
+fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo, change: &RuleChange) -> Result<Ebpf> {
     let index = info.index;
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
     let mut ebpf = loader(&paths, opts.max_flows, opts.debug_log)
@@ -220,15 +152,11 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
     let mut handles = Handles::open(dir)?;
     let mut config = opts.config;
     config.ifindex = index;
-    config.attach_mode = match opts.mode {
-        Mode::Native => ATTACH_NATIVE,
-        Mode::Skb => ATTACH_SKB,
-    };
+    config.attach_mode = opts.mode.config_value();
     handles.write_config(&config)?;
-    seed(&mut handles, &opts.rules)?;
-    handles.set_policy(&opts.rules, &opts.rates)?;
+    change.apply(&mut handles)?;
     handles.ensure_sketch_seed()?;
-    crate::blocklist::add_all(dir, &opts.deny)?;
+    blocklist::add_all(dir, &opts.deny)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
     let tc: &mut SchedClassifier = ebpf
@@ -251,8 +179,12 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
         .context("ingress program missing")?
         .try_into()?;
     xdp.load().context("loading the XDP program")?;
+    let flags = opts
+        .mode
+        .attach_flags()
+        .with_context(|| format!("lockdown does not attach in XDP mode {}", opts.mode.name()))?;
     let id = xdp
-        .attach(index, opts.mode.xdp())
+        .attach(index, flags)
         .map_err(|e| xdp_attach_error(e, opts, info))?;
     let link: FdLink = xdp
         .take_link(id)?
@@ -260,7 +192,7 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo) -> Result<Ebpf> {
         .context("XDP link is not a bpf_link")?;
     link.pin(dir.link_ingress())
         .context("pinning the ingress link")?;
-    crate::build_id::record(&mut ebpf)?;
+    build_id::record(&mut ebpf)?;
     Ok(ebpf)
 }
 
@@ -284,10 +216,11 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             opts.max_flows
         );
     }
-    if opts.given.rules {
-        crate::handles::compile_policy(&opts.rules, &opts.rates)?;
-        guard_lockout(opts)?;
-    }
+    let change = if opts.given.rules {
+        Some(opts.rule_change()?)
+    } else {
+        None
+    };
     // Pins of an earlier release with another layout are carried over (see `migrate`), or
     // refused here, before anything changes.
     let (mut ebpf, plan) = migrate::load(dir, pinned_max, opts.debug_log)?;
@@ -302,7 +235,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
     migrate::stage(&ebpf, dir, &plan)?;
     let mut swapped = false;
-    let result = replace_staged(dir, opts, &plan, &mut ebpf, &mut swapped);
+    let result = replace_staged(dir, opts, change.as_ref(), &plan, &mut ebpf, &mut swapped);
     match result {
         Ok(()) => migrate::commit(dir, &plan)?,
         // Once a program runs on the new maps, their pins must be in place whatever failed.
@@ -319,20 +252,22 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
             return Err(e);
         }
     }
-    crate::blocklist::add_all(dir, &opts.deny)?;
+    blocklist::add_all(dir, &opts.deny)?;
     // The programs are this binary's now, whatever the record said before.
-    if let Err(e) = crate::build_id::record(&mut ebpf) {
+    if let Err(e) = build_id::record(&mut ebpf) {
         log::warn!("{}: recording the programs' build: {e:#}", opts.iface);
     }
-    crate::confirm::clear_pending(&opts.iface)?;
+    confirm::clear_pending(&opts.iface)?;
     Ok(ebpf)
 }
 
-/// [`replace`] once the object is loaded and its new maps staged: policy, seeding and the carried
-/// over data, then the swap. `swapped` says whether a program already runs on the new maps.
+/// [`replace`] once the object is loaded and its new maps staged: policy (`change`, when the
+/// rules were given), seeding and the carried over data, then the swap. `swapped` says whether a
+/// program already runs on the new maps.
 fn replace_staged(
     dir: &PinDir,
     opts: &UpOptions,
+    change: Option<&RuleChange>,
     plan: &migrate::Plan,
     ebpf: &mut Ebpf,
     swapped: &mut bool,
@@ -347,16 +282,19 @@ fn replace_staged(
             ..opts.config
         })?;
     }
-    let rules = if opts.given.rules {
-        opts.rules.clone()
-    } else {
-        handles.rules()?
+    let pinned;
+    let rules = match change {
+        Some(change) => change.rules(),
+        None => {
+            pinned = handles.rules()?;
+            &pinned
+        }
     };
-    let carried = migrate::carry_over(dir, plan, &mut handles, &rules)?;
+    let carried = migrate::carry_over(dir, plan, &mut handles, rules)?;
     // Connections the old rules let in must survive the new ones: seed first.
-    seed(&mut handles, &rules)?;
-    if opts.given.rules {
-        handles.set_policy(&rules, &opts.rates)?;
+    match change {
+        Some(change) => change.apply(&mut handles)?,
+        None => seed::seed(&mut handles, rules)?,
     }
     handles.ensure_sketch_seed()?;
 
@@ -391,7 +329,7 @@ fn replace_staged(
     // new egress program learns; what the old egress program learns meanwhile is merged below.
     swap!(Xdp, PROG_INGRESS, dir.link_ingress(), "ingress");
     swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
-    migrate::carry_over_again(dir, plan, &mut handles, &rules, &carried)
+    migrate::carry_over_again(dir, plan, &mut handles, rules, &carried)
 }
 
 /// The kernel's refusal, explained from what the interface is (see [`refusal`]).
@@ -412,7 +350,7 @@ pub fn detach(dir: &PinDir) -> Result<()> {
         None => None,
     };
     detach_locked(dir)?;
-    crate::confirm::clear_pending(&dir.iface)
+    confirm::clear_pending(&dir.iface)
 }
 
 /// [`detach`], for a caller that holds the pin-root lock.
@@ -438,4 +376,33 @@ fn detach_locked(dir: &PinDir) -> Result<()> {
         true => Ok(()),
         false => bail!("detaching {}: {}", dir.iface, errors.join("; ")),
     }
+}
+
+/// The confirm watchdog's work once the window has passed: restore the previous state if the
+/// change with `token` is still pending (see [`confirm`]). Returns whether it rolled back.
+pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<bool> {
+    let Some(pending) = confirm::read_pending(path)? else {
+        return Ok(false);
+    };
+    if pending.token != token {
+        return Ok(false);
+    }
+    match pending.previous {
+        None => detach(dir)?,
+        Some(prev) => {
+            let previous = prev.parse()?;
+            let root = dir.dir.parent().context("pin directory has no parent")?;
+            let _lock = lock(root)?;
+            let mut h = Handles::open(dir)?;
+            RuleChange::restoring(&previous.rules, Rates::Set(&previous.rates)).apply(&mut h)?;
+            // The flags that describe the maps (blocklist, log reader) stay as they are now.
+            let now = h.read_config()?;
+            h.write_config(&Config {
+                flags: previous.config.flags & !STATE_FLAGS | now.flags & STATE_FLAGS,
+                ..previous.config
+            })?;
+        }
+    }
+    fs::remove_file(path).ok();
+    Ok(true)
 }

@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use lockdown_common::contract::{
-    config::{ATTACH_NATIVE, ATTACH_SKB, Timeouts},
-    counters::CounterKind,
-    flow::FlowTable,
-};
+use lockdown_common::contract::{config::Timeouts, counters::CounterKind, flow::FlowTable};
 use serde::Serialize;
 
-use crate::{flowmaps::Occupancy, handles::Handles, pins::PinDir};
+use crate::{
+    datapath::{build_id, flows::Occupancy, handles::Handles, pins::PinDir},
+    host::link::XdpMode,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -97,20 +96,17 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .iter()
         .filter_map(|(name, _)| t.field_mut(name).map(|v| (*name, *v)))
         .collect();
-    let programs = crate::build_id::running(dir)?;
-    let binary = crate::build_id::object_sha256();
+    let programs = build_id::running(dir)?;
+    let binary = build_id::object_sha256();
     Ok(Status {
-        programs_sha256: programs.as_ref().map(crate::build_id::hex),
-        binary_sha256: crate::build_id::hex(binary),
+        programs_sha256: programs.as_ref().map(build_id::hex),
+        binary_sha256: build_id::hex(binary),
         replace_due: programs.as_ref() != Some(binary),
         timeouts,
         interface: dir.iface.clone(),
-        mode: match config.attach_mode {
-            ATTACH_NATIVE => "native",
-            ATTACH_SKB => "skb",
-            _ => "unknown",
-        }
-        .to_owned(),
+        mode: XdpMode::from_config(config.attach_mode)
+            .map_or("unknown", XdpMode::name)
+            .to_owned(),
         monitor: config.has(lockdown_common::contract::config::FLAG_MONITOR),
         logging: config.has(lockdown_common::contract::config::FLAG_LOG),
         log_per_sec: config.log_per_sec,
