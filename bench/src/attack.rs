@@ -15,12 +15,15 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use lockdown_testbed::{
+    flood::{self, Flood},
+    host, netns,
+    pair::{GEN_CPU, Link, NetPair, ORIGIN_IF, ORIGIN_V4, RX_CPU},
+};
 use serde::Serialize;
 
 use crate::{
     filters::{Applied, Env, Filter},
-    flood::{self, Flood},
-    netpair::{GEN_CPU, NetPair, ORIGIN_IF, ORIGIN_V4, RX_CPU},
     stats::{median, percentile},
     sys,
 };
@@ -102,7 +105,7 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(ns: &str) -> Result<Self> {
-        let listener = sys::in_netns(ns, || {
+        let listener = netns::try_in_ns(ns, || {
             TcpListener::bind(SocketAddr::from((ORIGIN_V4, PORT)))
                 .with_context(|| format!("listening on {ORIGIN_V4}:{PORT}"))
         })?;
@@ -136,7 +139,7 @@ impl EchoServer {
 
 fn echo(mut s: TcpStream, stop: &AtomicBool) {
     // The server may run on either CPU, as a real one would.
-    let _ = sys::pin(0, &[GEN_CPU, RX_CPU]);
+    let _ = host::pin(0, &[GEN_CPU, RX_CPU]);
     let _ = s.set_nonblocking(false);
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
@@ -205,7 +208,7 @@ fn entries(applied: &Applied<'_>, ns: &str) -> Result<u64> {
         let s = applied.lockdown_status()?;
         s["flows"].as_u64().context("status --json has no flows")
     } else {
-        sys::ns_sysctl(ns, "net/netfilter/nf_conntrack_count")?
+        netns::sysctl(ns, "net/netfilter/nf_conntrack_count")?
             .parse()
             .context("parsing nf_conntrack_count")
     }
@@ -225,11 +228,11 @@ fn lockdown_counters(applied: &Applied<'_>) -> Result<BTreeMap<String, u64>> {
 }
 
 fn one(filter: Filter, opts: &Options, env: &Env) -> Result<FilterResult> {
-    let pair = NetPair::new("at")?;
+    let pair = NetPair::create("at", Link::QUIET)?;
     pair.steer_receive()?;
     let _server = EchoServer::start(&pair.origin)?;
     let applied = Applied::apply(filter, &pair, env)?;
-    let mut client = sys::in_netns(&pair.peer, || {
+    let mut client = netns::try_in_ns(&pair.peer, || {
         TcpStream::connect_timeout(&SocketAddr::from((ORIGIN_V4, PORT)), Duration::from_secs(3))
             .with_context(|| {
                 format!(
@@ -254,13 +257,14 @@ fn one(filter: Filter, opts: &Options, env: &Env) -> Result<FilterResult> {
     let entries_before = entries(&applied, &pair.origin)?;
     let counters_before = lockdown_counters(&applied)?;
     let rx0 = sys::dev_stats(&pair.origin, ORIGIN_IF)?;
-    let flood = Flood::start(flood::Spec {
-        ns: pair.peer.clone(),
-        dst_port: PORT,
-        max_packets: opts.packets,
-        max_time: opts.max_time,
-        sched_idle: true,
-    })?;
+    let flood = Flood::start(
+        &pair,
+        flood::Spec {
+            cpu: Some(GEN_CPU),
+            sched_idle: true,
+            ..flood::Spec::new(PORT, opts.packets, opts.max_time)
+        },
+    )?;
     sys::sleep(Duration::from_millis(100))?;
     let (flood_us, flood_to) = round_trips(&mut client, opts.round_trips, Some(&flood))?;
     let probe_within_flood = !flood.is_finished();
@@ -278,7 +282,7 @@ fn one(filter: Filter, opts: &Options, env: &Env) -> Result<FilterResult> {
     let conntrack_max = if filter.is_lockdown() {
         None
     } else {
-        sys::ns_sysctl(&pair.origin, "net/netfilter/nf_conntrack_max")?
+        netns::sysctl(&pair.origin, "net/netfilter/nf_conntrack_max")?
             .parse()
             .ok()
     };

@@ -16,9 +16,9 @@ use lockdown_common::contract::maps::PROG_BASELINE_DROP;
 use lockdown_user::EBPF_OBJECT;
 use serde::Serialize;
 
-use crate::{
-    netpair::{NetPair, ORIGIN_IF},
-    sys,
+use lockdown_testbed::{
+    host, netns,
+    pair::{NetPair, ORIGIN_IF},
 };
 
 /// Where the lockdown CLI is and where it pins.
@@ -140,7 +140,7 @@ impl<'a> Applied<'a> {
     }
 
     fn lockdown(&self) -> std::process::Command {
-        let mut c = sys::ns_command(self.ns(), &self.env.lockdown.to_string_lossy());
+        let mut c = netns::ns_command(self.ns(), &self.env.lockdown);
         // The bench's namespaces serve no SSH session: the caller's must not trip the guard.
         c.env("LOCKDOWN_PIN_ROOT", &self.env.pin_root)
             .env_remove("SSH_CONNECTION");
@@ -152,15 +152,15 @@ impl<'a> Applied<'a> {
             Filter::Unfiltered => {}
             Filter::Iptables => {
                 for rule in IPTABLES_RULES {
-                    let mut c = sys::ns_command(self.ns(), "iptables");
+                    let mut c = netns::ns_command(self.ns(), "iptables");
                     c.arg("-w").args(rule);
-                    sys::run(&mut c)?;
+                    host::run(&mut c)?;
                 }
             }
             Filter::Nftables => {
-                let mut c = sys::ns_command(self.ns(), "nft");
+                let mut c = netns::ns_command(self.ns(), "nft");
                 c.args(["-f", "-"]);
-                sys::run_with_input(&mut c, Some(NFT_RULESET))?;
+                host::run_with_input(&mut c, Some(NFT_RULESET))?;
             }
             Filter::LockdownSkb | Filter::LockdownNative => {
                 let mode = if self.filter.native() {
@@ -170,7 +170,7 @@ impl<'a> Applied<'a> {
                 };
                 let mut c = self.lockdown();
                 c.args(["up", "--iface", ORIGIN_IF, "--mode", mode, "--force"]);
-                sys::run(&mut c)?;
+                host::run(&mut c)?;
             }
             Filter::BareDropSkb | Filter::BareDropNative => {
                 let mode = if self.filter.native() {
@@ -193,9 +193,9 @@ impl<'a> Applied<'a> {
         match self.filter {
             Filter::Unfiltered | Filter::BareDropSkb | Filter::BareDropNative => Ok(None),
             Filter::Iptables => {
-                let mut c = sys::ns_command(self.ns(), "iptables");
+                let mut c = netns::ns_command(self.ns(), "iptables");
                 c.args(["-w", "-n", "-v", "-x", "-L", "INPUT"]);
-                let out = sys::run(&mut c)?;
+                let out = host::run(&mut c)?;
                 out.lines()
                     .filter_map(|l| {
                         let f: Vec<&str> = l.split_whitespace().collect();
@@ -207,9 +207,9 @@ impl<'a> Applied<'a> {
                     .context("no DROP rule counter in `iptables -L INPUT`")
             }
             Filter::Nftables => {
-                let mut c = sys::ns_command(self.ns(), "nft");
+                let mut c = netns::ns_command(self.ns(), "nft");
                 c.args(["list", "chain", "inet", "ldbench", "input"]);
-                let out = sys::run(&mut c)?;
+                let out = host::run(&mut c)?;
                 let after = out
                     .split("counter packets ")
                     .nth(1)
@@ -240,7 +240,7 @@ impl<'a> Applied<'a> {
         }
         let mut c = self.lockdown();
         c.args(["status", "--iface", ORIGIN_IF, "--json", "--interval", "0"]);
-        let out = sys::run(&mut c)?;
+        let out = host::run(&mut c)?;
         serde_json::from_str(&out).context("parsing `lockdown status --json`")
     }
 
@@ -252,19 +252,19 @@ impl<'a> Applied<'a> {
         match self.filter {
             Filter::Unfiltered => Ok(()),
             Filter::Iptables => {
-                let mut c = sys::ns_command(self.ns(), "iptables");
+                let mut c = netns::ns_command(self.ns(), "iptables");
                 c.args(["-w", "-F", "INPUT"]);
-                sys::run(&mut c).map(drop)
+                host::run(&mut c).map(drop)
             }
             Filter::Nftables => {
-                let mut c = sys::ns_command(self.ns(), "nft");
+                let mut c = netns::ns_command(self.ns(), "nft");
                 c.args(["delete", "table", "inet", "ldbench"]);
-                sys::run(&mut c).map(drop)
+                host::run(&mut c).map(drop)
             }
             Filter::LockdownSkb | Filter::LockdownNative => {
                 let mut c = self.lockdown();
                 c.args(["down", "--iface", ORIGIN_IF]);
-                sys::run(&mut c).map(drop)
+                host::run(&mut c).map(drop)
             }
             Filter::BareDropSkb | Filter::BareDropNative => {
                 if let Some(b) = self.bare.take() {
@@ -309,7 +309,7 @@ impl Bare {
             .name("bare-xdp".into())
             .spawn(move || {
                 let loaded = (|| {
-                    sys::enter_netns(&ns)?;
+                    netns::enter(&ns)?;
                     let mut ebpf = EbpfLoader::new()
                         .load(EBPF_OBJECT)
                         .context("loading the lockdown object")?;

@@ -21,11 +21,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use lockdown_testbed::{
+    host, netns,
+    pair::{GEN_CPU, Link, NetPair, ORIGIN_IF, ORIGIN_V4, PEER_V4, RX_CPU},
+};
 use serde::Serialize;
 
 use crate::{
     filters::{Applied, Env, Filter},
-    netpair::{GEN_CPU, NetPair, ORIGIN_IF, ORIGIN_V4, PEER_V4, RX_CPU},
     stats::{median, percentile},
     sys,
 };
@@ -194,7 +197,7 @@ struct ServiceServer {
 
 impl ServiceServer {
     fn start(ns: &str, threads: usize) -> Result<Self> {
-        let listener = sys::in_netns(ns, || {
+        let listener = netns::try_in_ns(ns, || {
             TcpListener::bind(SocketAddr::from((ORIGIN_V4, SERVICE_PORT)))
                 .with_context(|| format!("listening on {ORIGIN_V4}:{SERVICE_PORT}"))
         })?;
@@ -210,7 +213,7 @@ impl ServiceServer {
             let join = thread::Builder::new()
                 .name(format!("legit-srv{i}"))
                 .spawn(move || {
-                    let _ = sys::pin(0, &[GEN_CPU, RX_CPU]);
+                    let _ = host::pin(0, &[GEN_CPU, RX_CPU]);
                     while !st.load(Ordering::Relaxed) {
                         if !readable(l.as_raw_fd(), 50) {
                             continue;
@@ -264,13 +267,13 @@ struct OwnFlows {
 
 impl OwnFlows {
     fn open(pair: &NetPair, k: usize) -> Result<Self> {
-        let listener = sys::in_netns(&pair.peer, || {
+        let listener = netns::try_in_ns(&pair.peer, || {
             TcpListener::bind(SocketAddr::from((PEER_V4, OUTBOUND_PORT)))
                 .with_context(|| format!("listening on {PEER_V4}:{OUTBOUND_PORT}"))
         })?;
         listener.set_nonblocking(true)?;
         let to = SocketAddr::from((PEER_V4, OUTBOUND_PORT));
-        let pairs = sys::in_netns(&pair.origin, || {
+        let pairs = netns::try_in_ns(&pair.origin, || {
             let mut pairs = Vec::with_capacity(k);
             for i in 0..k {
                 sys::check_interrupted()?;
@@ -357,10 +360,10 @@ struct WorkerOut {
 }
 
 fn worker(ns: &str, budget: &AtomicU64, deadline: Instant) -> Result<WorkerOut> {
-    sys::enter_netns(ns)?;
-    let _ = sys::pin(0, &[GEN_CPU, RX_CPU]);
+    netns::enter(ns)?;
+    let _ = host::pin(0, &[GEN_CPU, RX_CPU]);
     let mut out = WorkerOut::default();
-    while Instant::now() < deadline && !sys::interrupted() {
+    while Instant::now() < deadline && !host::interrupted() {
         // One attempt per unit of the shared budget: the total is bounded in count as well.
         if budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
@@ -443,13 +446,13 @@ fn load(pair: &NetPair, opts: &Options, mut sample: impl FnMut() -> Result<()>) 
 /// Many short connections in a row: let the peer reuse its ports (TIME_WAIT stays on its side,
 /// which closes first) and widen its ephemeral range, so that the load is not bounded by ports.
 fn prepare_peer(pair: &NetPair) -> Result<()> {
-    sys::ns_sysctl_write(&pair.peer, "net/ipv4/ip_local_port_range", "10000 65000")?;
-    sys::ns_sysctl_write(&pair.peer, "net/ipv4/tcp_tw_reuse", "1")
+    netns::sysctl_write(&pair.peer, "net/ipv4/ip_local_port_range", "10000 65000")?;
+    netns::sysctl_write(&pair.peer, "net/ipv4/tcp_tw_reuse", "1")
 }
 
 /// One load connection through the filter before anything is measured.
 fn check_service(pair: &NetPair, what: &str) -> Result<()> {
-    sys::in_netns(&pair.peer, one_connection)
+    netns::try_in_ns(&pair.peer, one_connection)
         .with_context(|| format!("a connection to {ORIGIN_V4}:{SERVICE_PORT} through {what}"))
 }
 
@@ -467,7 +470,7 @@ struct Lockdown<'a> {
 
 impl<'a> Lockdown<'a> {
     fn command(ns: &str, env: &Env) -> Command {
-        let mut c = sys::ns_command(ns, &env.lockdown.to_string_lossy());
+        let mut c = netns::ns_command(ns, &env.lockdown);
         // The bench's namespaces serve no SSH session: the caller's must not trip the guard.
         c.env("LOCKDOWN_PIN_ROOT", &env.pin_root)
             .env_remove("SSH_CONNECTION");
@@ -481,14 +484,14 @@ impl<'a> Lockdown<'a> {
         for a in ALLOW {
             c.args(["--allow", a]);
         }
-        sys::run(&mut c)?;
+        host::run(&mut c)?;
         Ok(Self { ns, env, up: true })
     }
 
     fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut c = Self::command(self.ns, self.env);
         c.args(args).args(["--iface", ORIGIN_IF, "--json"]);
-        let out = sys::run(&mut c)?;
+        let out = host::run(&mut c)?;
         serde_json::from_str(&out).with_context(|| format!("parsing `lockdown {}`", args[0]))
     }
 
@@ -509,7 +512,7 @@ impl<'a> Lockdown<'a> {
         self.up = false;
         let mut c = Self::command(self.ns, self.env);
         c.args(["down", "--iface", ORIGIN_IF]);
-        sys::run(&mut c).map(drop)
+        host::run(&mut c).map(drop)
     }
 }
 
@@ -518,7 +521,7 @@ impl Drop for Lockdown<'_> {
         if self.up {
             let mut c = Self::command(self.ns, self.env);
             c.args(["down", "--iface", ORIGIN_IF]);
-            if let Err(e) = sys::run(&mut c) {
+            if let Err(e) = host::run(&mut c) {
                 eprintln!("lockdown-bench: warning: lockdown down: {e:#}");
             }
         }
@@ -560,7 +563,7 @@ fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, k: &str)
 }
 
 fn run_lockdown(opts: &Options, env: &Env) -> Result<LockdownRun> {
-    let pair = NetPair::new("lg")?;
+    let pair = NetPair::create("lg", Link::QUIET)?;
     prepare_peer(&pair)?;
     let _server = ServiceServer::start(&pair.origin, opts.parallel)?;
     let ld = Lockdown::up(&pair.origin, env)?;
@@ -652,22 +655,22 @@ fn run_lockdown(opts: &Options, env: &Env) -> Result<LockdownRun> {
 // ---- iptables -----------------------------------------------------------------------------------
 
 fn conntrack_count(ns: &str) -> Result<u64> {
-    sys::ns_sysctl(ns, "net/netfilter/nf_conntrack_count")?
+    netns::sysctl(ns, "net/netfilter/nf_conntrack_count")?
         .parse()
         .context("parsing nf_conntrack_count")
 }
 
 fn run_iptables(opts: &Options, env: &Env) -> Result<IptablesRun> {
-    let pair = NetPair::new("lgi")?;
+    let pair = NetPair::create("lgi", Link::QUIET)?;
     prepare_peer(&pair)?;
     let _server = ServiceServer::start(&pair.origin, opts.parallel)?;
     let applied = Applied::apply(Filter::Iptables, &pair, env)?;
     // The seed chain allows tcp/22 only; open the service port as lockdown's --allow does.
-    let mut c = sys::ns_command(&pair.origin, "iptables");
+    let mut c = netns::ns_command(&pair.origin, "iptables");
     c.args(["-w", "-I", "INPUT", "3", "-p", "tcp", "--dport"])
         .arg(SERVICE_PORT.to_string())
         .args(["-j", "ACCEPT"]);
-    sys::run(&mut c).context("adding the service port to the seed chain")?;
+    host::run(&mut c).context("adding the service port to the seed chain")?;
     let label = "seed iptables chain + tcp/8080 (conntrack)";
     check_service(&pair, label)?;
 
@@ -687,7 +690,7 @@ fn run_iptables(opts: &Options, env: &Env) -> Result<IptablesRun> {
     })?;
     let conntrack_after = conntrack_count(&pair.origin)?;
     conntrack_peak = conntrack_peak.max(conntrack_after);
-    let conntrack_max = sys::ns_sysctl(&pair.origin, "net/netfilter/nf_conntrack_max")?
+    let conntrack_max = netns::sysctl(&pair.origin, "net/netfilter/nf_conntrack_max")?
         .parse()
         .ok();
     let lost = own.push(0x02)?;

@@ -17,11 +17,8 @@
 mod attack;
 mod chart;
 mod filters;
-mod flood;
 mod legit;
 mod memory;
-mod netpair;
-mod packets;
 mod progcost;
 mod raw;
 mod report;
@@ -38,6 +35,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
+use lockdown_testbed::{host, pair};
 
 use crate::{filters::Filter, report::Results};
 
@@ -111,7 +109,7 @@ fn remove_stale_pin_roots() {
         else {
             continue;
         };
-        if !sys::pid_alive(pid) {
+        if !host::pid_alive(pid) {
             eprintln!("lockdown-bench: removing stale pin root /sys/fs/bpf/{name}");
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -119,7 +117,7 @@ fn remove_stale_pin_roots() {
 }
 
 fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
-    if !sys::is_root() {
+    if !host::is_root() {
         bail!(
             "lockdown-bench must run as root: it loads BPF programs and creates network namespaces"
         );
@@ -139,7 +137,7 @@ fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
             bail!("the receive sections need at least 2 CPUs (generator on CPU0, receive on CPU1)");
         }
         for tool in ["ip", "nsenter", "unshare", "mount", "iptables", "nft"] {
-            if !sys::have(tool) {
+            if !host::have(tool) {
                 bail!(
                     "`{tool}` is not installed; the receive sections need it (scripts/setup.sh installs the packages)"
                 );
@@ -221,11 +219,11 @@ fn run(cli: &Cli) -> Result<()> {
             .with_file_name("lockdown"),
     };
     preflight(cli, &lockdown, &sections)?;
-    sys::install_signal_handlers();
+    host::install_signal_handlers();
     // Everything of the bench runs on the generator's CPU (threads inherit this), so that the
     // receive CPU does only the origin's receive work.
-    sys::pin(0, &[netpair::GEN_CPU])?;
-    netpair::remove_stale();
+    host::pin(0, &[pair::GEN_CPU])?;
+    pair::remove_stale();
     remove_stale_pin_roots();
     let pin_root = PinRoot(PathBuf::from(format!(
         "/sys/fs/bpf/ldbench-{}",

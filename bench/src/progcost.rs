@@ -4,35 +4,44 @@
 //! measured in the same repetition, interleaved, so every ratio compares like with like.
 
 use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
-};
-use lockdown_common::contract::{
-    allow::AllowRule,
-    config::Config,
-    counters::{Counter, CounterKind},
-    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
-    maps::{
-        FLOW_MAPS, PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS,
-        PROG_INGRESS,
+use lockdown_common::{
+    contract::{
+        config::Config,
+        counters::{Counter, CounterKind},
+        flow::{FAMILY_V4, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP},
+        maps::{
+            PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS, PROG_INGRESS,
+        },
     },
+    rules::deny::DenyNet,
 };
-use lockdown_user::{EBPF_OBJECT, clock_ns, datapath::handles::Handles};
+use lockdown_testbed::{
+    packets::{Pkt, TCP_ACK, TCP_SYN, addr16},
+    pair::GEN_CPU,
+    testrun::{self, Datapath, flow_key, now},
+};
 use serde::Serialize;
 
 use crate::{
-    packets::{self, LOCAL4, LOCAL6, REMOTE4, REMOTE6, TCP_ACK, TCP_SYN, Tcp},
     raw::{self, RawProg},
     stats::{median, median_of},
     sys,
 };
+
+/// The origin (where lockdown would be attached), as the programs see it. These frames only ever
+/// go through BPF_PROG_TEST_RUN: documentation ranges, never a network.
+const LOCAL4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The remote peer.
+const REMOTE4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// A router on the path that sends ICMP errors.
+const ROUTER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -172,55 +181,23 @@ impl Section {
     }
 }
 
-/// One loaded copy of the object with its programs loaded (none attached) and its maps.
+/// One loaded copy of the object: the [`Datapath`] the verdict tests drive, with the bare
+/// baseline programs of the same object loaded too (none attached).
 struct Loaded {
-    ebpf: Ebpf,
-    handles: Handles,
+    dp: Datapath,
 }
 
 impl Loaded {
     fn new(max_flows: Option<u32>) -> Result<Self> {
-        let mut loader = EbpfLoader::new();
-        if let Some(n) = max_flows {
-            for (name, table, _) in FLOW_MAPS {
-                loader.map_max_entries(
-                    name,
-                    lockdown_common::contract::maps::flow_capacity(table, n),
-                );
-            }
-        }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .context("loading the lockdown eBPF object")?;
-        for name in [
-            PROG_INGRESS,
-            PROG_BASELINE_DROP,
-            PROG_BASELINE_PASS,
-            PROG_BASELINE_LOOKUP,
-        ] {
-            let p: &mut Xdp = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the object"))?
-                .try_into()?;
-            p.load().with_context(|| format!("loading {name}"))?;
-        }
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(PROG_EGRESS)
-            .with_context(|| format!("program {PROG_EGRESS} missing from the object"))?
-            .try_into()?;
-        tc.load()
-            .with_context(|| format!("loading {PROG_EGRESS}"))?;
-        let mut handles = Handles::take(&mut ebpf)?;
         // What `lockdown up` writes by default: the default config and tcp/22.
-        handles.write_config(&Config::DEFAULT)?;
-        let rules = BTreeSet::from([
-            AllowRule::parse("tcp/22", None).map_err(|e| anyhow::anyhow!("tcp/22: {e}"))?
-        ]);
-        handles.set_rules(&rules)?;
-        Ok(Self { ebpf, handles })
+        let mut dp = Datapath::load(Config::DEFAULT, &testrun::rules(&["tcp/22"]), max_flows)?;
+        for name in [PROG_BASELINE_DROP, PROG_BASELINE_PASS, PROG_BASELINE_LOOKUP] {
+            dp.load_xdp(name)?;
+        }
+        Ok(Self { dp })
     }
 
-    fn run(&self, prog: Prog, frame: &[u8], repeat: u32, raws: &Raws) -> Result<(u32, f64)> {
+    fn run(&mut self, prog: Prog, frame: &[u8], repeat: u32, raws: &Raws) -> Result<(u32, f64)> {
         let raw = match prog {
             Prog::BareTc => Some(&raws.tc),
             Prog::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS) => Some(&raws.boot),
@@ -233,74 +210,36 @@ impl Loaded {
             let r = p.test_run(frame, repeat)?;
             return Ok((r.retval, f64::from(r.ns)));
         }
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let name = prog.name();
-        let p = self
-            .ebpf
-            .program(name)
-            .with_context(|| format!("program {name} missing"))?;
-        let r = if prog == Prog::Egress {
-            let tc: &SchedClassifier = p.try_into()?;
-            tc.test_run(opts)
-        } else {
-            let xdp: &Xdp = p.try_into()?;
-            xdp.test_run(opts)
-        }
-        .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
-        Ok((r.return_value, r.duration.as_nanos() as f64))
+        let (ret, duration) = self.dp.time(prog.name(), frame, repeat)?;
+        Ok((ret, duration.as_nanos() as f64))
     }
 
-    fn counters(&self) -> Result<Vec<u64>> {
-        Ok(self
-            .handles
-            .counters()?
-            .into_iter()
-            .map(|(_, v)| v.packets)
-            .collect())
+    /// Packets per counter, in [`Counter::ALL`] order.
+    fn counters(&self) -> Vec<u64> {
+        self.dp.counter_packets()
     }
 
     /// Puts `n` addresses (198.18.0.0/15, never the bench's peer) on the blocklist, with
     /// expiries, as fail2ban's bans would be.
     fn deny(&mut self, n: u32) -> Result<()> {
         let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
-        let expires = clock_ns() + 3_600_000_000_000;
-        let mut map: aya::maps::HashMap<_, u32, u64> = self
-            .ebpf
-            .map_mut(lockdown_common::contract::maps::DENY4)
-            .context("the blocklist map")?
-            .try_into()?;
-        let mut filter = vec![0u64; lockdown_common::contract::maps::FILTER_WORDS as usize];
+        let expires = now() + 3_600_000_000_000;
         for i in 0..n {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&Ipv4Addr::from(base + i).octets());
-            map.insert(&lockdown_common::stages::deny::key4(&addr), &expires, 0)
-                .context("adding a blocklist entry")?;
-            let (w, m) = lockdown_common::stages::deny::filter_slot(FAMILY_V4, &addr);
-            filter[w as usize] |= m;
+            let host = DenyNet {
+                family: FAMILY_V4,
+                prefix_len: 32,
+                addr: addr16(Ipv4Addr::from(base + i).into()),
+            };
+            self.dp.deny(&host, expires)?;
         }
-        let mut words: aya::maps::Array<_, u64> = self
-            .ebpf
-            .map_mut(lockdown_common::contract::maps::DENY_FILTER)
-            .context("the blocklist filter")?
-            .try_into()?;
-        for (w, bits) in filter.iter().enumerate().filter(|(_, b)| **b != 0) {
-            words
-                .set(w as u32, bits, 0)
-                .context("writing the blocklist filter")?;
-        }
-        let mut config = self.handles.read_config()?;
-        config.flags |= lockdown_common::contract::config::FLAG_DENY;
-        self.handles.write_config(&config)
+        Ok(())
     }
 
     /// Limits tcp/22 per source at a rate the timed runs never exhaust (every SYN is admitted
     /// and charged, the full cost of the check).
     fn rate_tcp22(&mut self) -> Result<()> {
-        let rules = self.handles.rules()?;
+        let handles = &mut self.dp.handles;
+        let rules = handles.rules()?;
         let spec = lockdown_common::contract::rate::RateSpec::parse_rate("1000000000/s", 1_000_000)
             .map_err(|e| anyhow::anyhow!("the bench's rate: {e}"))?;
         let rates = std::collections::BTreeMap::from([(
@@ -308,16 +247,12 @@ impl Loaded {
                 .map_err(|e| anyhow::anyhow!("tcp/22: {e}"))?,
             spec,
         )]);
-        self.handles.set_policy(&rules, &rates)?;
-        self.handles.ensure_sketch_seed()
+        handles.set_policy(&rules, &rates)?;
+        handles.ensure_sketch_seed()
     }
 
-    fn insert(&mut self, key: &FlowKey, state: FlowState) -> Result<()> {
-        let v = FlowValue::new(state, clock_ns(), 0);
-        self.handles
-            .flows
-            .insert(v.table(), key, &v, 0)
-            .context("inserting a flow")
+    fn insert(&mut self, key: &FlowKey, state: FlowState) {
+        self.dp.set_flow(key, &FlowValue::new(state, now(), 0));
     }
 }
 
@@ -376,6 +311,29 @@ enum Obj {
     Rated,
 }
 
+/// One [`Loaded`] object per [`Obj`].
+struct Objects {
+    default: Loaded,
+    nolog: Loaded,
+    small: Loaded,
+    big: Loaded,
+    blocked: Loaded,
+    rated: Loaded,
+}
+
+impl Objects {
+    const fn get(&mut self, obj: Obj) -> &mut Loaded {
+        match obj {
+            Obj::Default => &mut self.default,
+            Obj::NoLog => &mut self.nolog,
+            Obj::Small => &mut self.small,
+            Obj::Big => &mut self.big,
+            Obj::Blocklist => &mut self.blocked,
+            Obj::Rated => &mut self.rated,
+        }
+    }
+}
+
 /// Entries of the blocklist of [`Obj::Blocklist`].
 pub const BLOCKLIST: u32 = 10_000;
 
@@ -400,28 +358,44 @@ struct Case {
     baseline: Option<Baseline>,
 }
 
-fn key(local: IpAddr, lport: u16, remote: IpAddr, rport: u16, proto: u8) -> FlowKey {
-    let addr16 = |a: IpAddr| match a {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
-    };
-    FlowKey {
-        local: addr16(local),
-        remote: addr16(remote),
-        local_port: lport,
-        remote_port: rport,
-        proto,
-        family: if local.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        },
-        _pad: 0,
+/// An inbound TCP segment from `REMOTE4:remote_port` to `LOCAL4:local_port` (an ACK
+/// acknowledges 5001).
+fn inbound(remote_port: u16, local_port: u16, flags: u8) -> Pkt {
+    segment(
+        Pkt::tcp(REMOTE4, LOCAL4, remote_port, local_port, flags),
+        flags,
+    )
+}
+
+/// [`inbound`] over IPv6.
+fn inbound6(remote_port: u16, local_port: u16, flags: u8) -> Pkt {
+    segment(
+        Pkt::tcp(REMOTE6, LOCAL6, remote_port, local_port, flags),
+        flags,
+    )
+}
+
+/// An outbound TCP segment from `LOCAL4:local_port` to `REMOTE4:remote_port`.
+fn outbound(local_port: u16, remote_port: u16, flags: u8) -> Pkt {
+    segment(
+        Pkt::tcp(LOCAL4, REMOTE4, local_port, remote_port, flags),
+        flags,
+    )
+}
+
+fn segment(p: Pkt, flags: u8) -> Pkt {
+    if flags & TCP_ACK != 0 {
+        p.ack(5_001)
+    } else {
+        p
     }
+}
+
+/// `p`'s frame cut `keep` bytes into its L4 header.
+fn truncated_l4(p: &Pkt, keep: usize) -> Vec<u8> {
+    let mut b = p.bytes();
+    b.truncate(p.l4_off() + keep);
+    b
 }
 
 /// "1k entries", "1M entries", or the plain number.
@@ -434,31 +408,19 @@ pub fn entries(n: u32) -> String {
 }
 
 fn est_key4() -> FlowKey {
-    key(
-        LOCAL4.into(),
-        EST_LOCAL_PORT,
-        REMOTE4.into(),
-        EST_REMOTE_PORT,
-        PROTO_TCP,
-    )
+    flow_key(LOCAL4, EST_LOCAL_PORT, REMOTE4, EST_REMOTE_PORT, PROTO_TCP)
 }
 
 /// `frame` grown to 9000 bytes (the IP lengths left as they are: only the headers are read). A
 /// test run puts what does not fit the first page into fragments, as a multi-buffer driver does.
-/// `frame` (untagged IPv4) from another source address (the datapath checks no IPv4 checksum).
-fn with_source4(mut frame: Vec<u8>, src: Ipv4Addr) -> Vec<u8> {
-    frame[26..30].copy_from_slice(&src.octets());
-    frame
-}
-
 fn jumbo(mut frame: Vec<u8>) -> Vec<u8> {
     frame.resize(9000, 0x5a);
     frame
 }
 
 fn cases(opts: &Options) -> Vec<Case> {
-    let ack_in = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK);
-    let ack_out = Tcp::outbound(EST_LOCAL_PORT, EST_REMOTE_PORT, TCP_ACK);
+    let ack_in = inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK);
+    let ack_out = outbound(EST_LOCAL_PORT, EST_REMOTE_PORT, TCP_ACK);
     let drop = Some(Baseline::XdpDrop);
     let pass = Some(Baseline::XdpPass);
     let tc = Some(Baseline::BareTc);
@@ -477,7 +439,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "bare XDP_DROP (baseline)",
             Obj::Default,
             Prog::BaseDrop,
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ret(XDP_DROP),
             None,
         ),
@@ -486,7 +448,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "bare XDP_PASS (baseline)",
             Obj::Default,
             Prog::BasePass,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ret(XDP_PASS),
             None,
         ),
@@ -495,7 +457,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "bare TC, return TC_ACT_UNSPEC (baseline)",
             Obj::Default,
             Prog::BareTc,
-            ack_out.frame(),
+            ack_out.bytes(),
             Expect::Ret(TC_NEXT),
             None,
         ),
@@ -504,7 +466,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "SYN to a closed port (dropped)",
             Obj::Default,
             Prog::Ingress,
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ingress(XDP_DROP, Counter::DropNew),
             drop,
         ),
@@ -513,7 +475,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "SYN to a closed port, drop events off (log_per_sec 0)",
             Obj::NoLog,
             Prog::Ingress,
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ingress(XDP_DROP, Counter::DropNew),
             drop,
         ),
@@ -522,7 +484,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "SYN to an allowed port (tcp/22)",
             Obj::Default,
             Prog::Ingress,
-            Tcp::inbound(40_000, 22, TCP_SYN).frame(),
+            inbound(40_000, 22, TCP_SYN).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassAllowed),
             pass,
         ),
@@ -531,7 +493,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "established TCP ACK (IPv4)",
             Obj::Default,
             Prog::Ingress,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -540,7 +502,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "established TCP ACK (IPv4), against the lookup floor",
             Obj::Default,
             Prog::Ingress,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             Some(Baseline::Lookup16),
         ),
@@ -549,7 +511,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "established TCP ACK (IPv4), 9000-byte multi-buffer frame",
             Obj::Default,
             Prog::Ingress,
-            jumbo(ack_in.frame()),
+            jumbo(ack_in.bytes()),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             Some(Baseline::EstablishedSmall),
         ),
@@ -558,7 +520,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "SYN to a rate-limited allowed port (tcp/22 --rate, within its rate)",
             Obj::Rated,
             Prog::Ingress,
-            Tcp::inbound(40_000, 22, TCP_SYN).frame(),
+            inbound(40_000, 22, TCP_SYN).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassAllowed),
             pass,
         ),
@@ -567,7 +529,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             &format!("established TCP ACK (IPv4), {BLOCKLIST}-entry blocklist loaded"),
             Obj::Blocklist,
             Prog::Ingress,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             Some(Baseline::EstablishedNoBlocklist),
         ),
@@ -576,10 +538,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             &format!("a denied source's packet, {BLOCKLIST}-entry blocklist"),
             Obj::Blocklist,
             Prog::Ingress,
-            with_source4(
-                Tcp::inbound(40_000, 22, TCP_SYN).frame(),
-                Ipv4Addr::new(198, 18, 0, 7),
-            ),
+            Pkt::tcp(Ipv4Addr::new(198, 18, 0, 7), LOCAL4, 40_000, 22, TCP_SYN).bytes(),
             Expect::Ingress(XDP_DROP, Counter::DropDenied),
             drop,
         ),
@@ -588,7 +547,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "ACK to a closed port (dropped after a flow lookup)",
             Obj::Default,
             Prog::Ingress,
-            Tcp::inbound(40_000, 8080, TCP_ACK).frame(),
+            inbound(40_000, 8080, TCP_ACK).bytes(),
             Expect::Ingress(XDP_DROP, Counter::DropNew),
             drop,
         ),
@@ -597,7 +556,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "ACK to a closed port, 9000-byte multi-buffer frame",
             Obj::Default,
             Prog::Ingress,
-            jumbo(Tcp::inbound(40_000, 8080, TCP_ACK).frame()),
+            jumbo(inbound(40_000, 8080, TCP_ACK).bytes()),
             Expect::Ingress(XDP_DROP, Counter::DropNew),
             Some(Baseline::DropSmall),
         ),
@@ -606,7 +565,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "TCP ACK to an allowed port (tcp/22; no flow lookup)",
             Obj::Default,
             Prog::Ingress,
-            Tcp::inbound(40_000, 22, TCP_ACK).frame(),
+            inbound(40_000, 22, TCP_ACK).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassAllowed),
             pass,
         ),
@@ -615,7 +574,9 @@ fn cases(opts: &Options) -> Vec<Case> {
             "UDP reply on a tracked flow",
             Obj::Default,
             Prog::Ingress,
-            packets::udp_inbound(UDP_REMOTE_PORT, UDP_LOCAL_PORT),
+            Pkt::udp(REMOTE4, LOCAL4, UDP_REMOTE_PORT, UDP_LOCAL_PORT)
+                .payload(&[0x5a; 32])
+                .bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -624,7 +585,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "ICMP frag-needed quoting a tracked flow",
             Obj::Default,
             Prog::Ingress,
-            packets::frag_needed(&ack_out.frame(), 1400),
+            Pkt::frag_needed(ROUTER4, LOCAL4, 1400, &ack_out).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassRelated),
             pass,
         ),
@@ -633,7 +594,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "established TCP ACK (IPv6)",
             Obj::Default,
             Prog::Ingress,
-            ack_in.v6().frame(),
+            inbound6(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -642,7 +603,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "established TCP ACK, one VLAN tag",
             Obj::Default,
             Prog::Ingress,
-            ack_in.vlan(7).frame(),
+            ack_in.clone().vlan(7).bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -651,7 +612,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "truncated TCP header (malformed, dropped)",
             Obj::Default,
             Prog::Ingress,
-            packets::truncated_l4(&ack_in.frame(), 10),
+            truncated_l4(&ack_in, 10),
             Expect::Ingress(XDP_DROP, Counter::DropMalformed),
             drop,
         ),
@@ -663,7 +624,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             ),
             Obj::Small,
             Prog::Ingress,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -675,7 +636,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             ),
             Obj::Big,
             Prog::Ingress,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ingress(XDP_PASS, Counter::PassEstablished),
             pass,
         ),
@@ -684,7 +645,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "diagnostic: one hit in a 16-byte-key LRU table, no parsing (key = the frame's first 16 bytes)",
             Obj::Default,
             Prog::Lookup,
-            ack_in.frame(),
+            ack_in.bytes(),
             Expect::Ret(XDP_PASS),
             pass,
         ),
@@ -693,7 +654,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "diagnostic: bare XDP_DROP after bpf_ktime_get_boot_ns()",
             Obj::Default,
             Prog::ClockDrop(raw::HELPER_KTIME_GET_BOOT_NS),
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ret(XDP_DROP),
             drop,
         ),
@@ -702,7 +663,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "diagnostic: bare XDP_DROP after bpf_ktime_get_coarse_ns()",
             Obj::Default,
             Prog::ClockDrop(raw::HELPER_KTIME_GET_COARSE_NS),
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ret(XDP_DROP),
             drop,
         ),
@@ -711,7 +672,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "diagnostic: bare XDP_DROP after bpf_jiffies64()",
             Obj::Default,
             Prog::ClockDrop(raw::HELPER_JIFFIES64),
-            Tcp::inbound(40_000, 8080, TCP_SYN).frame(),
+            inbound(40_000, 8080, TCP_SYN).bytes(),
             Expect::Ret(XDP_DROP),
             drop,
         ),
@@ -720,7 +681,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "egress: outbound SYN (flow exists after the first)",
             Obj::Default,
             Prog::Egress,
-            Tcp::outbound(SYN_LOCAL_PORT, EST_REMOTE_PORT, TCP_SYN).frame(),
+            outbound(SYN_LOCAL_PORT, EST_REMOTE_PORT, TCP_SYN).bytes(),
             Expect::Egress { creates: true },
             tc,
         ),
@@ -729,7 +690,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "egress: reply from an allowed service port (tcp/22; no flow lookup)",
             Obj::Default,
             Prog::Egress,
-            Tcp::outbound(22, 40_000, TCP_ACK).frame(),
+            outbound(22, 40_000, TCP_ACK).bytes(),
             Expect::Egress { creates: false },
             tc,
         ),
@@ -738,7 +699,7 @@ fn cases(opts: &Options) -> Vec<Case> {
             "egress: outbound ACK on an origin-opened established flow",
             Obj::Default,
             Prog::Egress,
-            ack_out.frame(),
+            ack_out.bytes(),
             Expect::Egress { creates: false },
             tc,
         ),
@@ -749,27 +710,21 @@ fn cases(opts: &Options) -> Vec<Case> {
 /// recent, so LRU keeps it). Returns the number of entries the table holds.
 fn fill(l: &mut Loaded, n: u32) -> Result<usize> {
     let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
-    let v = FlowValue::new(FlowState::TcpEstablished, clock_ns(), 0);
+    let v = FlowValue::new(FlowState::TcpEstablished, now(), 0);
+    let flows = &mut l.dp.handles.flows;
     for i in 0..n.saturating_sub(1) {
         if i % 65_536 == 0 {
             sys::check_interrupted()?;
         }
-        let k = key(
-            LOCAL4.into(),
-            50_000,
-            Ipv4Addr::from(base + i).into(),
-            443,
-            PROTO_TCP,
-        );
-        l.handles
-            .flows
+        let k = flow_key(LOCAL4, 50_000, Ipv4Addr::from(base + i), 443, PROTO_TCP);
+        flows
             .insert(v.table(), &k, &v, 0)
             .with_context(|| format!("filling the flow table (entry {i})"))?;
     }
-    l.insert(&est_key4(), FlowState::TcpEstablished)?;
+    l.insert(&est_key4(), FlowState::TcpEstablished);
+    let flows = &mut l.dp.handles.flows;
     ensure!(
-        l.handles
-            .flows
+        flows
             .get(
                 lockdown_common::contract::flow::FlowTable::Live,
                 &est_key4()
@@ -777,13 +732,13 @@ fn fill(l: &mut Loaded, n: u32) -> Result<usize> {
             .is_some(),
         "the established flow is missing from the filled table"
     );
-    Ok(l.handles.flows.entries()?.len())
+    Ok(flows.entries()?.len())
 }
 
 fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
-    let before = l.counters()?;
+    let before = l.counters();
     let (ret, _) = l.run(case.prog, &case.frame, 1, raws)?;
-    let after = l.counters()?;
+    let after = l.counters();
     let moved: Vec<(Counter, u64)> = Counter::ALL
         .iter()
         .zip(before.iter().zip(&after))
@@ -828,9 +783,9 @@ fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
             );
             if creates {
                 // From now on the flow exists: the timed runs create nothing.
-                let before = l.counters()?;
+                let before = l.counters();
                 l.run(case.prog, &case.frame, 1, raws)?;
-                let after = l.counters()?;
+                let after = l.counters();
                 let i = Counter::EgressFlowsCreated as usize;
                 ensure!(
                     after[i] == before[i],
@@ -846,7 +801,7 @@ fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
 }
 
 pub fn run(opts: &Options) -> Result<Section> {
-    let cpu = crate::netpair::GEN_CPU;
+    let cpu = GEN_CPU;
     println!(
         "==> [1/4] program cost (BPF_PROG_TEST_RUN, repeat {}, {} repetitions, CPU{cpu})",
         opts.repeat, opts.reps
@@ -858,41 +813,29 @@ pub fn run(opts: &Options) -> Result<Section> {
         jiffies: RawProg::xdp_drop_after(raw::HELPER_JIFFIES64)?,
     };
     let mut default = Loaded::new(None)?;
-    default.insert(&est_key4(), FlowState::TcpEstablished)?;
+    default.insert(&est_key4(), FlowState::TcpEstablished);
     // The lookup diagnostic's key: the established ACK frame's first 16 bytes, as an IPv4 key.
-    let head = Tcp::inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).frame();
+    let head = inbound(EST_REMOTE_PORT, EST_LOCAL_PORT, TCP_ACK).bytes();
     let raw_key = bytemuck::pod_read_unaligned::<lockdown_common::contract::flow::FlowKey4>(
         &head[..size_of::<lockdown_common::contract::flow::FlowKey4>()],
     )
     .widen();
-    default.insert(&raw_key, FlowState::TcpEstablished)?;
+    default.insert(&raw_key, FlowState::TcpEstablished);
     default.insert(
-        &key(
-            LOCAL6.into(),
-            EST_LOCAL_PORT,
-            REMOTE6.into(),
-            EST_REMOTE_PORT,
-            PROTO_TCP,
-        ),
+        &flow_key(LOCAL6, EST_LOCAL_PORT, REMOTE6, EST_REMOTE_PORT, PROTO_TCP),
         FlowState::TcpEstablished,
-    )?;
+    );
     default.insert(
-        &key(
-            LOCAL4.into(),
-            UDP_LOCAL_PORT,
-            REMOTE4.into(),
-            UDP_REMOTE_PORT,
-            PROTO_UDP,
-        ),
+        &flow_key(LOCAL4, UDP_LOCAL_PORT, REMOTE4, UDP_REMOTE_PORT, PROTO_UDP),
         FlowState::UdpReplied,
-    )?;
+    );
     let mut nolog = Loaded::new(None)?;
-    nolog.handles.write_config(&Config {
+    nolog.dp.set_config(&Config {
         log_per_sec: 0,
         ..Config::DEFAULT
-    })?;
+    });
     let mut blocked = Loaded::new(None)?;
-    blocked.insert(&est_key4(), FlowState::TcpEstablished)?;
+    blocked.insert(&est_key4(), FlowState::TcpEstablished);
     blocked.deny(BLOCKLIST)?;
     let mut rated = Loaded::new(None)?;
     rated.rate_tcp22()?;
@@ -907,17 +850,18 @@ pub fn run(opts: &Options) -> Result<Section> {
         opts.small_table, opts.big_table
     );
 
+    let mut objs = Objects {
+        default,
+        nolog,
+        small,
+        big,
+        blocked,
+        rated,
+    };
     let cases = cases(opts);
     let mut verdicts = Vec::new();
     for case in &cases {
-        let l = match case.obj {
-            Obj::Default => &mut default,
-            Obj::NoLog => &mut nolog,
-            Obj::Small => &mut small,
-            Obj::Big => &mut big,
-            Obj::Blocklist => &mut blocked,
-            Obj::Rated => &mut rated,
-        };
+        let l = objs.get(case.obj);
         verdicts.push(check(l, case, &raws)?);
     }
 
@@ -928,14 +872,7 @@ pub fn run(opts: &Options) -> Result<Section> {
         for k in 0..cases.len() {
             let i = (k + rep) % cases.len();
             let case = &cases[i];
-            let l = match case.obj {
-                Obj::Default => &default,
-                Obj::NoLog => &nolog,
-                Obj::Small => &small,
-                Obj::Big => &big,
-                Obj::Blocklist => &blocked,
-                Obj::Rated => &rated,
-            };
+            let l = objs.get(case.obj);
             let (ret, ns) = l.run(case.prog, &case.frame, opts.repeat, &raws)?;
             let want = match case.expect {
                 Expect::Ingress(r, _) | Expect::Ret(r) => r,

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use lockdown_testbed::pair::{FLOOD_NET, FLOOD_PREFIX};
 use serde::Serialize;
 
 use crate::{attack, filters::Filter, legit, memory, progcost, rxcpu};
@@ -550,7 +551,7 @@ pub fn markdown(r: &Results) -> String {
             s,
             "Two namespaces made by the bench, joined by a veth. A Rust generator (AF_PACKET, \
              `sendmmsg` batches of 64) pinned to CPU{g} floods the origin with SYNs to closed port \
-             {port} from random spoofed sources in 10.202.0.0/16, for {secs} s or {max} packets, \
+             {port} from random spoofed sources in {FLOOD_NET}/{FLOOD_PREFIX}, for {secs} s or {max} packets, \
              whichever comes first. RPS on the origin's veth steers receive processing to CPU{r} \
              (and RPS on the peer's veth steers the origin's replies back to CPU{g}); for native \
              XDP the veth's NAPI is threaded and its kthread pinned to CPU{r} ({napi}).\n\n\

@@ -13,12 +13,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use lockdown_testbed::{
+    flood::{self, Flood},
+    pair::{GEN_CPU, Link, NetPair, ORIGIN_IF, PEER_IF, RX_CPU},
+};
 use serde::Serialize;
 
 use crate::{
     filters::{Applied, Env, Filter},
-    flood::{self, Flood},
-    netpair::{GEN_CPU, NetPair, ORIGIN_IF, PEER_IF, RX_CPU},
     stats::median,
     sys::{self, CpuTime, Soaker},
 };
@@ -179,13 +181,13 @@ fn measure(
     let o0 = sys::dev_stats(&pair.origin, ORIGIN_IF)?;
     let p0 = sys::dev_stats(&pair.peer, PEER_IF)?;
     let s0 = Snap::now(soaker)?;
-    let flood = Flood::start(flood::Spec {
-        ns: pair.peer.clone(),
-        dst_port: CLOSED_PORT,
-        max_packets: opts.max_packets,
-        max_time: opts.flood,
-        sched_idle: false,
-    })?;
+    let flood = Flood::start(
+        pair,
+        flood::Spec {
+            cpu: Some(GEN_CPU),
+            ..flood::Spec::new(CLOSED_PORT, opts.max_packets, opts.flood)
+        },
+    )?;
     let st = flood.wait()?;
     let s1 = Snap::now(soaker)?;
     sys::sleep(DRAIN)?;
@@ -256,7 +258,7 @@ pub fn run(opts: &Options, env: &Env) -> Result<Section> {
         opts.flood.as_secs_f64(),
         opts.max_packets
     );
-    let pair = NetPair::new("rx")?;
+    let pair = NetPair::create("rx", Link::QUIET)?;
     pair.steer_receive()?;
     let soaker = Soaker::start(RX_CPU)?;
     // Background noise: what takes CPU1 from the soaker with no flood, against its best rate.

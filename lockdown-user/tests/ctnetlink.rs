@@ -17,9 +17,7 @@ use lockdown_user::host::ctnetlink::{
     PROTO_UDP, TCP_CONNTRACK_ESTABLISHED,
 };
 
-mod common;
-
-use common::run;
+use lockdown_testbed::{host, netns};
 
 const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LO6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -35,13 +33,10 @@ table inet ld_ct_test {
 
 /// Runs `f` in a new network namespace with `lo` up and `ruleset` (nft syntax, may be empty)
 /// loaded; panics in `f` propagate.
-fn in_private_netns<T: Send + 'static>(
-    ruleset: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    common::in_private_netns("ctnetlink", move || {
+fn in_private_netns<T: Send>(ruleset: &'static str, f: impl FnOnce() -> T + Send) -> T {
+    netns::in_private_netns("ctnetlink", move || {
         if !ruleset.is_empty() {
-            run("nft", &["-f", "-"], Some(ruleset));
+            host::must("nft", &["-f", "-"], Some(ruleset));
         }
         f()
     })

@@ -17,14 +17,13 @@ use aya::{
     Ebpf,
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
+use lockdown_testbed::netns;
 use lockdown_user::host::link::{self, LinkInfo, XdpAttachment, XdpMode};
 use nix::net::if_::if_nametoindex;
 
-mod common;
-
 /// Runs `f` in a new network namespace with `lo` up; panics in `f` propagate.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    common::in_private_netns("link", f)
+fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    netns::in_private_netns("link", f)
 }
 
 /// Runs `ip ARGS`: `Err(stderr)` if it fails.

@@ -4,7 +4,7 @@
 use lockdown_common::contract::allow::{CidrKey, PORT_TABLE_ENTRIES};
 pub use lockdown_common::model::HostTables;
 
-use crate::testrun::Datapath;
+use lockdown_testbed::testrun::Datapath;
 
 /// The allowlist of the differential test (`tests/model_vs_bpf.rs`), and of the regressions it
 /// finds (`tests/verdict.rs`): open ports, ranges, and source CIDRs of every length, both families.

@@ -5,42 +5,38 @@
 use std::{io, net::SocketAddr, time::Duration};
 
 use lockdown_common::rules::deny::DenyNet;
-use lockdown_tests::{
+use lockdown_testbed::{
     bg::log_events,
-    cli::{Lockdown, wait_for},
-    netns::{
-        DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, PEER_V4, PEER_V6, Serve, TcpServer,
-        any, exchange, ping, tcp_connect,
-    },
+    cli::wait_for,
+    origin::Origin,
+    pair::{Family, ORIGIN_IF, PEER_V4, PEER_V6},
+    traffic::{DROP_TIMEOUT, OK_TIMEOUT, exchange, ping, tcp_connect},
 };
 use lockdown_user::datapath::{blocklist::Blocklist, pins::PinDir};
 
 const SSH: u16 = 22;
 
-/// Fields drop in order: servers, then lockdown (down, pin root), then the namespaces.
-struct World {
-    _ssh: TcpServer,
-    ld: Lockdown,
-    pair: NetPair,
+/// A locked-down origin with an echo server on its SSH port.
+fn world(tag: &str) -> Origin {
+    let w = Origin::new(tag).origin_echo(&[SSH]);
+    w.up(&[]);
+    w
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        let ssh = TcpServer::start(&pair.origin, any(SSH), Serve::Echo);
-        let w = Self {
-            _ssh: ssh,
-            ld,
-            pair,
-        };
-        w.ld.up(&[]);
-        w
-    }
+/// What the blocklist tests check through an [`Origin`].
+trait DenyChecks {
+    /// Whether the peer connects to the origin's SSH port over `family` (a drop times out).
+    fn connects(&self, family: Family) -> bool;
+    /// `deny list --json`, parsed.
+    fn list(&self) -> serde_json::Value;
+    /// Every entry in the pinned maps, expired ones included.
+    fn raw_entries(&self) -> Vec<(DenyNet, u64)>;
+}
 
+impl DenyChecks for Origin {
     fn connects(&self, family: Family) -> bool {
         let addr = SocketAddr::new(family.origin(), SSH);
-        match tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT) {
+        match self.connect_from_peer(addr) {
             Ok(mut s) => {
                 exchange(&mut s, b"hello")
                     .unwrap_or_else(|e| panic!("{addr}: connected, then {e}"));
@@ -57,7 +53,6 @@ impl World {
             .unwrap_or_else(|e| panic!("deny list --json: {e}: {out}"))
     }
 
-    /// Every entry in the pinned maps, expired ones included.
     fn raw_entries(&self) -> Vec<(DenyNet, u64)> {
         let dir = PinDir::new(&self.ld.pin_root, ORIGIN_IF);
         Blocklist::open(&dir)
@@ -71,7 +66,7 @@ impl World {
 
 #[test]
 fn a_denied_source_is_cut_off_established_connections_included() {
-    let w = World::new("deny-cut");
+    let w = world("deny-cut");
     let addr = SocketAddr::new(Family::V4.origin(), SSH);
     let mut open = tcp_connect(&w.pair.peer, addr, OK_TIMEOUT).expect("connecting before the ban");
     exchange(&mut open, b"before").expect("exchanging before the ban");
@@ -121,7 +116,7 @@ fn a_denied_source_is_cut_off_established_connections_included() {
 
 #[test]
 fn a_timed_entry_expires_in_the_datapath() {
-    let w = World::new("deny-for");
+    let w = world("deny-for");
     let out =
         w.ld.must(&["deny", "add", &PEER_V4.to_string(), "--for", "2s"]);
     assert!(out.stdout.contains("for 2s"), "{out}");
@@ -155,7 +150,7 @@ fn a_timed_entry_expires_in_the_datapath() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let w = World::new("deny-bad");
+    let w = world("deny-bad");
     w.ld.must(&["deny", "add", "203.0.113.9", "--for", "1h"]);
     let before = w.raw_entries();
     for (args, needle) in [
@@ -196,7 +191,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn the_lockout_guard_refuses_to_deny_the_admins_session() {
-    let w = World::new("deny-guard");
+    let w = world("deny-guard");
     let session = format!("{PEER_V4} 40022 {} 22", Family::V4.origin());
     let env = [("SSH_CONNECTION", session)];
     let out = w.ld.run_env(&["deny", "add", "10.231.0.0/24"], &env);
@@ -220,7 +215,7 @@ fn the_lockout_guard_refuses_to_deny_the_admins_session() {
 
 #[test]
 fn entries_survive_up_replace_and_the_flags_follow_the_maps() {
-    let w = World::new("deny-keep");
+    let w = world("deny-keep");
     w.ld.must(&["deny", "add", &PEER_V4.to_string(), "--for", "1h"]);
     w.ld.must(&["deny", "add", &format!("{PEER_V6}")]);
     // A new policy (another config) and a plain upgrade both keep the entries and their flags.
@@ -243,9 +238,7 @@ fn entries_survive_up_replace_and_the_flags_follow_the_maps() {
 
 #[test]
 fn the_config_files_deny_entries_apply_at_up() {
-    let pair = NetPair::new("deny-cfg");
-    let ld = Lockdown::new(&pair.origin, ORIGIN_IF, "deny-cfg");
-    let _ssh = TcpServer::start(&pair.origin, any(SSH), Serve::Echo);
+    let w = Origin::new("deny-cfg").origin_echo(&[SSH]);
     let path = std::env::temp_dir().join(format!("lockdown-deny-cfg-{}.toml", std::process::id()));
     std::fs::write(
         &path,
@@ -253,8 +246,7 @@ fn the_config_files_deny_entries_apply_at_up() {
     )
     .expect("writing the config");
     let path_str = path.to_str().expect("UTF-8 path");
-    ld.must(&["up", "--config", path_str]);
-    let w = World { _ssh, ld, pair };
+    w.ld.must(&["up", "--config", path_str]);
     assert!(
         !w.connects(Family::V4),
         "the config's deny entry does not hold"
@@ -270,7 +262,7 @@ fn the_config_files_deny_entries_apply_at_up() {
 
 #[test]
 fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
-    let w = World::new("deny-full");
+    let w = world("deny-full");
     let dir = PinDir::new(&w.ld.pin_root, ORIGIN_IF);
     let mut list = Blocklist::open(&dir).expect("opening the pinned blocklist");
     for i in 0..lockdown_common::contract::maps::MAX_DENY {
@@ -298,7 +290,7 @@ fn a_full_blocklist_is_a_clear_error_that_changes_nothing() {
 
 #[test]
 fn lockdown_log_names_the_denied_drops() {
-    let w = World::new("deny-log");
+    let w = world("deny-log");
     w.ld.must(&["deny", "add", &PEER_V4.to_string()]);
     let events = log_events(&w.ld, 1, || assert!(!w.connects(Family::V4)));
     assert_eq!(events[0]["reason"], "drop_denied", "event: {}", events[0]);

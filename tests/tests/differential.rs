@@ -15,13 +15,16 @@ use std::{
     time::Duration,
 };
 
-use lockdown_tests::{
+use lockdown_testbed::{
     cli::Lockdown,
-    netns::{
-        DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
-        UdpEcho, exchange, ns_must, ping, syn_flood, tcp_connect, tcp_fetch, udp_query,
-    },
+    flood::syn_flood,
+    netns::ns_must,
     packets::{Pkt, ipv4_checksum},
+    pair::{Family, NetPair, ORIGIN_IF, ORIGIN_V4, PEER_V4},
+    traffic::{
+        DROP_TIMEOUT, OK_TIMEOUT, Serve, TcpServer, UdpEcho, exchange, ping, tcp_connect,
+        tcp_fetch, udp_query,
+    },
 };
 
 /// What protects the origin.
@@ -175,7 +178,7 @@ fn outbound_ping(side: &Side, fam: Family) -> bool {
 fn fragmented_reply(side: &Side, fam: Family) -> bool {
     const SIZE: usize = 4000;
     let server =
-        lockdown_tests::netns::in_ns(side.peer(), move || UdpSocket::bind(sa(fam.any(), 5400)))
+        lockdown_testbed::netns::in_ns(side.peer(), move || UdpSocket::bind(sa(fam.any(), 5400)))
             .expect("binding the big-reply server");
     server.set_read_timeout(Some(OK_TIMEOUT)).expect("timeout");
     let t = thread::spawn(move || {
@@ -185,7 +188,7 @@ fn fragmented_reply(side: &Side, fam: Family) -> bool {
             let _ = server.send_to(&reply, from);
         }
     });
-    let got = lockdown_tests::netns::in_ns(side.origin(), move || -> io::Result<usize> {
+    let got = lockdown_testbed::netns::in_ns(side.origin(), move || -> io::Result<usize> {
         let s = UdpSocket::bind(sa(fam.any(), 0))?;
         s.set_read_timeout(Some(OK_TIMEOUT))?;
         s.send_to(b"big please", sa(fam.peer(), 5400))?;
@@ -223,7 +226,7 @@ fn cached_mtu(side: &Side, fam: Family) -> Option<u32> {
 fn send_pmtu_error(side: &Side, fam: Family, lport: u16, pport: u16, mtu: u16) {
     let origin = fam.origin();
     let peer = fam.peer();
-    lockdown_tests::netns::in_ns(side.peer(), move || {
+    lockdown_testbed::netns::in_ns(side.peer(), move || {
         // The datagram the origin sent (or, for an untracked flow, did not send), as quoted.
         let quoted = Pkt::udp(origin, peer, lport, pport)
             .payload(&[0; 1400])
@@ -300,7 +303,7 @@ fn send_pmtu_error(side: &Side, fam: Family, lport: u16, pport: u16, mtu: u16) {
 fn pmtu(side: &Side, fam: Family) -> (bool, bool) {
     let _echo = UdpEcho::start(side.peer(), sa(fam.any(), 5500));
     let sock =
-        lockdown_tests::netns::in_ns(side.origin(), move || UdpSocket::bind(sa(fam.any(), 0)))
+        lockdown_testbed::netns::in_ns(side.origin(), move || UdpSocket::bind(sa(fam.any(), 0)))
             .expect("bind");
     sock.set_read_timeout(Some(OK_TIMEOUT)).expect("timeout");
     sock.send_to(b"track me", sa(fam.peer(), 5500))
@@ -343,16 +346,17 @@ fn port_removed_while_open(side: &Side, fam: Family) -> (bool, bool) {
 
 /// A DHCPv4 reply (udp 67 → 68) from the peer: whether a client socket on port 68 receives it.
 fn dhcp_reply(side: &Side) -> bool {
-    let client = lockdown_tests::netns::in_ns(side.origin(), || {
+    let client = lockdown_testbed::netns::in_ns(side.origin(), || {
         UdpSocket::bind(sa(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 68))
     })
     .expect("bind 68");
     client
         .set_read_timeout(Some(DROP_TIMEOUT))
         .expect("timeout");
-    let server =
-        lockdown_tests::netns::in_ns(side.peer(), || UdpSocket::bind(sa(IpAddr::V4(PEER_V4), 67)))
-            .expect("bind 67");
+    let server = lockdown_testbed::netns::in_ns(side.peer(), || {
+        UdpSocket::bind(sa(IpAddr::V4(PEER_V4), 67))
+    })
+    .expect("bind 67");
     server
         .send_to(b"DHCPOFFER", sa(IpAddr::V4(ORIGIN_V4), 68))
         .expect("send");

@@ -15,12 +15,13 @@
 use std::{collections::BTreeMap, io, net::SocketAddr, process::Child, time::Duration};
 
 use lockdown_common::contract::maps::{ALL, PIN_LINK_EGRESS, PIN_LINK_INGRESS};
-use lockdown_tests::{
+use lockdown_testbed::{
     cli::{Lockdown, check_refused, wait_for},
-    netns::{
-        DROP_TIMEOUT, FLOOD_NET, FLOOD_PREFIX, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4,
-        Serve, TcpServer, UdpEcho, any, exchange, pattern, ping, syn_flood, tcp_connect, tcp_fetch,
-        udp_query,
+    flood::syn_flood,
+    origin::Origin,
+    pair::{FLOOD_NET, FLOOD_PREFIX, Family, NetPair, ORIGIN_IF, ORIGIN_V4},
+    traffic::{
+        DROP_TIMEOUT, OK_TIMEOUT, exchange, pattern, ping, tcp_connect, tcp_fetch, udp_query,
     },
 };
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -30,86 +31,28 @@ const WEB: u16 = 8080;
 const UDP_PORT: u16 = 5353;
 const DOWNLOAD_PORT: u16 = 9000;
 const DOWNLOAD_SIZE: usize = 1 << 20;
-const FLOOD_SIZE: usize = 2000;
+const FLOOD_SIZE: u64 = 2000;
 const FLOOD_TIME_LIMIT: Duration = Duration::from_secs(20);
 
-/// One test's world. Fields drop in declaration order: the servers close first, then `lockdown
-/// down` runs and the pin root goes, then the namespaces are deleted.
-struct World {
-    servers: Vec<TcpServer>,
-    udp: Vec<UdpEcho>,
-    ld: Lockdown,
-    pair: NetPair,
+/// What the end-to-end tests do through an [`Origin`].
+trait EndToEnd {
+    /// Adds the origin's services: TCP echo on 22 and 8080, UDP echo on 5353 (IPv4 and IPv6).
+    fn with_origin_services(self) -> Self;
+    /// Adds the peer's services: 1 MiB download on 9000, UDP echo on 5353 (IPv4 and IPv6).
+    fn with_peer_services(self) -> Self;
+    /// A datagram from the peer to the origin's UDP echo server must be dropped: no reply, and
+    /// the server saw nothing.
+    fn assert_inbound_udp_dropped(&self, family: Family);
 }
 
-impl World {
-    /// A fresh namespace pair and a CLI for its origin side. Nothing is locked down yet.
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        Self {
-            servers: Vec::new(),
-            udp: Vec::new(),
-            ld,
-            pair,
-        }
+impl EndToEnd for Origin {
+    fn with_origin_services(self) -> Self {
+        self.origin_echo(&[SSH, WEB]).origin_udp(UDP_PORT)
     }
 
-    /// Adds the origin's services: TCP echo on 22 and 8080, UDP echo on 5353 (IPv4 and IPv6).
-    fn with_origin_services(mut self) -> Self {
-        for port in [SSH, WEB] {
-            self.servers
-                .push(TcpServer::start(&self.pair.origin, any(port), Serve::Echo));
-        }
-        self.udp
-            .push(UdpEcho::start(&self.pair.origin, any(UDP_PORT)));
-        self
-    }
-
-    /// Adds the peer's services: 1 MiB download on 9000, UDP echo on 5353 (IPv4 and IPv6).
-    fn with_peer_services(mut self) -> Self {
-        self.servers.push(TcpServer::start(
-            &self.pair.peer,
-            any(DOWNLOAD_PORT),
-            Serve::Bytes(DOWNLOAD_SIZE),
-        ));
-        self.udp
-            .push(UdpEcho::start(&self.pair.peer, any(UDP_PORT)));
-        self
-    }
-
-    /// The peer connects to the origin's `port` and exchanges a message.
-    fn assert_inbound_tcp_ok(&self, family: Family, port: u16) {
-        let addr = SocketAddr::new(family.origin(), port);
-        let mut s = tcp_connect(&self.pair.peer, addr, OK_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "inbound TCP to {addr} should connect: {e}\n{}",
-                self.context()
-            )
-        });
-        exchange(&mut s, b"hello through lockdown").unwrap_or_else(|e| {
-            panic!(
-                "inbound TCP to {addr} connected but data did not pass: {e}\n{}",
-                self.context()
-            )
-        });
-    }
-
-    /// The peer's connection attempt to the origin's `port` must time out: the SYN was dropped
-    /// before the origin's kernel saw it (a RST would mean it got through).
-    fn assert_inbound_tcp_dropped(&self, family: Family, port: u16) {
-        let addr = SocketAddr::new(family.origin(), port);
-        match tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT) {
-            Ok(_) => panic!(
-                "inbound TCP to {addr} should be dropped, but it connected\n{}",
-                self.context()
-            ),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-            Err(e) => panic!(
-                "inbound TCP to {addr} should time out (SYN dropped), but failed otherwise: {e}\n{}",
-                self.context()
-            ),
-        }
+    fn with_peer_services(self) -> Self {
+        self.peer_bytes(DOWNLOAD_PORT, DOWNLOAD_SIZE)
+            .peer_udp(UDP_PORT)
     }
 
     fn assert_inbound_udp_dropped(&self, family: Family) {
@@ -128,22 +71,6 @@ impl World {
             "the origin's UDP server received the datagram to {addr}\n{}",
             self.context()
         );
-    }
-
-    /// Status, counters and the link, for failure messages.
-    fn context(&self) -> String {
-        let status = if self.ld.is_locked() {
-            self.ld
-                .run(&["status", "--iface", ORIGIN_IF, "--json"])
-                .stdout
-        } else {
-            "(not locked down)".to_owned()
-        };
-        format!(
-            "status: {}\nlink: {}",
-            status.trim(),
-            self.pair.origin_link_text().trim()
-        )
     }
 }
 
@@ -181,10 +108,10 @@ impl Drop for ChildGuard {
 // Inbound: only the allowed port gets in.
 
 fn inbound(family: Family, tag: &str) {
-    let w = World::new(tag).with_origin_services();
+    let w = Origin::new(tag).with_origin_services();
     // Without lockdown, every service answers: what fails later fails because of the filter.
-    w.assert_inbound_tcp_ok(family, SSH);
-    w.assert_inbound_tcp_ok(family, WEB);
+    w.assert_inbound_ok(family, SSH);
+    w.assert_inbound_ok(family, WEB);
     let udp = SocketAddr::new(family.origin(), UDP_PORT);
     udp_query(&w.pair.peer, udp, b"baseline", OK_TIMEOUT)
         .unwrap_or_else(|e| panic!("baseline: UDP to {udp} gets no reply without lockdown: {e}"));
@@ -196,8 +123,8 @@ fn inbound(family: Family, tag: &str) {
 
     w.ld.up(&[]);
     let before = w.ld.counters();
-    w.assert_inbound_tcp_ok(family, SSH);
-    w.assert_inbound_tcp_dropped(family, WEB);
+    w.assert_inbound_ok(family, SSH);
+    w.assert_inbound_dropped(family, WEB);
     w.assert_inbound_udp_dropped(family);
     assert!(
         !ping(&w.pair.peer, family.origin()),
@@ -230,7 +157,7 @@ fn inbound_only_allowed_port_v6() {
 // ---------------------------------------------------------------------------------------------
 // Outbound: what the origin starts gets its replies.
 
-fn outbound(w: &World, family: Family) {
+fn outbound(w: &Origin, family: Family) {
     let peer = family.peer();
     let before = w.ld.counters();
 
@@ -290,14 +217,14 @@ fn outbound(w: &World, family: Family) {
 
 #[test]
 fn outbound_replies_v4() {
-    let w = World::new("out4").with_peer_services();
+    let w = Origin::new("out4").with_peer_services();
     w.ld.up(&[]);
     outbound(&w, Family::V4);
 }
 
 #[test]
 fn outbound_replies_v6() {
-    let w = World::new("out6").with_peer_services();
+    let w = Origin::new("out6").with_peer_services();
     w.ld.up(&[]);
     outbound(&w, Family::V6);
 }
@@ -307,7 +234,7 @@ fn outbound_replies_v6() {
 
 #[test]
 fn skb_mode_enforces() {
-    let w = World::new("skb")
+    let w = Origin::new("skb")
         .with_origin_services()
         .with_peer_services();
     w.ld.up(&["--mode", "skb"]);
@@ -323,8 +250,8 @@ fn skb_mode_enforces() {
         w.pair.origin_link_text()
     );
     for family in [Family::V4, Family::V6] {
-        w.assert_inbound_tcp_ok(family, SSH);
-        w.assert_inbound_tcp_dropped(family, WEB);
+        w.assert_inbound_ok(family, SSH);
+        w.assert_inbound_dropped(family, WEB);
         outbound(&w, family);
     }
 }
@@ -334,14 +261,14 @@ fn skb_mode_enforces() {
 
 #[test]
 fn allow_add_and_del_live() {
-    let w = World::new("allow").with_origin_services();
+    let w = Origin::new("allow").with_origin_services();
     w.ld.up(&[]);
     let status = w.ld.status_json();
     assert_eq!(
         status["mode"], "native",
         "status should report native mode: {status}"
     );
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V4, WEB);
 
     let out =
         w.ld.must(&["allow", "add", "tcp/8080", "--iface", ORIGIN_IF]);
@@ -366,7 +293,7 @@ fn allow_add_and_del_live() {
     );
 
     // A rule without --from opens the port for both families.
-    w.assert_inbound_tcp_ok(Family::V6, WEB);
+    w.assert_inbound_ok(Family::V6, WEB);
     let addr = SocketAddr::new(Family::V4.origin(), WEB);
     let mut open = tcp_connect(&w.pair.peer, addr, OK_TIMEOUT).unwrap_or_else(|e| {
         panic!(
@@ -379,8 +306,8 @@ fn allow_add_and_del_live() {
 
     w.ld.must(&["allow", "del", "tcp/8080", "--iface", ORIGIN_IF]);
     assert_eq!(w.ld.allow(), ["tcp/22"], "allow list after del");
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
-    w.assert_inbound_tcp_dropped(Family::V6, WEB);
+    w.assert_inbound_dropped(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V6, WEB);
 
     // The connection opened while the port was allowed carries on.
     for i in 0..3 {
@@ -391,7 +318,7 @@ fn allow_add_and_del_live() {
             )
         });
     }
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 /// A connection accepted while its port was allowed, but on which the origin has not sent anything
@@ -399,7 +326,7 @@ fn allow_add_and_del_live() {
 /// promise "open flows are untouched".
 #[test]
 fn allow_del_keeps_idle_accepted_connection() {
-    let w = World::new("idle").with_origin_services();
+    let w = Origin::new("idle").with_origin_services();
     w.ld.up(&["--allow", "tcp/22", "--allow", "tcp/8080"]);
     let addr = SocketAddr::new(Family::V4.origin(), WEB);
     let mut open = tcp_connect(&w.pair.peer, addr, OK_TIMEOUT).unwrap_or_else(|e| {
@@ -413,7 +340,7 @@ fn allow_del_keeps_idle_accepted_connection() {
         .unwrap_or_else(|| panic!("the origin never accepted the connection on 8080"));
 
     w.ld.must(&["allow", "del", "tcp/8080", "--iface", ORIGIN_IF]);
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V4, WEB);
     for i in 0..3 {
         exchange(&mut open, format!("first words #{i}").as_bytes()).unwrap_or_else(|e| {
             panic!(
@@ -430,11 +357,11 @@ fn allow_del_keeps_idle_accepted_connection() {
 
 #[test]
 fn spoofed_syn_flood_leaves_flows_flat() {
-    let w = World::new("flood").with_origin_services();
+    let w = Origin::new("flood").with_origin_services();
     w.ld.up(&[]);
     // A real connection first: the origin learns the peer's MAC (its SYN-ACKs to the spoofed
     // sources are routed via the peer) and tcp/22 is known to work.
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
+    w.assert_inbound_ok(Family::V4, SSH);
 
     let flows_before = w.ld.flows();
     let before = w.ld.counters();
@@ -447,7 +374,7 @@ fn spoofed_syn_flood_leaves_flows_flat() {
             r.sent
         );
     }
-    let min = i128::try_from(FLOOD_SIZE * 9 / 10).unwrap_or(i128::MAX);
+    let min = i128::from(FLOOD_SIZE * 9 / 10);
     // The flood must really have arrived: counted as allowed (22) and as dropped (8080).
     let d = wait_for(Duration::from_secs(5), || {
         let d = delta(&before, &w.ld.counters());
@@ -477,8 +404,8 @@ fn spoofed_syn_flood_leaves_flows_flat() {
         flows_after, flows_before,
         "the spoofed SYN flood changed the flow count: {flows_before} -> {flows_after}; counters {d:?}"
     );
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,8 +413,8 @@ fn spoofed_syn_flood_leaves_flows_flat() {
 
 #[test]
 fn up_leaves_no_process_and_down_restores() {
-    let w = World::new("updown").with_origin_services();
-    w.assert_inbound_tcp_ok(Family::V4, WEB);
+    let w = Origin::new("updown").with_origin_services();
+    w.assert_inbound_ok(Family::V4, WEB);
 
     let out = w.ld.up(&[]);
     assert!(out.stdout.contains(ORIGIN_IF), "up should confirm: {out}");
@@ -512,8 +439,8 @@ fn up_leaves_no_process_and_down_restores() {
         );
     }
     let link_ids = w.ld.pinned_link_ids();
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
 
     let out = w.ld.down();
     assert!(out.stdout.contains(ORIGIN_IF), "down should confirm: {out}");
@@ -540,9 +467,9 @@ fn up_leaves_no_process_and_down_restores() {
         w.ld.processes().is_empty(),
         "a lockdown process is running after down"
     );
-    w.assert_inbound_tcp_ok(Family::V4, WEB);
-    w.assert_inbound_tcp_ok(Family::V6, WEB);
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
+    w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V6, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
     w.ld.refuse(&["status", "--iface", ORIGIN_IF], &["not locked down"]);
 }
 
@@ -551,7 +478,7 @@ fn up_leaves_no_process_and_down_restores() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let w = World::new("bad").with_origin_services();
+    let w = Origin::new("bad").with_origin_services();
     let ld = &w.ld;
     let iface = ORIGIN_IF;
 
@@ -614,7 +541,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     );
     empty.refuse(&["status"], &["nothing is locked down"]);
     drop(empty);
-    w.assert_inbound_tcp_ok(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, WEB);
 
     ld.up(&[]);
     let status_before = ld.status_json();
@@ -705,10 +632,10 @@ fn bad_input_is_refused_and_changes_nothing() {
         "XDP is no longer attached natively: {xdp:?}"
     );
     // The filter still works.
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
-    w.assert_inbound_tcp_ok(Family::V6, SSH);
-    w.assert_inbound_tcp_dropped(Family::V6, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V6, SSH);
+    w.assert_inbound_dropped(Family::V6, WEB);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,7 +643,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn run_enforces_in_foreground_and_detaches_on_sigterm() {
-    let w = World::new("run").with_origin_services();
+    let w = Origin::new("run").with_origin_services();
     let mut child = ChildGuard(w.ld.spawn(&["run", "--iface", ORIGIN_IF]));
     let pid = child.0.id();
 
@@ -737,9 +664,9 @@ fn run_enforces_in_foreground_and_detaches_on_sigterm() {
     );
     let status = w.ld.status_json();
     assert_eq!(status["mode"], "native", "status while running: {status}");
-    w.assert_inbound_tcp_ok(Family::V4, SSH);
-    w.assert_inbound_tcp_dropped(Family::V4, WEB);
-    w.assert_inbound_tcp_dropped(Family::V6, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V6, WEB);
     assert!(
         matches!(child.0.try_wait(), Ok(None)),
         "`lockdown run` should still be running"
@@ -774,8 +701,8 @@ fn run_enforces_in_foreground_and_detaches_on_sigterm() {
         xdp.is_none(),
         "XDP still attached after `run` detached: {xdp:?}"
     );
-    w.assert_inbound_tcp_ok(Family::V4, WEB);
-    w.assert_inbound_tcp_ok(Family::V6, WEB);
+    w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V6, WEB);
 }
 
 /// On an interface whose driver has no native XDP (a bridge), `up` fails, says so, suggests
@@ -784,8 +711,8 @@ fn run_enforces_in_foreground_and_detaches_on_sigterm() {
 fn native_mode_unsupported_suggests_skb_and_never_falls_back() {
     const BRIDGE: &str = "ldbr0";
     let pair = NetPair::new("nat");
-    lockdown_tests::netns::ip(&pair.origin, &["link", "add", BRIDGE, "type", "bridge"]);
-    lockdown_tests::netns::ip(&pair.origin, &["link", "set", BRIDGE, "up"]);
+    lockdown_testbed::netns::ip(&pair.origin, &["link", "add", BRIDGE, "type", "bridge"]);
+    lockdown_testbed::netns::ip(&pair.origin, &["link", "set", BRIDGE, "up"]);
     let ld = Lockdown::new(&pair.origin, BRIDGE, "nat");
     ld.refuse(
         &["up", "--iface", BRIDGE],
@@ -796,12 +723,12 @@ fn native_mode_unsupported_suggests_skb_and_never_falls_back() {
         "a refused native attach must leave no pins"
     );
     assert!(
-        !lockdown_tests::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdp"),
+        !lockdown_testbed::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdp"),
         "a refused native attach must leave no XDP program"
     );
     ld.up(&["--mode", "skb"]);
     assert!(
-        lockdown_tests::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdpgeneric"),
+        lockdown_testbed::netns::ip(&pair.origin, &["link", "show", BRIDGE]).contains("xdpgeneric"),
         "--mode skb attaches generic XDP"
     );
     ld.down();

@@ -31,12 +31,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockdown_tests::{
-    cli::{Lockdown, poll},
-    netns::{
-        DROP_TIMEOUT, LINK_PREFIX_V4, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, ORIGIN_V6,
-        PEER_IF, PEER_V4, PEER_V6, ip, netns_path, ns_command, tcp_connect,
-    },
+use lockdown_testbed::{
+    cli::poll,
+    netns::{ip, netns_path, ns_command},
+    origin::Origin,
+    pair::{LINK_PREFIX_V4, ORIGIN_IF, ORIGIN_V4, ORIGIN_V6, PEER_IF, PEER_V4, PEER_V6},
+    traffic::{DROP_TIMEOUT, OK_TIMEOUT, tcp_connect},
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -261,39 +261,33 @@ struct Entry {
     expires_in_secs: Option<u64>,
 }
 
-/// The test's world. `Drop` stops fail2ban (which unbans what it banned), then sshd, then kills
-/// anything left in the namespaces; then the fields drop in declaration order: `lockdown down`
-/// runs and the pin root goes, then the temporary directory, then the namespaces.
-struct World {
+/// sshd and fail2ban-server in an [`Origin`], with their files. `Drop` stops fail2ban (which
+/// unbans what it banned), then sshd, then kills anything left in the namespaces, then removes
+/// the temporary directory; the origin (`lockdown down`, the pin root, the namespaces) goes after.
+struct Jail<'a> {
     fail2ban: Option<Daemon>,
     sshd: Option<Daemon>,
-    ld: Lockdown,
     dir: TestDir,
-    pair: NetPair,
+    o: &'a Origin,
 }
 
-impl Drop for World {
+impl Drop for Jail<'_> {
     fn drop(&mut self) {
         drop(self.fail2ban.take());
         drop(self.sshd.take());
-        for ns in [&self.pair.origin, &self.pair.peer] {
+        for ns in [&self.o.pair.origin, &self.o.pair.peer] {
             kill_namespace_processes(ns);
         }
     }
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        require_tools();
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        let dir = TestDir::new(tag);
+impl<'a> Jail<'a> {
+    fn new(o: &'a Origin, tag: &str) -> Self {
         Self {
             fail2ban: None,
             sshd: None,
-            ld,
-            dir,
-            pair,
+            dir: TestDir::new(tag),
+            o,
         }
     }
 
@@ -320,6 +314,7 @@ impl World {
     /// sshd's log, fail2ban's log and lockdown's blocklist, for failure messages.
     fn context(&self) -> String {
         let list = self
+            .o
             .ld
             .run(&["deny", "list", "--iface", ORIGIN_IF, "--json"]);
         format!(
@@ -386,7 +381,7 @@ impl World {
                 authorized_keys = authorized_keys.display(),
             ),
         );
-        let check = ns_command(&self.pair.origin, SSHD)
+        let check = ns_command(&self.o.pair.origin, SSHD)
             .arg("-t")
             .arg("-f")
             .arg(&config)
@@ -399,7 +394,7 @@ impl World {
             config.display(),
             output_text(&check)
         );
-        let mut child = ns_command(&self.pair.origin, SSHD)
+        let mut child = ns_command(&self.o.pair.origin, SSHD)
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -482,7 +477,7 @@ impl World {
                  bantime = {BANTIME}\n\
                  action = lockdown[lockdown=\"{bin}\", iface={ORIGIN_IF}]\n",
                 log = self.auth_log().display(),
-                bin = self.ld.bin.display(),
+                bin = self.o.ld.bin.display(),
             ),
         );
         let out = File::create(self.dir.path("fail2ban.out"))
@@ -492,7 +487,7 @@ impl World {
             .unwrap_or_else(|e| panic!("duplicating fail2ban's output file: {e}"));
         // The server's environment reaches every action command: the test's pin root must, and
         // the tester's own SSH session must not (lockdown's lockout guard reads it).
-        let child = ns_command(&self.pair.origin, "fail2ban-server")
+        let child = ns_command(&self.o.pair.origin, "fail2ban-server")
             .args(["-f", "-x", "-c"])
             .arg(&conf)
             .arg("-s")
@@ -501,7 +496,7 @@ impl World {
             .arg(&pidfile)
             .arg("--logtarget")
             .arg(self.fail2ban_log())
-            .env("LOCKDOWN_PIN_ROOT", &self.ld.pin_root)
+            .env("LOCKDOWN_PIN_ROOT", &self.o.ld.pin_root)
             .env_remove("SSH_CONNECTION")
             .env_remove("SSH_CLIENT")
             .env_remove("SSH_TTY")
@@ -563,7 +558,7 @@ impl World {
     /// `ssh USER@10.231.0.1 'echo $SSH_CONNECTION'` from the peer, from `source` if given, with
     /// the test's client key only (bounded by `timeout`).
     fn ssh(&self, source: Option<Ipv4Addr>, user: &str) -> Output {
-        let mut cmd = ns_command(&self.pair.peer, "timeout");
+        let mut cmd = ns_command(&self.o.pair.peer, "timeout");
         cmd.args(["20", "ssh", "-F", "/dev/null"]);
         for opt in [
             "BatchMode=yes",
@@ -592,6 +587,7 @@ impl World {
     /// `lockdown deny list --json`, parsed.
     fn deny_list(&self) -> Vec<Entry> {
         let out = self
+            .o
             .ld
             .must(&["deny", "list", "--iface", ORIGIN_IF, "--json"]);
         let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
@@ -647,7 +643,7 @@ impl World {
     /// A TCP connection from the peer to the origin's sshd at `addr` must time out: its SYN was
     /// dropped before the origin's kernel saw it.
     fn assert_dropped(&self, addr: SocketAddr, why: &str) {
-        match tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT) {
+        match tcp_connect(&self.o.pair.peer, addr, DROP_TIMEOUT) {
             Ok(_) => panic!(
                 "{why}: a connection to {addr} got through\n{}",
                 self.context()
@@ -663,7 +659,7 @@ impl World {
     /// Waits (bounded by `timeout`) until a TCP connection from the peer to `addr` succeeds.
     fn wait_connects(&self, addr: SocketAddr, timeout: Duration, why: &str) {
         poll(timeout, Duration::from_millis(100), || {
-            tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT).ok()
+            tcp_connect(&self.o.pair.peer, addr, DROP_TIMEOUT).ok()
         })
         .unwrap_or_else(|| {
             panic!(
@@ -702,11 +698,13 @@ fn v4(ip: Ipv4Addr) -> String {
 #[test]
 fn fail2ban_bans_through_the_blocklist() {
     let start = Instant::now();
-    let mut w = World::new("f2b");
+    require_tools();
+    let o = Origin::new("f2b");
+    let mut w = Jail::new(&o, "f2b");
     // The second source: the peer's primary address stays 10.231.0.2, which plain connections
     // (and the failed logins) come from.
     ip(
-        &w.pair.peer,
+        &o.pair.peer,
         &[
             "addr",
             "add",
@@ -716,7 +714,7 @@ fn fail2ban_bans_through_the_blocklist() {
         ],
     );
     w.start_sshd();
-    w.ld.up(&[]);
+    o.ld.up(&[]);
     w.start_fail2ban();
     let ssh_v4 = SocketAddr::new(IpAddr::V4(ORIGIN_V4), SSH);
     let ssh_v6 = SocketAddr::new(IpAddr::V6(ORIGIN_V6), SSH);
@@ -726,7 +724,7 @@ fn fail2ban_bans_through_the_blocklist() {
     // server's banner on, as a brute-forcer would. lockdown's lockout guard counts it as an SSH
     // session from the peer and refuses to deny the peer without --force, which the action
     // passes for this reason.
-    let mut held = tcp_connect(&w.pair.peer, ssh_v4, OK_TIMEOUT).unwrap_or_else(|e| {
+    let mut held = tcp_connect(&o.pair.peer, ssh_v4, OK_TIMEOUT).unwrap_or_else(|e| {
         panic!(
             "the peer cannot reach sshd at {ssh_v4}: {e}\n{}",
             w.context()
@@ -741,7 +739,7 @@ fn fail2ban_bans_through_the_blocklist() {
     });
     assert!(banner.starts_with("SSH-2.0-"), "sshd's banner: {banner:?}");
     assert!(w.deny_list().is_empty(), "the blocklist starts empty");
-    let denied_before = w.ld.counter("drop_denied");
+    let denied_before = o.ld.counter("drop_denied");
 
     // Six failed logins as a user that does not exist.
     for attempt in 1..=MAXRETRY {
@@ -792,7 +790,7 @@ fn fail2ban_bans_through_the_blocklist() {
         ),
     }
     drop(held);
-    let denied_after = w.ld.counter("drop_denied");
+    let denied_after = o.ld.counter("drop_denied");
     assert!(
         denied_after > denied_before,
         "drop_denied should count the banned source's packets: {denied_before} -> {denied_after}"
@@ -858,7 +856,7 @@ fn fail2ban_bans_through_the_blocklist() {
     );
 
     // fail2ban's shutdown removes its own bans, not an entry added by hand.
-    w.ld.must(&["deny", "add", MANUAL_NET, "--iface", ORIGIN_IF]);
+    o.ld.must(&["deny", "add", MANUAL_NET, "--iface", ORIGIN_IF]);
     let banned = w.f2b(&["status", "sshd"]);
     assert!(
         banned.contains(&PERMANENT_V4.to_string()) && w.entry(&v4(PERMANENT_V4)).is_some(),

@@ -35,8 +35,7 @@ use lockdown_common::{
     stages::deny::FOREVER,
     verdict::Decision,
 };
-use lockdown_tests::{
-    model::{DIFF_RULES as RULES, HostTables},
+use lockdown_testbed::{
     packets::{
         ETHERTYPE_LLDP, Ext, Fragment, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
         arp_request, hex, raw_frame,
@@ -45,6 +44,7 @@ use lockdown_tests::{
         Datapath, MIN_TEST_RUN_LEN, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, now, rules, uniform_timeouts,
     },
 };
+use lockdown_tests::model::{DIFF_RULES as RULES, HostTables};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
 const DEFAULT_SEED: u64 = 0x10c4_d0e5_2025;
@@ -580,7 +580,7 @@ fn seed_tables(rng: &mut StdRng, now: u64, t: u64) -> (Vec<FlowEntry>, Vec<FragE
         } else {
             state
         };
-        let key = lockdown_tests::testrun::flow_key(me, local_port, peer, remote_port, proto);
+        let key = lockdown_testbed::testrun::flow_key(me, local_port, peer, remote_port, proto);
         let last = age(rng);
         let value = FlowValue {
             created_ns: last,
@@ -602,7 +602,7 @@ fn seed_tables(rng: &mut StdRng, now: u64, t: u64) -> (Vec<FlowEntry>, Vec<FragE
         ]
         .choose(rng)
         .expect("p");
-        let key = lockdown_tests::testrun::frag_key(
+        let key = lockdown_testbed::testrun::frag_key(
             remote(rng, v6),
             local(v6),
             *FRAG_IDS.choose(rng).expect("pool"),
@@ -1045,7 +1045,7 @@ fn model_agrees_with_bpf() {
     println!("ingress reasons seen: {:?}", r.reasons);
     let missing: Vec<&str> = Counter::ALL
         .iter()
-        .filter(|c| lockdown_tests::testrun::is_reason(**c) && !r.reasons.contains_key(c.name()))
+        .filter(|c| lockdown_testbed::testrun::is_reason(**c) && !r.reasons.contains_key(c.name()))
         .map(|c| c.name())
         .collect();
     assert!(

@@ -5,13 +5,13 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use lockdown_tests::{
+use lockdown_testbed::{
     bg::Bg,
     cli::Lockdown,
-    netns::{
-        Family, NetPair, OK_TIMEOUT, ORIGIN_IF, Serve, TcpServer, any, ip, ping_sized, tcp_connect,
-        tcp_fetch,
-    },
+    netns::ip,
+    origin::Origin,
+    pair::{Family, ORIGIN_IF, any},
+    traffic::{OK_TIMEOUT, Serve, TcpServer, ping_sized, tcp_connect, tcp_fetch},
 };
 use nix::sys::signal::Signal;
 
@@ -23,24 +23,15 @@ const DOWNLOAD_SIZE: usize = 1 << 20;
 const JUMBO_PING: usize = 8000;
 const JUMBO_FRAME: u64 = 8042;
 
-struct World {
-    servers: Vec<TcpServer>,
-    ld: Lockdown,
-    pair: NetPair,
+/// What the NIC tests read through an [`Origin`].
+trait NicChecks {
+    /// Bytes counted under `counter` by `status --json` of `iface`.
+    fn bytes(&self, iface: &str, counter: &str) -> u64;
+    /// `status` of every locked-down interface and the origin's link, for failure messages.
+    fn every_status(&self) -> String;
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        Self {
-            servers: Vec::new(),
-            ld,
-            pair,
-        }
-    }
-
-    /// Bytes counted under `counter` by `status --json` of `iface`.
+impl NicChecks for Origin {
     fn bytes(&self, iface: &str, counter: &str) -> u64 {
         let out = self
             .ld
@@ -52,7 +43,7 @@ impl World {
             .unwrap_or_else(|| panic!("no byte counter {counter}: {s}"))
     }
 
-    fn context(&self) -> String {
+    fn every_status(&self) -> String {
         format!(
             "{}\n{}",
             self.ld.run(&["status"]).stdout,
@@ -63,13 +54,13 @@ impl World {
 
 /// The seed chain's outcomes for jumbo frames: the origin's own pings and download come back whole,
 /// a jumbo ping to the origin is dropped, and the byte counters count whole frames.
-fn assert_jumbo_traffic(w: &World, iface: &str) {
+fn assert_jumbo_traffic(w: &Origin, iface: &str) {
     let peer = Family::V4.peer();
     let before = w.bytes(iface, "pass_established");
     assert!(
         ping_sized(&w.pair.origin, peer, JUMBO_PING, 2),
         "the origin's {JUMBO_PING}-byte pings got no (or not every) reply through lockdown\n{}",
-        w.context()
+        w.every_status()
     );
     let counted = w.bytes(iface, "pass_established") - before;
     assert!(
@@ -81,7 +72,7 @@ fn assert_jumbo_traffic(w: &World, iface: &str) {
     let data = tcp_fetch(&w.pair.origin, addr, OK_TIMEOUT).unwrap_or_else(|e| {
         panic!(
             "the 1 MiB download from {addr} failed: {e}\n{}",
-            w.context()
+            w.every_status()
         )
     });
     assert_eq!(data.len(), DOWNLOAD_SIZE, "the download was cut short");
@@ -98,7 +89,7 @@ fn assert_jumbo_traffic(w: &World, iface: &str) {
 
 #[test]
 fn jumbo_mtu_native_xdp_enforces_and_counts_whole_frames() {
-    let mut w = World::new("jumbo");
+    let mut w = Origin::new("jumbo");
     w.pair.set_mtu(9000);
     w.servers.push(TcpServer::start(
         &w.pair.peer,
@@ -119,7 +110,7 @@ fn jumbo_mtu_native_xdp_enforces_and_counts_whole_frames() {
 /// attached, and lockdown goes on enforcing on the larger frames.
 #[test]
 fn raising_the_mtu_while_attached_keeps_the_filter() {
-    let mut w = World::new("mtu");
+    let mut w = Origin::new("mtu");
     w.servers.push(TcpServer::start(
         &w.pair.peer,
         any(DOWNLOAD_PORT),
@@ -148,7 +139,7 @@ fn raising_the_mtu_while_attached_keeps_the_filter() {
 /// no bond can be made here; nothing in lockdown is specific to a bond's driver.)
 #[test]
 fn one_run_per_interface_from_one_config() {
-    let mut w = World::new("two-nics");
+    let mut w = Origin::new("two-nics");
     let (o, p) = (w.pair.origin.clone(), w.pair.peer.clone());
     ip(
         &o,
@@ -196,7 +187,7 @@ fn one_run_per_interface_from_one_config() {
     assert!(
         connects("10.231.0.1", SSH),
         "tcp/22 on {ORIGIN_IF}\n{}",
-        w.context()
+        w.every_status()
     );
     assert!(
         !connects("10.231.0.1", WEB),
@@ -205,12 +196,12 @@ fn one_run_per_interface_from_one_config() {
     assert!(
         connects("10.234.0.1", SSH),
         "tcp/22 on ldc0\n{}",
-        w.context()
+        w.every_status()
     );
     assert!(
         connects("10.234.0.1", WEB),
         "tcp/8080 is allowed on ldc0\n{}",
-        w.context()
+        w.every_status()
     );
 
     let out = w.ld.must(&["status", "--json", "--interval", "0"]);
@@ -261,7 +252,7 @@ fn one_run_per_interface_from_one_config() {
 /// and name; the other program stays attached and nothing is pinned.
 #[test]
 fn another_xdp_program_is_named_and_left_alone() {
-    let w = World::new("occupied");
+    let w = Origin::new("occupied");
     let other = Lockdown::new(&w.pair.origin, ORIGIN_IF, "occupied-other");
     other.up(&["--mode", "skb"]);
     let before = w.pair.origin_xdp();
@@ -275,7 +266,7 @@ fn another_xdp_program_is_named_and_left_alone() {
         .unwrap_or_else(|| panic!("no XDP program id: {id}"));
     for mode in ["native", "skb"] {
         let out = w.ld.run(&["up", "--iface", ORIGIN_IF, "--mode", mode]);
-        lockdown_tests::cli::check_refused(
+        lockdown_testbed::cli::check_refused(
             &out,
             &[
                 "already has an XDP program attached",

@@ -1,7 +1,7 @@
 //! Observability end-to-end tests: counters, the flow listing, the drop log, Prometheus metrics,
 //! `status` and the help text, checked against real traffic between two namespaces.
 //!
-//! Each test builds its own namespace pair (see `lockdown_tests::netns`) and pin root and removes
+//! Each test builds its own namespace pair (see `lockdown_testbed::pair`) and pin root and removes
 //! both when it ends, pass or fail. Needs root and the binary built first:
 //!
 //! ```text
@@ -20,14 +20,14 @@ use std::{
     time::Duration,
 };
 
-use lockdown_tests::{
+use lockdown_testbed::{
     bg::{Bg, log_events},
-    cli::{self, Lockdown, wait_for},
-    netns::{
-        NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, Serve, TcpServer,
-        UdpEcho, any, exchange, in_ns, ip, ns_command, origin_addr, peer_addr, ping, syn_flood,
-        tcp_connect, udp_query,
-    },
+    cli::{self, wait_for},
+    flood::syn_flood,
+    netns::{in_ns, ip, ns_command},
+    origin::Origin,
+    pair::{ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, PEER_V6, origin_addr, peer_addr},
+    traffic::{OK_TIMEOUT, exchange, ping, tcp_connect, udp_query},
 };
 use nix::sys::signal::Signal;
 
@@ -41,74 +41,23 @@ const METRICS_PORT: u16 = 19477;
 
 type Counters = BTreeMap<String, u64>;
 
-/// One test's world; fields drop in order (servers, then `lockdown down`, then the namespaces).
-struct World {
-    servers: Vec<TcpServer>,
-    udp: Vec<UdpEcho>,
-    ld: Lockdown,
-    pair: NetPair,
+/// What the observability tests do through an [`Origin`].
+trait Observe {
+    /// Echo servers on the origin's 22 and 8080, the peer's 7000, and a UDP echo in the peer.
+    fn with_services(self) -> Self;
+    /// Every counter of `status --json --interval 0`.
+    fn counters(&self) -> Counters;
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        Self {
-            servers: Vec::new(),
-            udp: Vec::new(),
-            ld,
-            pair,
-        }
-    }
-
-    /// Echo servers on the origin's 22 and 8080, the peer's 7000, and a UDP echo in the peer.
-    fn with_services(mut self) -> Self {
-        for port in [SSH, WEB] {
-            self.servers
-                .push(TcpServer::start(&self.pair.origin, any(port), Serve::Echo));
-        }
-        self.servers.push(TcpServer::start(
-            &self.pair.peer,
-            any(PEER_ECHO),
-            Serve::Echo,
-        ));
-        self.udp
-            .push(UdpEcho::start(&self.pair.peer, any(PEER_UDP)));
-        self
-    }
-
-    /// `status --json --interval 0`, parsed.
-    fn status(&self) -> serde_json::Value {
-        let out = self
-            .ld
-            .must(&["status", "--iface", ORIGIN_IF, "--json", "--interval", "0"]);
-        serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+impl Observe for Origin {
+    fn with_services(self) -> Self {
+        self.origin_echo(&[SSH, WEB])
+            .peer_echo(&[PEER_ECHO])
+            .peer_udp(PEER_UDP)
     }
 
     fn counters(&self) -> Counters {
         map_u64(&self.status(), "counters")
-    }
-
-    fn flows_json(&self, extra: &[&str]) -> Vec<serde_json::Value> {
-        let mut args = vec!["flows", "--iface", ORIGIN_IF, "--json"];
-        args.extend_from_slice(extra);
-        let out = self.ld.must(&args);
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("`{}` is not JSON ({e}): {out}", args.join(" ")));
-        v.as_array()
-            .unwrap_or_else(|| panic!("`{}` is not an array: {out}", args.join(" ")))
-            .clone()
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "status: {}",
-            self.ld
-                .run(&["status", "--iface", ORIGIN_IF, "--json", "--interval", "0"])
-                .stdout
-                .trim()
-        )
     }
 }
 
@@ -142,7 +91,7 @@ fn delta(before: &Counters, after: &Counters) -> BTreeMap<String, i128> {
 /// Runs `action`, then waits (bounded) until every counter in `rises` has risen by at least the
 /// given amount; every counter in `still` must not have moved. Panics with the deltas otherwise.
 fn expect_counters(
-    w: &World,
+    w: &Origin,
     what: &str,
     action: impl FnOnce(),
     rises: &[(&str, i128)],
@@ -189,7 +138,7 @@ impl Drop for ChildGuard {
 }
 
 /// One raw SYN from the peer to the origin's `port` (no retransmission can follow).
-fn one_syn(w: &World, port: u16) {
+fn one_syn(w: &Origin, port: u16) {
     let r = syn_flood(&w.pair, ORIGIN_V4, port, 1, Duration::from_secs(5));
     assert_eq!(r.sent, 1, "the SYN to {port} was not sent: {r:?}");
 }
@@ -199,7 +148,7 @@ fn one_syn(w: &World, port: u16) {
 
 #[test]
 fn counters_move_by_reason() {
-    let w = World::new("o-count").with_services();
+    let w = Origin::new("o-count").with_services();
     w.ld.up(&[]);
 
     expect_counters(
@@ -336,7 +285,7 @@ fn counters_move_by_reason() {
 
 #[test]
 fn flows_lists_filters_and_flushes() {
-    let w = World::new("o-flows").with_services();
+    let w = Origin::new("o-flows").with_services();
     w.ld.up(&[]);
     let mut conn = tcp_connect(&w.pair.origin, peer_addr(PEER_ECHO), OK_TIMEOUT)
         .unwrap_or_else(|e| panic!("outbound TCP: {e}"));
@@ -469,7 +418,7 @@ fn flows_lists_filters_and_flushes() {
 #[test]
 fn log_count_prints_one_event_per_probe_and_exits() {
     const PROBED: u16 = 8443;
-    let w = World::new("o-log");
+    let w = Origin::new("o-log");
     // The peer's IPv6 multicast-listener reports would be dropped and logged too; silence them.
     let peer = w.pair.peer.clone();
     in_ns(&peer, || {
@@ -525,8 +474,8 @@ fn log_count_prints_one_event_per_probe_and_exits() {
 /// written (`log_events`) or it was held back (`log_suppressed`).
 #[test]
 fn every_drop_is_logged_or_counted_as_suppressed() {
-    const FLOOD: usize = 1000;
-    let w = World::new("o-budget");
+    const FLOOD: u64 = 1000;
+    let w = Origin::new("o-budget");
     w.ld.up(&[]);
     // Events are written only while a reader runs.
     let reader = Bg::spawn(&w.ld, &["log", "--iface", ORIGIN_IF, "--json"]);
@@ -708,7 +657,7 @@ fn sample(samples: &BTreeMap<Sample, f64>, name: &str, labels: &[(&str, &str)]) 
 }
 
 /// Scrapes `/metrics` until it answers (bounded), checks the format, and returns the samples.
-fn scrape(w: &World, server: &mut Bg) -> BTreeMap<Sample, f64> {
+fn scrape(w: &Origin, server: &mut Bg) -> BTreeMap<Sample, f64> {
     let addr: SocketAddr = format!("127.0.0.1:{METRICS_PORT}")
         .parse()
         .expect("address");
@@ -743,7 +692,7 @@ fn scrape(w: &World, server: &mut Bg) -> BTreeMap<Sample, f64> {
 
 /// Checks the scraped counters against `status`: every counter is there, and drop_new equals
 /// status's when no packet arrived between the two reads (retried a few times otherwise).
-fn check_metrics_match_status(w: &World, server: &mut Bg) {
+fn check_metrics_match_status(w: &Origin, server: &mut Bg) {
     let labels = |reason: &'static str, kind: &'static str| {
         [("interface", ORIGIN_IF), ("reason", reason), ("kind", kind)]
     };
@@ -847,7 +796,7 @@ fn check_metrics_match_status(w: &World, server: &mut Bg) {
 
 #[test]
 fn exporter_serves_prometheus_text() {
-    let w = World::new("o-exp").with_services();
+    let w = Origin::new("o-exp").with_services();
     w.ld.up(&[]);
     for _ in 0..3 {
         one_syn(&w, WEB);
@@ -891,7 +840,7 @@ fn exporter_serves_prometheus_text() {
 
 #[test]
 fn run_metrics_serves_the_same() {
-    let w = World::new("o-runm").with_services();
+    let w = Origin::new("o-runm").with_services();
     let listen = format!("127.0.0.1:{METRICS_PORT}");
     let mut run = Bg::spawn(&w.ld, &["run", "--iface", ORIGIN_IF, "--metrics", &listen]);
     run.wait_stdout("locked down", Duration::from_secs(10));
@@ -917,7 +866,7 @@ fn run_metrics_serves_the_same() {
 
 #[test]
 fn status_human_shows_the_essentials() {
-    let w = World::new("o-stat").with_services();
+    let w = Origin::new("o-stat").with_services();
     w.ld.up(&["--allow", "tcp/22", "--allow", "udp/5353"]);
     let _conn = tcp_connect(&w.pair.origin, peer_addr(PEER_ECHO), OK_TIMEOUT)
         .unwrap_or_else(|e| panic!("outbound TCP: {e}"));
@@ -987,7 +936,7 @@ fn status_human_shows_the_essentials() {
 
 #[test]
 fn status_rates_under_steady_traffic() {
-    let w = World::new("o-rate").with_services();
+    let w = Origin::new("o-rate").with_services();
     w.ld.up(&[]);
     let quick = w.status();
     assert!(

@@ -12,14 +12,13 @@ use std::{
     process::{Command, Output},
 };
 
-use lockdown_tests::{
+use lockdown_testbed::{
     cli::bin,
-    netns::{
-        DROP_TIMEOUT, NetPair, OK_TIMEOUT, ORIGIN_IF, Serve, TcpServer, any, ns_command,
-        origin_addr, peer_addr, tcp_connect, tcp_fetch,
-    },
-    units,
+    netns::ns_command,
+    pair::{NetPair, ORIGIN_IF, any, origin_addr, peer_addr},
+    traffic::{DROP_TIMEOUT, OK_TIMEOUT, Serve, TcpServer, tcp_connect, tcp_fetch},
 };
+use lockdown_tests::units;
 
 const PACKAGE: &str = "lockdown";
 const SBIN: &str = "/usr/sbin/lockdown";

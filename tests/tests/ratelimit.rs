@@ -3,60 +3,46 @@
 //! limit on established connections; a spoofed SYN flood neither locks a legitimate source out
 //! nor grows any map; bad input changes nothing.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use lockdown_tests::{
+use lockdown_testbed::{
     bg::log_events,
-    cli::{Lockdown, wait_for},
-    netns::{
-        Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_IF, PEER_V4, Serve, TcpServer, any,
-        exchange, ip, netns_path, syn_flood, tcp_connect,
-    },
+    cli::wait_for,
+    flood::syn_flood,
+    netns::{ip, ns_command},
+    origin::Origin,
+    pair::{Family, ORIGIN_V4, PEER_IF, PEER_V4},
+    traffic::{OK_TIMEOUT, exchange, tcp_connect},
 };
 
 const SSH: u16 = 22;
 /// A second source on the peer's link.
 const OTHER: &str = "10.231.0.3";
 
-struct World {
-    _ssh: TcpServer,
-    ld: Lockdown,
-    pair: NetPair,
+/// A locked-down origin with an echo server on its SSH port, and [`OTHER`] on the peer's side.
+fn world(tag: &str) -> Origin {
+    let w = Origin::new(tag).origin_echo(&[SSH]);
+    ip(
+        &w.pair.peer,
+        &["addr", "add", &format!("{OTHER}/24"), "dev", PEER_IF],
+    );
+    w.up(&[]);
+    w
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        ip(
-            &pair.peer,
-            &["addr", "add", &format!("{OTHER}/24"), "dev", PEER_IF],
-        );
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        let ssh = TcpServer::start(&pair.origin, any(SSH), Serve::Echo);
-        ld.up(&[]);
-        Self {
-            _ssh: ssh,
-            ld,
-            pair,
-        }
-    }
-
+/// What the rate-limit tests check through an [`Origin`].
+trait RateChecks {
     /// One TCP connection to the origin's SSH port from `src`, closed at once: whether it
     /// connected within a second (a dropped SYN times out).
+    fn connect_from(&self, src: &str) -> bool;
+    /// `allow list --json`, parsed.
+    fn allow_json(&self) -> serde_json::Value;
+}
+
+impl RateChecks for Origin {
     fn connect_from(&self, src: &str) -> bool {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", netns_path(&self.pair.peer).display()))
-            .args([
-                "--",
-                "nc",
-                "-z",
-                "-w",
-                "1",
-                "-s",
-                src,
-                &ORIGIN_V4.to_string(),
-                "22",
-            ])
+        let out = ns_command(&self.pair.peer, "nc")
+            .args(["-z", "-w", "1", "-s", src, &ORIGIN_V4.to_string(), "22"])
             .output()
             .unwrap_or_else(|e| panic!("running nc (Debian package netcat-openbsd): {e}"));
         out.status.success()
@@ -70,7 +56,7 @@ impl World {
 
 #[test]
 fn a_source_gets_its_burst_then_its_rate_and_others_are_unaffected() {
-    let w = World::new("rl-burst");
+    let w = world("rl-burst");
     // An established connection from the limited source, opened before the limit.
     let mut open = tcp_connect(
         &w.pair.peer,
@@ -139,7 +125,7 @@ fn a_source_gets_its_burst_then_its_rate_and_others_are_unaffected() {
 
 #[test]
 fn a_spoofed_flood_neither_locks_a_source_out_nor_grows_a_map() {
-    let w = World::new("rl-flood");
+    let w = world("rl-flood");
     w.ld.must(&["allow", "add", "tcp/22", "--rate", "10/min", "--burst", "5"]);
     let flows_before = w.ld.flows();
     let flood = std::thread::scope(|s| {
@@ -179,7 +165,7 @@ fn a_spoofed_flood_neither_locks_a_source_out_nor_grows_a_map() {
 
 #[test]
 fn bad_rates_are_refused_and_change_nothing() {
-    let w = World::new("rl-bad");
+    let w = world("rl-bad");
     w.ld.must(&["allow", "add", "udp/53"]);
     let before = w.allow_json();
     for (args, needle) in [
@@ -221,7 +207,7 @@ fn bad_rates_are_refused_and_change_nothing() {
 
 #[test]
 fn lockdown_log_names_the_rate_limited_drops() {
-    let w = World::new("rl-log");
+    let w = world("rl-log");
     w.ld.must(&["allow", "add", "tcp/22", "--rate", "1/h", "--burst", "1"]);
     let src = PEER_V4.to_string();
     assert!(w.connect_from(&src), "the burst of 1");

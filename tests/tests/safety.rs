@@ -1,7 +1,7 @@
 //! Safety end-to-end tests: what happens to the filter and to open connections when the loader
 //! dies, is upgraded, or is pointed at a policy that would cut the operator off.
 //!
-//! Each test builds its own namespace pair (see `lockdown_tests::netns`) with real sockets on both
+//! Each test builds its own namespace pair (see `lockdown_testbed::pair`) with real sockets on both
 //! sides, runs the `lockdown` binary in the origin namespace with a private pin root, and removes
 //! everything when it ends, pass or fail. Needs root and the binary built first:
 //!
@@ -31,15 +31,15 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
-use lockdown_tests::{
+use lockdown_testbed::{
     bg::Bg,
-    cli::{CmdOutput, Lockdown, check_refused, wait_for},
-    netns::{
-        DROP_TIMEOUT, Family, NetPair, OK_TIMEOUT, ORIGIN_IF, ORIGIN_V4, PEER_V4, Serve, TcpServer,
-        any, exchange, in_ns, origin_addr, peer_addr, tcp_connect,
-    },
+    cli::{Lockdown, check_refused, wait_for},
+    netns::in_ns,
+    origin::Origin,
+    pair::{Family, NetPair, ORIGIN_IF, ORIGIN_V4, PEER_V4, any, origin_addr, peer_addr},
+    traffic::{OK_TIMEOUT, exchange, tcp_connect},
 };
-use nix::{sys::signal::Signal, unistd::Pid};
+use nix::sys::signal::Signal;
 
 const SSH: u16 = 22;
 /// An origin service that a test allows at some point.
@@ -53,255 +53,6 @@ const PEER_ECHO: u16 = 7000;
 
 // ---------------------------------------------------------------------------------------------
 // The test world.
-
-/// A private directory for `LOCKDOWN_RUN_DIR` (pending `--confirm` changes); removed on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new(tag: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("lockdown-test-run-{}-{tag}", std::process::id()));
-        if path.exists() {
-            let _ = fs::remove_dir_all(&path);
-        }
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("creating the run dir {}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn pending(&self) -> PathBuf {
-        self.0.join(format!("{ORIGIN_IF}.pending"))
-    }
-
-    fn env(&self) -> (&'static str, String) {
-        ("LOCKDOWN_RUN_DIR", self.0.display().to_string())
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.0) {
-            eprintln!("warning: removing {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// One test's world. Fields drop in declaration order: the servers close, then `lockdown down`
-/// runs and the pin root goes, then the run dir, then the namespaces.
-struct World {
-    servers: Vec<TcpServer>,
-    ld: Lockdown,
-    run_dir: RunDir,
-    pair: NetPair,
-}
-
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        Self {
-            servers: Vec::new(),
-            ld,
-            run_dir: RunDir::new(tag),
-            pair,
-        }
-    }
-
-    /// Echo servers in the origin on each of `ports`.
-    fn origin_echo(mut self, ports: &[u16]) -> Self {
-        for &port in ports {
-            self.servers
-                .push(TcpServer::start(&self.pair.origin, any(port), Serve::Echo));
-        }
-        self
-    }
-
-    /// Echo servers in the peer on each of `ports`.
-    fn peer_echo(mut self, ports: &[u16]) -> Self {
-        for &port in ports {
-            self.servers
-                .push(TcpServer::start(&self.pair.peer, any(port), Serve::Echo));
-        }
-        self
-    }
-
-    /// Runs the binary with extra environment variables (and without `$SSH_CONNECTION` unless
-    /// given, so the tester's own SSH session cannot trigger the lockout guard).
-    fn run_env(&self, args: &[&str], env: &[(&str, String)]) -> CmdOutput {
-        self.ld.run_env(args, env)
-    }
-
-    /// Runs the binary (without `$SSH_CONNECTION`, see [`Self::run_env`]).
-    fn run(&self, args: &[&str]) -> CmdOutput {
-        self.run_env(args, &[])
-    }
-
-    /// Runs the binary and panics unless it succeeds.
-    fn must(&self, args: &[&str]) -> CmdOutput {
-        let out = self.run(args);
-        assert!(out.success(), "expected success: {out}");
-        out
-    }
-
-    /// `lockdown up --iface IF extra…`; panics unless it succeeds.
-    fn up(&self, extra: &[&str]) -> CmdOutput {
-        let mut args = vec!["up", "--iface", ORIGIN_IF];
-        args.extend_from_slice(extra);
-        self.must(&args)
-    }
-
-    /// [`Self::run_env`] with `LOCKDOWN_RUN_DIR` set to the test's run dir.
-    fn run_confirmable(&self, args: &[&str]) -> CmdOutput {
-        self.run_env(args, &[self.run_dir.env()])
-    }
-
-    /// The peer connects to the origin's `port` and exchanges a message; returns the connection.
-    fn assert_inbound_ok(&self, port: u16) -> TcpStream {
-        let addr = origin_addr(port);
-        let mut s = tcp_connect(&self.pair.peer, addr, OK_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "inbound TCP to {addr} should connect: {e}\n{}",
-                self.context()
-            )
-        });
-        exchange(&mut s, b"hello through lockdown").unwrap_or_else(|e| {
-            panic!(
-                "inbound TCP to {addr} connected but data did not pass: {e}\n{}",
-                self.context()
-            )
-        });
-        s
-    }
-
-    /// The peer's connection attempt to the origin's `port` must time out: its SYN was dropped.
-    fn assert_inbound_dropped(&self, port: u16) {
-        let addr = origin_addr(port);
-        match tcp_connect(&self.pair.peer, addr, DROP_TIMEOUT) {
-            Ok(_) => panic!(
-                "inbound TCP to {addr} should be dropped, but it connected\n{}",
-                self.context()
-            ),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-            Err(e) => panic!(
-                "inbound TCP to {addr} should time out (SYN dropped), but failed otherwise: {e}\n{}",
-                self.context()
-            ),
-        }
-    }
-
-    /// The origin connects to the peer's echo service.
-    fn outbound(&self, port: u16) -> TcpStream {
-        let addr = peer_addr(port);
-        tcp_connect(&self.pair.origin, addr, OK_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "outbound TCP to {addr} should connect: {e}\n{}",
-                self.context()
-            )
-        })
-    }
-
-    /// Status and link, for failure messages.
-    fn context(&self) -> String {
-        let status = if self.ld.is_locked() {
-            self.ld
-                .run(&["status", "--iface", ORIGIN_IF, "--json", "--interval", "0"])
-                .stdout
-        } else {
-            "(not locked down)".to_owned()
-        };
-        format!(
-            "status: {}\nlink: {}",
-            status.trim(),
-            self.pair.origin_link_text().trim()
-        )
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self
-            .ld
-            .must(&["status", "--iface", ORIGIN_IF, "--json", "--interval", "0"]);
-        serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        let s = self.status();
-        s["counters"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("status --json has no counter {name:?}: {s}"))
-    }
-
-    fn allow(&self) -> Vec<String> {
-        let s = self.status();
-        s["allow"]
-            .as_array()
-            .unwrap_or_else(|| panic!("status --json has no \"allow\" array: {s}"))
-            .iter()
-            .map(|v| v.as_str().unwrap_or("?").to_owned())
-            .collect()
-    }
-
-    /// `flows --json` (with `extra` filters), parsed.
-    fn flows(&self, extra: &[&str]) -> Vec<Flow> {
-        let mut args = vec!["flows", "--iface", ORIGIN_IF, "--json"];
-        args.extend_from_slice(extra);
-        let out = self.ld.must(&args);
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("flows --json is not JSON ({e}): {out}"));
-        v.as_array()
-            .unwrap_or_else(|| panic!("flows --json is not an array: {out}"))
-            .iter()
-            .map(Flow::from_json)
-            .collect()
-    }
-
-    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them.
-    fn link_ids(&self) -> LinkIds {
-        let info = |name: &str| {
-            let path = self.ld.pin_dir().join(name);
-            let link = FdLink::from(
-                PinnedLink::from_pin(&path)
-                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
-            );
-            let info = link
-                .info()
-                .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
-            (info.id(), info.program_id())
-        };
-        let (ingress, ingress_prog) = info(PIN_LINK_INGRESS);
-        let (egress, egress_prog) = info(PIN_LINK_EGRESS);
-        LinkIds {
-            links: [ingress, egress],
-            programs: [ingress_prog, egress_prog],
-        }
-    }
-
-    /// Whether the origin interface has no XDP program and lockdown has no pins for it.
-    fn assert_not_locked(&self, what: &str) {
-        assert!(
-            !self.ld.is_locked(),
-            "{what}: {ORIGIN_IF} is still locked down (pins in {})",
-            self.ld.pin_dir().display()
-        );
-        let xdp = self.pair.origin_xdp();
-        assert!(
-            xdp.is_none(),
-            "{what}: an XDP program is attached: {xdp:?}\n{}",
-            self.pair.origin_link_text()
-        );
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        // Rollback watchdogs (`up --confirm`) and stray foreground runs this test started.
-        for pid in self.ld.processes() {
-            if let Ok(raw) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(raw), Signal::SIGKILL);
-            }
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LinkIds {
@@ -441,7 +192,7 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// Exchanges `rounds` numbered messages on `s`, panicking with `what` on the first failure.
-fn exchange_n(s: &mut TcpStream, rounds: usize, what: &str, w: &World) {
+fn exchange_n(s: &mut TcpStream, rounds: usize, what: &str, w: &Origin) {
     for i in 0..rounds {
         exchange(s, format!("{what} #{i}").as_bytes()).unwrap_or_else(|e| {
             panic!(
@@ -462,28 +213,100 @@ enum Restart {
 }
 
 /// Which release locked the interface down first. An upgrade from the previous release carries
-/// its pinned maps over into this release's layout (`lockdown_user::migrate`).
+/// its pinned maps over into this release's layout (`lockdown_user::datapath::migrate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum First {
     ThisRelease,
     PreviousRelease,
 }
 
-impl World {
-    /// Runs the CLI of `first` from now on (and this release's after [`World::upgraded`]).
-    fn first(&mut self, first: First) {
-        if first == First::PreviousRelease {
-            self.ld.bin = lockdown_tests::cli::previous_bin();
+/// What the safety tests do through an [`Origin`].
+trait SafetyChecks {
+    /// One counter of `status --json --interval 0`.
+    fn counter(&self, name: &str) -> u64;
+    /// The allowlist of `status --json --interval 0`.
+    fn allow(&self) -> Vec<String>;
+    /// `flows --json` (with `extra` filters), parsed.
+    fn flows(&self, extra: &[&str]) -> Vec<Flow>;
+    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them.
+    fn link_ids(&self) -> LinkIds;
+    /// Whether the origin interface has no XDP program and lockdown has no pins for it.
+    fn assert_not_locked(&self, what: &str);
+    /// Runs the CLI of `first` from now on (and this release's after [`SafetyChecks::upgraded`]).
+    fn first(&mut self, first: First);
+    /// Runs this release's CLI from now on.
+    fn upgraded(&mut self);
+    /// After an upgrade from the previous release: its single flow table's pin is gone and every
+    /// map of this release is pinned.
+    fn assert_upgraded_pins(&self, first: First);
+}
+
+impl SafetyChecks for Origin {
+    fn counter(&self, name: &str) -> u64 {
+        let s = self.status();
+        s["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("status --json has no counter {name:?}: {s}"))
+    }
+
+    fn allow(&self) -> Vec<String> {
+        let s = self.status();
+        s["allow"]
+            .as_array()
+            .unwrap_or_else(|| panic!("status --json has no \"allow\" array: {s}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    fn flows(&self, extra: &[&str]) -> Vec<Flow> {
+        self.flows_json(extra).iter().map(Flow::from_json).collect()
+    }
+
+    fn link_ids(&self) -> LinkIds {
+        let info = |name: &str| {
+            let path = self.ld.pin_dir().join(name);
+            let link = FdLink::from(
+                PinnedLink::from_pin(&path)
+                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
+            );
+            let info = link
+                .info()
+                .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
+            (info.id(), info.program_id())
+        };
+        let (ingress, ingress_prog) = info(PIN_LINK_INGRESS);
+        let (egress, egress_prog) = info(PIN_LINK_EGRESS);
+        LinkIds {
+            links: [ingress, egress],
+            programs: [ingress_prog, egress_prog],
         }
     }
 
-    /// Runs this release's CLI from now on.
-    fn upgraded(&mut self) {
-        self.ld.bin = lockdown_tests::cli::bin();
+    fn assert_not_locked(&self, what: &str) {
+        assert!(
+            !self.ld.is_locked(),
+            "{what}: {ORIGIN_IF} is still locked down (pins in {})",
+            self.ld.pin_dir().display()
+        );
+        let xdp = self.pair.origin_xdp();
+        assert!(
+            xdp.is_none(),
+            "{what}: an XDP program is attached: {xdp:?}\n{}",
+            self.pair.origin_link_text()
+        );
     }
 
-    /// After an upgrade from the previous release: its single flow table's pin is gone and every
-    /// map of this release is pinned.
+    fn first(&mut self, first: First) {
+        if first == First::PreviousRelease {
+            self.ld.bin = lockdown_testbed::cli::previous_bin();
+        }
+    }
+
+    fn upgraded(&mut self) {
+        self.ld.bin = lockdown_testbed::cli::bin();
+    }
+
     fn assert_upgraded_pins(&self, first: First) {
         let dir = self.ld.pin_dir();
         if first == First::PreviousRelease {
@@ -521,19 +344,19 @@ fn unvouched(flows: &[Flow]) -> Vec<&Flow> {
 }
 
 fn sigkill_run_then_restart(tag: &str, restart: Restart, first: First) {
-    let mut w = World::new(tag)
+    let mut w = Origin::new(tag)
         .origin_echo(&[SSH, WEB, CLOSED])
         .peer_echo(&[PEER_ECHO]);
     w.first(first);
     let mut run = Bg::spawn(&w.ld, &["run", "--iface", ORIGIN_IF]);
     run.wait_stdout("locked down", Duration::from_secs(10));
-    w.must(&["allow", "add", "tcp/8080", "--iface", ORIGIN_IF]);
+    w.ld.must(&["allow", "add", "tcp/8080", "--iface", ORIGIN_IF]);
 
-    let mut outbound = w.outbound(PEER_ECHO);
+    let mut outbound = w.assert_outbound_ok(PEER_ECHO);
     exchange_n(&mut outbound, 2, "outbound before the kill", &w);
-    let mut inbound = w.assert_inbound_ok(SSH);
-    let mut inbound_web = w.assert_inbound_ok(WEB);
-    w.assert_inbound_dropped(CLOSED);
+    let mut inbound = w.assert_inbound_ok(Family::V4, SSH);
+    let mut inbound_web = w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V4, CLOSED);
 
     let flows_before = w.flows(&[]);
     let ours = find_flow(&flows_before, &outbound)
@@ -570,8 +393,8 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart, first: First) {
         ids_before,
         "the links changed when `run` was killed"
     );
-    w.assert_inbound_dropped(CLOSED);
-    w.assert_inbound_ok(WEB);
+    w.assert_inbound_dropped(Family::V4, CLOSED);
+    w.assert_inbound_ok(Family::V4, WEB);
     exchange_n(&mut outbound, 3, "outbound after the kill", &w);
     exchange_n(&mut inbound, 3, "inbound tcp/22 after the kill", &w);
     exchange_n(&mut inbound_web, 3, "inbound tcp/8080 after the kill", &w);
@@ -590,7 +413,7 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart, first: First) {
             Some(again)
         }
         Restart::UpReplace => {
-            let out = w.must(&["up", "--iface", ORIGIN_IF, "--replace"]);
+            let out = w.ld.must(&["up", "--iface", ORIGIN_IF, "--replace"]);
             assert!(
                 out.stdout.contains("replaced"),
                 "up --replace should confirm: {out}"
@@ -652,9 +475,9 @@ fn sigkill_run_then_restart(tag: &str, restart: Restart, first: First) {
         "inbound tcp/8080 after the restart",
         &w,
     );
-    w.assert_inbound_dropped(CLOSED);
-    w.assert_inbound_ok(WEB);
-    w.assert_inbound_ok(SSH);
+    w.assert_inbound_dropped(Family::V4, CLOSED);
+    w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 #[test]
@@ -682,7 +505,7 @@ fn up_replace_upgrades_the_previous_releases_pins_across_the_layout_change() {
 
 #[test]
 fn an_upgrade_it_cannot_carry_over_is_refused_and_changes_nothing() {
-    let w = World::new("upg-refuse").origin_echo(&[SSH]);
+    let w = Origin::new("upg-refuse").origin_echo(&[SSH]);
     w.up(&["--allow", "tcp/22", "--allow", "tcp/8080"]);
     // A pin this release knows nothing of, as a future or foreign release might leave.
     let dir = w.ld.pin_dir();
@@ -705,7 +528,7 @@ fn an_upgrade_it_cannot_carry_over_is_refused_and_changes_nothing() {
         &["up", "--iface", ORIGIN_IF, "--replace"][..],
         &["up", "--iface", ORIGIN_IF, "--replace", "--allow", "tcp/22"],
     ] {
-        let out = w.run(args);
+        let out = w.ld.run(args);
         check_refused(
             &out,
             &["LD_UNKNOWN", "nothing was changed", "lockdown down --iface"],
@@ -722,7 +545,7 @@ fn an_upgrade_it_cannot_carry_over_is_refused_and_changes_nothing() {
             "a refused upgrade changed the rules"
         );
     }
-    w.assert_inbound_ok(SSH);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 #[test]
@@ -741,14 +564,14 @@ fn replace_under_traffic(tag: &str, first: First) {
     const REPLACES: usize = 3;
     const PEER_PORT: u16 = 7100;
     const PROBERS: usize = 3;
-    let mut w = World::new(tag).origin_echo(&[SSH, CLOSED]);
+    let mut w = Origin::new(tag).origin_echo(&[SSH, CLOSED]);
     let listener = PeerListener::bind(&w.pair, PEER_PORT);
     w.first(first);
     w.up(&[]);
 
     // An outbound connection: the origin opens it, then echoes what the peer sends. The peer's
     // messages reach the origin only through the flow table.
-    let origin_side = w.outbound(PEER_PORT);
+    let origin_side = w.assert_outbound_ok(PEER_PORT);
     let mut peer_side = listener.accept();
     let mut origin_echo = origin_side
         .try_clone()
@@ -874,7 +697,7 @@ fn replace_under_traffic(tag: &str, first: First) {
         };
         progress("before the first replace");
         for round in 0..REPLACES {
-            let out = w.must(&["up", "--iface", ORIGIN_IF, "--replace"]);
+            let out = w.ld.must(&["up", "--iface", ORIGIN_IF, "--replace"]);
             assert!(
                 out.stdout.contains("replaced"),
                 "up --replace should confirm: {out}"
@@ -961,13 +784,13 @@ fn replace_under_traffic(tag: &str, first: First) {
 #[test]
 fn outbound_connections_opened_before_up_survive() {
     const TALKER: u16 = 7001;
-    let w = World::new("pre-out").peer_echo(&[PEER_ECHO]);
+    let w = Origin::new("pre-out").peer_echo(&[PEER_ECHO]);
     let listener = PeerListener::bind(&w.pair, TALKER);
 
-    let mut echo = w.outbound(PEER_ECHO);
+    let mut echo = w.assert_outbound_ok(PEER_ECHO);
     exchange_n(&mut echo, 1, "outbound before up", &w);
     // A connection on which nothing is said before `up`; after it, the remote speaks first.
-    let mut quiet = w.outbound(TALKER);
+    let mut quiet = w.assert_outbound_ok(TALKER);
     let mut remote = listener.accept();
     // Over IPv6 too.
     let v6 = SocketAddr::new(Family::V6.peer(), PEER_ECHO);
@@ -1052,9 +875,9 @@ fn outbound_connections_opened_before_up_survive() {
 
 #[test]
 fn inbound_connection_on_unlisted_port_accepted_before_up_survives() {
-    let w = World::new("pre-in").origin_echo(&[SSH, ALT_SSH]);
+    let w = Origin::new("pre-in").origin_echo(&[SSH, ALT_SSH]);
     // An SSH-like session on a non-default port, accepted before `up`, which only allows tcp/22.
-    let mut session = w.assert_inbound_ok(ALT_SSH);
+    let mut session = w.assert_inbound_ok(Family::V4, ALT_SSH);
     // And one that said nothing before `up`.
     let mut idle = tcp_connect(&w.pair.peer, origin_addr(ALT_SSH), OK_TIMEOUT)
         .unwrap_or_else(|e| panic!("connecting to {ALT_SSH} before up: {e}"));
@@ -1076,7 +899,7 @@ fn inbound_connection_on_unlisted_port_accepted_before_up_survives() {
         &w,
     );
     // The port itself is not open.
-    w.assert_inbound_dropped(ALT_SSH);
+    w.assert_inbound_dropped(Family::V4, ALT_SSH);
     exchange_n(
         &mut session,
         1,
@@ -1090,13 +913,13 @@ fn inbound_connection_on_unlisted_port_accepted_before_up_survives() {
 
 #[test]
 fn lockout_guard_protects_the_ssh_session() {
-    let w = World::new("lockout").origin_echo(&[ALT_SSH]);
+    let w = Origin::new("lockout").origin_echo(&[ALT_SSH]);
     let session = (
         "SSH_CONNECTION",
         format!("{PEER_V4} 50000 {ORIGIN_V4} {ALT_SSH}"),
     );
 
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &["up", "--iface", ORIGIN_IF],
         std::slice::from_ref(&session),
     );
@@ -1107,31 +930,31 @@ fn lockout_guard_protects_the_ssh_session() {
         "a refused up created {}",
         w.ld.pin_dir().display()
     );
-    w.assert_inbound_ok(ALT_SSH);
+    w.assert_inbound_ok(Family::V4, ALT_SSH);
 
     // --force applies it (and really cuts new connections to 2222).
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &["up", "--iface", ORIGIN_IF, "--force"],
         std::slice::from_ref(&session),
     );
     assert!(out.success(), "up --force should apply: {out}");
     assert!(w.ld.is_locked(), "up --force did not lock down");
     assert_eq!(w.allow(), ["tcp/22"]);
-    w.assert_inbound_dropped(ALT_SSH);
+    w.assert_inbound_dropped(Family::V4, ALT_SSH);
     w.ld.down();
 
     // Allowing the session's port satisfies the guard.
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &["up", "--iface", ORIGIN_IF, "--allow", "tcp/2222"],
         std::slice::from_ref(&session),
     );
     assert!(out.success(), "up --allow tcp/2222 should apply: {out}");
     assert_eq!(w.allow(), ["tcp/2222"]);
-    w.assert_inbound_ok(ALT_SSH);
+    w.assert_inbound_ok(Family::V4, ALT_SSH);
 
     // A replace with a policy that cuts the session is refused too, and changes nothing.
     let ids = w.link_ids();
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &["up", "--iface", ORIGIN_IF, "--replace", "--allow", "tcp/22"],
         std::slice::from_ref(&session),
     );
@@ -1142,11 +965,11 @@ fn lockout_guard_protects_the_ssh_session() {
         "a refused replace changed the allowlist"
     );
     assert_eq!(w.link_ids(), ids, "a refused replace swapped programs");
-    w.assert_inbound_ok(ALT_SSH);
+    w.assert_inbound_ok(Family::V4, ALT_SSH);
 
     // Removing the session's port live is refused the same way, and changes nothing; --force
     // removes it.
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &["allow", "del", "tcp/2222"],
         std::slice::from_ref(&session),
     );
@@ -1156,8 +979,8 @@ fn lockout_guard_protects_the_ssh_session() {
         ["tcp/2222"],
         "a refused allow del changed the allowlist"
     );
-    w.assert_inbound_ok(ALT_SSH);
-    let out = w.run_env(
+    w.assert_inbound_ok(Family::V4, ALT_SSH);
+    let out = w.ld.run_env(
         &["allow", "del", "tcp/2222", "--force"],
         std::slice::from_ref(&session),
     );
@@ -1175,7 +998,7 @@ fn lockout_guard_protects_the_ssh_session() {
 #[test]
 fn lockout_guard_finds_sessions_of_a_process_named_sshd() {
     const PORT: u16 = 2200;
-    let w = World::new("sshd");
+    let w = Origin::new("sshd");
     let nc = ["/usr/bin/nc", "/bin/nc"]
         .iter()
         .map(PathBuf::from)
@@ -1188,7 +1011,7 @@ fn lockout_guard_finds_sessions_of_a_process_named_sshd() {
     let sshd = dir.join("sshd");
     std::os::unix::fs::symlink(&nc, &sshd)
         .unwrap_or_else(|e| panic!("symlinking {} to {}: {e}", sshd.display(), nc.display()));
-    let mut child = lockdown_tests::netns::ns_command(&w.pair.origin, &sshd)
+    let mut child = lockdown_testbed::netns::ns_command(&w.pair.origin, &sshd)
         .args(["-lk", &PORT.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -1203,10 +1026,10 @@ fn lockout_guard_finds_sessions_of_a_process_named_sshd() {
         .unwrap_or_else(|e| panic!("reading the stand-in's comm: {e}"));
     assert_eq!(comm.trim(), "sshd", "the stand-in should be called sshd");
 
-    let out = w.run_env(&["up", "--iface", ORIGIN_IF], &[]);
+    let out = w.ld.run_env(&["up", "--iface", ORIGIN_IF], &[]);
     check_refused(&out, &["port 2200"]);
     w.assert_not_locked("a refused up");
-    let out = w.run_env(
+    let out = w.ld.run_env(
         &[
             "up", "--iface", ORIGIN_IF, "--allow", "tcp/22", "--allow", "tcp/2200",
         ],
@@ -1217,7 +1040,7 @@ fn lockout_guard_finds_sessions_of_a_process_named_sshd() {
         "allowing the session's port should apply: {out}"
     );
     w.ld.down();
-    let out = w.run_env(&["up", "--iface", ORIGIN_IF, "--force"], &[]);
+    let out = w.ld.run_env(&["up", "--iface", ORIGIN_IF, "--force"], &[]);
     assert!(out.success(), "--force should apply: {out}");
     let _ = child.kill();
     let _ = child.wait();
@@ -1236,7 +1059,7 @@ impl Drop for TempDirGuard {
 // Confirm or roll back.
 
 /// Waits (bounded) until every lockdown process of this test (the rollback watchdog) has exited.
-fn wait_watchdog_gone(w: &World) {
+fn wait_watchdog_gone(w: &Origin) {
     wait_for(Duration::from_secs(15), || {
         w.ld.processes().is_empty().then_some(())
     })
@@ -1250,8 +1073,9 @@ fn wait_watchdog_gone(w: &World) {
 
 #[test]
 fn unconfirmed_up_is_rolled_back_to_not_locked() {
-    let w = World::new("cf-fresh").origin_echo(&[SSH, WEB]);
-    let out = w.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
+    let w = Origin::new("cf-fresh").origin_echo(&[SSH, WEB]);
+    let out =
+        w.ld.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
     assert!(out.success(), "up --confirm 2 should apply: {out}");
     assert!(
         out.stdout.contains("lockdown confirm"),
@@ -1259,11 +1083,11 @@ fn unconfirmed_up_is_rolled_back_to_not_locked() {
     );
     assert!(w.ld.is_locked(), "up --confirm did not lock down");
     assert!(
-        w.run_dir.pending().exists(),
+        w.ld.pending().exists(),
         "no pending file at {}",
-        w.run_dir.pending().display()
+        w.ld.pending().display()
     );
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_dropped(Family::V4, WEB);
 
     wait_for(Duration::from_secs(15), || {
         (!w.ld.is_locked() && w.pair.origin_xdp().is_none()).then_some(())
@@ -1277,22 +1101,22 @@ fn unconfirmed_up_is_rolled_back_to_not_locked() {
     );
     wait_watchdog_gone(&w);
     assert!(
-        !w.run_dir.pending().exists(),
+        !w.ld.pending().exists(),
         "the pending file remains after the rollback"
     );
-    w.assert_inbound_ok(WEB);
-    w.assert_inbound_ok(SSH);
+    w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 #[test]
 fn unconfirmed_change_restores_the_previous_policy() {
-    let w = World::new("cf-prev").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("cf-prev").origin_echo(&[SSH, WEB]);
     w.up(&[]);
     let before = w.status();
     let ids = w.link_ids();
-    let mut open = w.assert_inbound_ok(SSH);
+    let mut open = w.assert_inbound_ok(Family::V4, SSH);
 
-    let out = w.run_confirmable(&[
+    let out = w.ld.run_confirmable(&[
         "up",
         "--iface",
         ORIGIN_IF,
@@ -1313,7 +1137,7 @@ fn unconfirmed_change_restores_the_previous_policy() {
         7,
         "the timeout change was not applied"
     );
-    w.assert_inbound_ok(WEB);
+    w.assert_inbound_ok(Family::V4, WEB);
 
     wait_for(Duration::from_secs(15), || {
         (w.allow() == ["tcp/22"]).then_some(())
@@ -1340,9 +1164,9 @@ fn unconfirmed_change_restores_the_previous_policy() {
         );
     }
     assert_eq!(w.link_ids().links, ids.links, "the rollback re-attached");
-    assert!(!w.run_dir.pending().exists(), "the pending file remains");
-    w.assert_inbound_dropped(WEB);
-    w.assert_inbound_ok(SSH);
+    assert!(!w.ld.pending().exists(), "the pending file remains");
+    w.assert_inbound_dropped(Family::V4, WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
     exchange_n(
         &mut open,
         2,
@@ -1353,9 +1177,9 @@ fn unconfirmed_change_restores_the_previous_policy() {
 
 #[test]
 fn confirmed_change_stays_after_the_window() {
-    let w = World::new("cf-ok").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("cf-ok").origin_echo(&[SSH, WEB]);
     w.up(&[]);
-    let out = w.run_confirmable(&[
+    let out = w.ld.run_confirmable(&[
         "up",
         "--iface",
         ORIGIN_IF,
@@ -1365,16 +1189,13 @@ fn confirmed_change_stays_after_the_window() {
         "3",
     ]);
     assert!(out.success(), "up --confirm 3 should apply: {out}");
-    let out = w.run_confirmable(&["confirm", "--iface", ORIGIN_IF]);
+    let out = w.ld.run_confirmable(&["confirm", "--iface", ORIGIN_IF]);
     assert!(out.success(), "confirm should succeed: {out}");
     assert!(
         out.stdout.contains("confirmed"),
         "confirm should say so: {out}"
     );
-    assert!(
-        !w.run_dir.pending().exists(),
-        "confirm left the pending file"
-    );
+    assert!(!w.ld.pending().exists(), "confirm left the pending file");
 
     // Past the window: the watchdog has woken, found nothing to undo, and exited.
     wait_watchdog_gone(&w);
@@ -1384,14 +1205,15 @@ fn confirmed_change_stays_after_the_window() {
         ["tcp/8080"],
         "a confirmed change was rolled back"
     );
-    w.assert_inbound_ok(WEB);
-    w.assert_inbound_dropped(SSH);
+    w.assert_inbound_ok(Family::V4, WEB);
+    w.assert_inbound_dropped(Family::V4, SSH);
 
     // Confirming a fresh `up` keeps it too.
     w.ld.down();
-    let out = w.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
+    let out =
+        w.ld.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
     assert!(out.success(), "up --confirm 2 should apply: {out}");
-    let out = w.run_confirmable(&["confirm"]);
+    let out = w.ld.run_confirmable(&["confirm"]);
     assert!(
         out.success(),
         "confirm without --iface should find {ORIGIN_IF}: {out}"
@@ -1405,10 +1227,11 @@ fn confirmed_change_stays_after_the_window() {
 /// was before the first (not locked down), not in the state the first unconfirmed change made.
 #[test]
 fn two_unconfirmed_changes_roll_back_to_the_original_state() {
-    let w = World::new("cf-twice").origin_echo(&[SSH, WEB]);
-    let out = w.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "3"]);
+    let w = Origin::new("cf-twice").origin_echo(&[SSH, WEB]);
+    let out =
+        w.ld.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "3"]);
     assert!(out.success(), "up --confirm 3 should apply: {out}");
-    let out = w.run_confirmable(&[
+    let out = w.ld.run_confirmable(&[
         "up",
         "--iface",
         ORIGIN_IF,
@@ -1430,37 +1253,38 @@ fn two_unconfirmed_changes_roll_back_to_the_original_state() {
         w.allow()
     );
     w.assert_not_locked("after both rollbacks");
-    w.assert_inbound_ok(WEB);
+    w.assert_inbound_ok(Family::V4, WEB);
 }
 
 /// A pending change that `down` already undid must not roll back a later, unrelated `up`.
 #[test]
 fn rollback_after_down_leaves_a_new_up_alone() {
-    let w = World::new("cf-down").origin_echo(&[SSH, WEB]);
-    let out = w.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
+    let w = Origin::new("cf-down").origin_echo(&[SSH, WEB]);
+    let out =
+        w.ld.run_confirmable(&["up", "--iface", ORIGIN_IF, "--confirm", "2"]);
     assert!(out.success(), "up --confirm 2 should apply: {out}");
     w.ld.down();
     // A deliberate lockdown without --confirm: nothing may undo it.
-    let out = w.run_confirmable(&["up", "--iface", ORIGIN_IF]);
+    let out = w.ld.run_confirmable(&["up", "--iface", ORIGIN_IF]);
     assert!(out.success(), "up should apply: {out}");
     wait_watchdog_gone(&w);
     assert!(
         w.ld.is_locked() && w.pair.origin_xdp().is_some(),
         "the watchdog of an `up --confirm` that `down` had already undone detached a later plain \
          `up`: {ORIGIN_IF} is open again (pending file left: {})",
-        w.run_dir.pending().exists()
+        w.ld.pending().exists()
     );
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_dropped(Family::V4, WEB);
 }
 
 #[test]
 fn confirm_with_nothing_pending_fails_clearly() {
-    let w = World::new("cf-none").origin_echo(&[SSH]);
-    let out = w.run_confirmable(&["confirm", "--iface", ORIGIN_IF]);
+    let w = Origin::new("cf-none").origin_echo(&[SSH]);
+    let out = w.ld.run_confirmable(&["confirm", "--iface", ORIGIN_IF]);
     check_refused(&out, &["not locked down"]);
     w.up(&[]);
     for args in [&["confirm", "--iface", ORIGIN_IF][..], &["confirm"]] {
-        let out = w.run_confirmable(args);
+        let out = w.ld.run_confirmable(args);
         check_refused(&out, &["no change awaits confirmation", ORIGIN_IF]);
     }
     assert!(w.ld.is_locked(), "a failed confirm unlocked the interface");
@@ -1469,7 +1293,7 @@ fn confirm_with_nothing_pending_fails_clearly() {
         ["tcp/22"],
         "a failed confirm changed the allowlist"
     );
-    w.assert_inbound_ok(SSH);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1477,12 +1301,12 @@ fn confirm_with_nothing_pending_fails_clearly() {
 
 #[test]
 fn monitor_mode_passes_and_counts_would_be_drops() {
-    let w = World::new("monitor").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("monitor").origin_echo(&[SSH, WEB]);
     w.up(&["--monitor"]);
     let s = w.status();
     assert_eq!(s["monitor"], true, "status should report monitor mode: {s}");
     let before = w.counter("drop_new");
-    let mut s = w.assert_inbound_ok(WEB);
+    let mut s = w.assert_inbound_ok(Family::V4, WEB);
     exchange_n(&mut s, 2, "monitor-mode connection to a closed port", &w);
     let after = wait_for(OK_TIMEOUT, || {
         let n = w.counter("drop_new");
@@ -1495,14 +1319,14 @@ fn monitor_mode_passes_and_counts_would_be_drops() {
         )
     });
     eprintln!("drop_new {before} -> {after}");
-    w.assert_inbound_ok(SSH);
+    w.assert_inbound_ok(Family::V4, SSH);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Concurrent CLI invocations.
 
 /// Runs every argument list at once (each a separate `lockdown` process) and waits for all.
-fn parallel(w: &World, runs: &[Vec<String>]) -> Vec<(String, std::process::Output)> {
+fn parallel(w: &Origin, runs: &[Vec<String>]) -> Vec<(String, std::process::Output)> {
     let children: Vec<(String, Child)> = runs
         .iter()
         .map(|args| {
@@ -1542,7 +1366,7 @@ fn describe(what: &str, out: &std::process::Output) -> String {
 #[test]
 fn parallel_allow_changes_are_all_applied() {
     const PORTS: [u16; 8] = [10001, 10002, 10003, 10004, 10005, 10006, 10007, 10008];
-    let w = World::new("parallel");
+    let w = Origin::new("parallel");
     w.up(&[]);
     for round in 0..3 {
         for verb in ["add", "del"] {
@@ -1576,7 +1400,7 @@ fn parallel_allow_changes_are_all_applied() {
 
 #[test]
 fn parallel_ups_lock_down_exactly_once() {
-    let w = World::new("par-up").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("par-up").origin_echo(&[SSH, WEB]);
     let up: Vec<String> = ["up", "--iface", ORIGIN_IF].map(str::to_owned).to_vec();
     let outs = parallel(&w, &vec![up; 4]);
     let won: Vec<_> = outs.iter().filter(|(_, o)| o.status.success()).collect();
@@ -1606,8 +1430,8 @@ fn parallel_ups_lock_down_exactly_once() {
         matches!(xdp, Some((1, _))),
         "XDP after the parallel ups: {xdp:?}"
     );
-    w.assert_inbound_ok(SSH);
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
 
     let replace: Vec<String> = ["up", "--iface", ORIGIN_IF, "--replace"]
         .map(str::to_owned)
@@ -1621,8 +1445,8 @@ fn parallel_ups_lock_down_exactly_once() {
         "parallel replaces changed the links"
     );
     assert_eq!(w.allow(), ["tcp/22"]);
-    w.assert_inbound_ok(SSH);
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1680,9 +1504,9 @@ fn pin_root_empty(ld: &Lockdown) -> bool {
 
 #[test]
 fn config_file_is_applied_by_up() {
-    let w = World::new("cfg-up").origin_echo(&[SSH, WEB, 9090, 9091, 9092]);
+    let w = Origin::new("cfg-up").origin_echo(&[SSH, WEB, 9090, 9091, 9092]);
     let file = TempFile::new("cfg-up", "lockdown.toml", CONFIG);
-    w.must(&["up", "--config", file.path()]);
+    w.ld.must(&["up", "--config", file.path()]);
     let s = w.status();
     assert_eq!(s["interface"], ORIGIN_IF, "status: {s}");
     assert_eq!(s["mode"], "native", "status: {s}");
@@ -1705,20 +1529,20 @@ fn config_file_is_applied_by_up() {
         s["timeouts"]["tcp_established"], 432_000,
         "an unset timeout: {s}"
     );
-    w.assert_inbound_ok(SSH);
-    w.assert_inbound_ok(WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_ok(Family::V4, WEB);
     // Only from 10.99.0.0/16; the peer is 10.231.0.2.
-    w.assert_inbound_dropped(9090);
+    w.assert_inbound_dropped(Family::V4, 9090);
     // From the peer's network.
-    w.assert_inbound_ok(9091);
-    w.assert_inbound_dropped(9092);
+    w.assert_inbound_ok(Family::V4, 9091);
+    w.assert_inbound_dropped(Family::V4, 9092);
 }
 
 #[test]
 fn config_file_flags_override_the_file() {
-    let w = World::new("cfg-flags").origin_echo(&[SSH, WEB, 9092]);
+    let w = Origin::new("cfg-flags").origin_echo(&[SSH, WEB, 9092]);
     let file = TempFile::new("cfg-flags", "lockdown.toml", CONFIG);
-    w.must(&[
+    w.ld.must(&[
         "up",
         "--config",
         file.path(),
@@ -1747,18 +1571,18 @@ fn config_file_flags_override_the_file() {
     assert_eq!(s["monitor"], true, "--monitor: {s}");
     w.ld.down();
 
-    w.must(&["up", "--config", file.path(), "--allow", "tcp/9092"]);
+    w.ld.must(&["up", "--config", file.path(), "--allow", "tcp/9092"]);
     assert_eq!(w.allow(), ["tcp/9092"]);
     assert_eq!(w.status()["monitor"], false);
-    w.assert_inbound_ok(9092);
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_ok(Family::V4, 9092);
+    w.assert_inbound_dropped(Family::V4, WEB);
 }
 
 #[test]
 fn check_config_accepts_a_valid_file_and_touches_nothing() {
-    let w = World::new("cfg-check");
+    let w = Origin::new("cfg-check");
     let file = TempFile::new("cfg-check", "lockdown.toml", CONFIG);
-    let out = w.must(&["check-config", file.path()]);
+    let out = w.ld.must(&["check-config", file.path()]);
     assert!(
         out.stdout.contains("OK"),
         "check-config should report OK: {out}"
@@ -1783,7 +1607,8 @@ fn check_config_accepts_a_valid_file_and_touches_nothing() {
         "named.toml",
         &text.replace("\n# name = \"eth0\"\n", "\nname = \"eth0\"\n"),
     );
-    let out = w.must(&["check-config", named.path(), "--iface", "eth0"]);
+    let out =
+        w.ld.must(&["check-config", named.path(), "--iface", "eth0"]);
     assert!(
         out.stdout.contains("OK"),
         "check-config on the packaged file with its name set: {out}"
@@ -1799,7 +1624,7 @@ fn check_config_accepts_a_valid_file_and_touches_nothing() {
 
 #[test]
 fn invalid_config_is_refused_and_changes_nothing() {
-    let w = World::new("cfg-bad").origin_echo(&[WEB]);
+    let w = Origin::new("cfg-bad").origin_echo(&[WEB]);
     let bad_port = TempFile::new(
         "cfg-bad",
         "port.toml",
@@ -1822,7 +1647,7 @@ fn invalid_config_is_refused_and_changes_nothing() {
             vec!["up", "--config", file.path()],
             vec!["run", "--config", file.path()],
         ] {
-            let out = w.run(&args);
+            let out = w.ld.run(&args);
             check_refused(&out, &needles);
             w.assert_not_locked(&format!("a refused `{}`", args.join(" ")));
             assert!(
@@ -1836,7 +1661,7 @@ fn invalid_config_is_refused_and_changes_nothing() {
     // Refused over a running lockdown: nothing changes either.
     w.up(&["--allow", "tcp/8080"]);
     let ids = w.link_ids();
-    let out = w.run(&["up", "--config", bad_port.path(), "--replace"]);
+    let out = w.ld.run(&["up", "--config", bad_port.path(), "--replace"]);
     check_refused(&out, &[":5:", "interface[0].allow[1]"]);
     assert_eq!(
         w.allow(),
@@ -1844,7 +1669,7 @@ fn invalid_config_is_refused_and_changes_nothing() {
         "a refused config changed the allowlist"
     );
     assert_eq!(w.link_ids(), ids, "a refused config swapped programs");
-    w.assert_inbound_ok(WEB);
+    w.assert_inbound_ok(Family::V4, WEB);
 }
 
 /// The seed chain: `lo ACCEPT; RELATED,ESTABLISHED ACCEPT; tcp dport 22 ACCEPT; DROP`.
@@ -1862,9 +1687,9 @@ COMMIT
 
 #[test]
 fn imported_seed_chain_behaves_like_the_default() {
-    let w = World::new("import").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("import").origin_echo(&[SSH, WEB]);
     let rules = TempFile::new("import", "seed.rules", SEED_CHAIN);
-    let out = w.must(&["import-iptables", rules.path()]);
+    let out = w.ld.must(&["import-iptables", rules.path()]);
     assert!(
         out.stdout.contains("[[interface]]"),
         "import-iptables should print a config: {out}"
@@ -1882,18 +1707,18 @@ fn imported_seed_chain_behaves_like_the_default() {
     }
     assert!(renamed, "the imported config has no interface name: {out}");
     let config = TempFile::new("import", "imported.toml", &(lines.join("\n") + "\n"));
-    w.must(&["check-config", config.path()]);
-    w.must(&["up", "--config", config.path()]);
+    w.ld.must(&["check-config", config.path()]);
+    w.ld.must(&["up", "--config", config.path()]);
     assert_eq!(w.allow(), ["tcp/22"], "the imported seed chain's allowlist");
-    w.assert_inbound_ok(SSH);
-    w.assert_inbound_dropped(WEB);
+    w.assert_inbound_ok(Family::V4, SSH);
+    w.assert_inbound_dropped(Family::V4, WEB);
 
     let with_log = SEED_CHAIN.replace(
         "-A INPUT -j DROP",
         "-A INPUT -p tcp -m tcp --dport 8080 -j LOG --log-prefix \"web: \"\n-A INPUT -j DROP",
     );
     let bad = TempFile::new("import", "log.rules", &with_log);
-    let out = w.run(&["import-iptables", bad.path()]);
+    let out = w.ld.run(&["import-iptables", bad.path()]);
     check_refused(&out, &["line 9", "-j LOG"]);
     assert!(
         out.stdout.trim().is_empty(),
@@ -1905,7 +1730,7 @@ fn imported_seed_chain_behaves_like_the_default() {
 /// admit the session's client (or its address family) does not count.
 #[test]
 fn lockout_guard_respects_source_cidrs() {
-    let w = World::new("lock-cidr").origin_echo(&[ALT_SSH]);
+    let w = Origin::new("lock-cidr").origin_echo(&[ALT_SSH]);
     let v4 = (
         "SSH_CONNECTION",
         format!("{PEER_V4} 50000 {ORIGIN_V4} {ALT_SSH}"),
@@ -1933,7 +1758,7 @@ fn lockout_guard_respects_source_cidrs() {
     ];
     for (i, (session, from, admitted)) in cases.into_iter().enumerate() {
         let file = TempFile::new("lock-cidr", &format!("c{i}.toml"), &config(from));
-        let out = w.run_env(
+        let out = w.ld.run_env(
             &["up", "--config", file.path()],
             std::slice::from_ref(session),
         );
@@ -1955,7 +1780,7 @@ fn lockout_guard_respects_source_cidrs() {
 fn status_says_when_up_replace_is_due() {
     use aya::maps::{Array, Map, MapData};
 
-    let w = World::new("build-due").origin_echo(&[SSH]);
+    let w = Origin::new("build-due").origin_echo(&[SSH]);
     w.up(&[]);
     let s = w.status();
     assert_eq!(s["replace_due"], false, "{s}");
@@ -1984,7 +1809,8 @@ fn status_says_when_up_replace_is_due() {
     let s = w.status();
     assert_eq!(s["replace_due"], true, "{s}");
     assert_eq!(s["programs_sha256"], "ab".repeat(32).as_str(), "{s}");
-    let text = w.must(&["status", "--iface", ORIGIN_IF, "--interval", "0"]);
+    let text =
+        w.ld.must(&["status", "--iface", ORIGIN_IF, "--interval", "0"]);
     assert!(
         text.stdout.contains(&format!(
             "this binary's is {own}: `lockdown up --replace --iface {ORIGIN_IF}` loads it"
@@ -1992,7 +1818,7 @@ fn status_says_when_up_replace_is_due() {
         "status should say a replace is due: {text}"
     );
 
-    w.must(&["up", "--replace", "--iface", ORIGIN_IF]);
+    w.ld.must(&["up", "--replace", "--iface", ORIGIN_IF]);
     let s = w.status();
     assert_eq!(s["replace_due"], false, "after up --replace: {s}");
     assert_eq!(s["programs_sha256"], own.as_str(), "{s}");
@@ -2000,10 +1826,10 @@ fn status_says_when_up_replace_is_due() {
 
 #[test]
 fn a_rollback_restores_the_rates_and_keeps_the_blocklist() {
-    let w = World::new("cf-rates").origin_echo(&[SSH, WEB]);
+    let w = Origin::new("cf-rates").origin_echo(&[SSH, WEB]);
     w.up(&[]);
-    w.must(&["allow", "add", "tcp/22", "--rate", "10/min", "--burst", "5"]);
-    let out = w.run_confirmable(&[
+    w.ld.must(&["allow", "add", "tcp/22", "--rate", "10/min", "--burst", "5"]);
+    let out = w.ld.run_confirmable(&[
         "up",
         "--iface",
         ORIGIN_IF,
@@ -2015,15 +1841,15 @@ fn a_rollback_restores_the_rates_and_keeps_the_blocklist() {
         "2",
     ]);
     assert!(out.success(), "up --confirm 2 should apply: {out}");
-    let rate = |w: &World| {
-        let out = w.must(&["allow", "list", "--json"]);
+    let rate = |w: &Origin| {
+        let out = w.ld.must(&["allow", "list", "--json"]);
         let v: serde_json::Value =
             serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
         v[0]["rate"].clone()
     };
     assert!(rate(&w).is_null(), "the new policy has no rate");
     // A ban arrives meanwhile (fail2ban does not wait for a confirmation).
-    w.must(&["deny", "add", &PEER_V4.to_string()]);
+    w.ld.must(&["deny", "add", &PEER_V4.to_string()]);
 
     wait_for(Duration::from_secs(15), || {
         (w.allow() == ["tcp/22"]).then_some(())
@@ -2040,7 +1866,7 @@ fn a_rollback_restores_the_rates_and_keeps_the_blocklist() {
         "10/min burst 5",
         "the rollback did not restore the rate"
     );
-    w.assert_inbound_dropped(SSH);
+    w.assert_inbound_dropped(Family::V4, SSH);
     assert!(
         w.counter("drop_denied") > 0,
         "the blocklist stopped matching after the rollback"

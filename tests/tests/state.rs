@@ -9,16 +9,14 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::Command,
     time::Duration,
 };
 
-use lockdown_tests::{
-    cli::Lockdown,
-    netns::{
-        Family, NetPair, OK_TIMEOUT, ORIGIN_IF, Serve, TcpServer, any, exchange, in_ns, ip,
-        netns_path, ns_must, ns_run, tcp_connect,
-    },
+use lockdown_testbed::{
+    netns::{self, in_ns, ip, ns_must, ns_run},
+    origin::Origin,
+    pair::{Family, any},
+    traffic::{OK_TIMEOUT, Serve, TcpServer, exchange, tcp_connect},
 };
 
 const MAX_FLOWS: u32 = 1024;
@@ -30,24 +28,18 @@ const IDLE_PORT: u16 = 9100;
 /// Where the peer echoes for the origin's churning outbound connections.
 const UPSTREAM_PORT: u16 = 9200;
 
-struct World {
-    servers: Vec<TcpServer>,
-    ld: Lockdown,
-    pair: NetPair,
+/// What the flow-table tests do through an [`Origin`].
+trait StateChecks {
+    /// `lockdown up --max-flows MAX_FLOWS --allow RULE…`.
+    fn up_allowing(&self, allow: &[&str]);
+    /// Flows from `flows --json` with `local_port` `port`.
+    fn flows_on(&self, port: u16) -> Vec<serde_json::Value>;
+    /// `status` and `flows`, for failure messages.
+    fn status_and_flows(&self) -> String;
 }
 
-impl World {
-    fn new(tag: &str) -> Self {
-        let pair = NetPair::new(tag);
-        let ld = Lockdown::new(&pair.origin, ORIGIN_IF, tag);
-        Self {
-            servers: Vec::new(),
-            ld,
-            pair,
-        }
-    }
-
-    fn up(&self, allow: &[&str]) {
+impl StateChecks for Origin {
+    fn up_allowing(&self, allow: &[&str]) {
         let max = MAX_FLOWS.to_string();
         let mut args = vec!["--max-flows", max.as_str()];
         for a in allow {
@@ -57,7 +49,6 @@ impl World {
         assert!(out.success(), "lockdown up: {out}");
     }
 
-    /// Flows from `flows --json` with `local_port` `port`.
     fn flows_on(&self, port: u16) -> Vec<serde_json::Value> {
         let out = self.ld.must(&["flows", "--json"]);
         let all: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
@@ -67,7 +58,7 @@ impl World {
             .collect()
     }
 
-    fn context(&self) -> String {
+    fn status_and_flows(&self) -> String {
         let status = self.ld.run(&["status"]);
         let flows = self.ld.run(&["flows"]);
         format!("--- status\n{}\n--- flows\n{}", status.stdout, flows.stdout)
@@ -81,7 +72,7 @@ struct Idle {
 }
 
 impl Idle {
-    fn open(w: &World, family: Family) -> Self {
+    fn open(w: &Origin, family: Family) -> Self {
         let addr = SocketAddr::new(family.peer(), IDLE_PORT);
         let listener = in_ns(&w.pair.peer, move || {
             TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr} in the peer: {e}"))
@@ -98,7 +89,7 @@ impl Idle {
     }
 
     /// The peer pushes on the idle connection; the origin must receive it.
-    fn assert_push_arrives(mut self, w: &World, what: &str) {
+    fn assert_push_arrives(mut self, w: &Origin, what: &str) {
         let msg = b"the remote speaks first";
         self.peer_side
             .write_all(msg)
@@ -110,7 +101,7 @@ impl Idle {
         if let Err(e) = self.origin_side.read_exact(&mut got) {
             panic!(
                 "{what}: the peer's push on the origin's idle connection was lost: {e}\n{}",
-                w.context()
+                w.status_and_flows()
             );
         }
         assert_eq!(&got, msg, "{what}: the push arrived garbled");
@@ -131,10 +122,10 @@ fn churn(from: &str, to: SocketAddr, n: usize) {
 }
 
 fn accepted_churn_keeps_the_idle_outbound_flow(family: Family, tag: &str) {
-    let mut w = World::new(tag);
+    let mut w = Origin::new(tag);
     w.servers
         .push(TcpServer::start(&w.pair.origin, any(WEB), Serve::Echo));
-    w.up(&["tcp/22", "tcp/8080"]);
+    w.up_allowing(&["tcp/22", "tcp/8080"]);
     let idle = Idle::open(&w, family);
     let created = w.ld.counter("egress_flows_created");
     churn(&w.pair.peer, SocketAddr::new(family.origin(), WEB), CHURN);
@@ -147,7 +138,7 @@ fn accepted_churn_keeps_the_idle_outbound_flow(family: Family, tag: &str) {
         w.ld.counter("egress_flows_created"),
         created,
         "{CHURN} accepted connections created flow entries\n{}",
-        w.context()
+        w.status_and_flows()
     );
     idle.assert_push_arrives(
         &w,
@@ -166,13 +157,13 @@ fn accepted_churn_on_an_allowed_port_takes_no_state_ipv6() {
 }
 
 fn outbound_churn_keeps_the_idle_outbound_flow(family: Family, tag: &str) {
-    let mut w = World::new(tag);
+    let mut w = Origin::new(tag);
     w.servers.push(TcpServer::start(
         &w.pair.peer,
         any(UPSTREAM_PORT),
         Serve::Echo,
     ));
-    w.up(&["tcp/22"]);
+    w.up_allowing(&["tcp/22"]);
     let idle = Idle::open(&w, family);
     let created = w.ld.counter("egress_flows_created");
     churn(
@@ -224,15 +215,8 @@ const CONTAINER_V4: &str = "10.232.0.2";
 
 impl Container {
     fn new(origin: &str, tag: &str) -> Self {
-        let ns = format!("ld-{tag}-{}-c", std::process::id());
-        if netns_path(&ns).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {ns} failed");
+        let ns = format!("ld-{tag}-c-{}", std::process::id());
+        netns::add(&ns).unwrap_or_else(|e| panic!("{e:#}"));
         let c = Self { ns };
         ip(
             origin,
@@ -255,14 +239,16 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        if let Err(e) = netns::del(&self.ns) {
+            eprintln!("warning: {e:#}");
+        }
     }
 }
 
 #[test]
 fn allow_del_keeps_a_connection_dnatd_to_a_container() {
     let tag = "st-dnat";
-    let mut w = World::new(tag);
+    let mut w = Origin::new(tag);
     let c = Container::new(&w.pair.origin, tag);
     // The origin publishes the container's port 80 as its own 8080, as `docker run -p 8080:80`
     // does: DNAT in the origin's namespace, and forwarding.
@@ -301,7 +287,7 @@ fn allow_del_keeps_a_connection_dnatd_to_a_container() {
     }
     w.servers
         .push(TcpServer::start(&c.ns, any(80), Serve::Echo));
-    w.up(&["tcp/22", "tcp/8080"]);
+    w.up_allowing(&["tcp/22", "tcp/8080"]);
 
     let web = SocketAddr::new(Family::V4.origin(), WEB);
     let mut conn = tcp_connect(&w.pair.peer, web, OK_TIMEOUT)
@@ -325,13 +311,13 @@ fn allow_del_keeps_a_connection_dnatd_to_a_container() {
         seeded.len(),
         1,
         "`allow del` should seed the DNAT'd connection from conntrack: {seeded:?}\n{}",
-        w.context()
+        w.status_and_flows()
     );
     assert_eq!(seeded[0]["seeded"], true, "{seeded:?}");
     exchange(&mut conn, b"after allow del").unwrap_or_else(|e| {
         panic!(
             "the DNAT'd connection was cut by allow del: {e}\n{}",
-            w.context()
+            w.status_and_flows()
         )
     });
     match tcp_connect(&w.pair.peer, web, Duration::from_secs(1)) {

@@ -4,7 +4,8 @@
 
 use std::{fs, path::Path};
 
-use lockdown_tests::{cli::bin, units};
+use lockdown_testbed::cli::bin;
+use lockdown_tests::units;
 
 /// Where the package installs the binary, which the units name.
 const INSTALLED: &str = "/usr/sbin/lockdown";

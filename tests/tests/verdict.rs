@@ -13,8 +13,7 @@ use lockdown_common::{
     },
     stages::parse::MAX_IPV6_EXT,
 };
-use lockdown_tests::{
-    model::DIFF_RULES,
+use lockdown_testbed::{
     packets::{
         ETHERTYPE_LLDP, Ext, PROTO_GRE, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
         TCP_SYN_ACK, arp_request, from_hex, hex, raw_frame,
@@ -24,6 +23,7 @@ use lockdown_tests::{
         frag_key, now, test_config, uniform_timeouts,
     },
 };
+use lockdown_tests::model::DIFF_RULES;
 
 /// The allowlist of every test: two open ports, and one port open to one CIDR per family.
 const RULES: &[&str] = &[
@@ -299,7 +299,7 @@ fn source_cidr_rules() {
         );
     }
     // Each CIDR rule applies only to its family: an IPv4 source never matches the IPv6 CIDR.
-    dp.set_rules(&lockdown_tests::testrun::rules(&[
+    dp.set_rules(&lockdown_testbed::testrun::rules(&[
         "tcp/8080 from 2001:db8:f00::/48",
     ]));
     expect(
@@ -315,7 +315,7 @@ fn source_cidr_rules() {
         "IPv6 CIDR",
     );
     // /0 opens the port to the whole family.
-    dp.set_rules(&lockdown_tests::testrun::rules(&[
+    dp.set_rules(&lockdown_testbed::testrun::rules(&[
         "tcp/8080 from 0.0.0.0/0",
     ]));
     expect(

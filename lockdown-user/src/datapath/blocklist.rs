@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{
-    Array, HashMap, MapData, MapError,
+    Array, HashMap, Map, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 use lockdown_common::{
@@ -54,14 +54,19 @@ pub fn time_left(expires: u64, now: u64) -> Option<Duration> {
 impl Blocklist {
     pub fn open(dir: &PinDir) -> Result<Self> {
         dir.require_current_layout()?;
-        let open = |name| open_pinned(&dir.map(name));
+        Self::from_maps(&dir.iface, |name| open_pinned(&dir.map(name)))
+    }
+
+    /// The blocklist in maps that are already open, each fetched by name with `get` (an object
+    /// loaded without pins, as the test-run harness has one); `iface` names it in messages.
+    pub fn from_maps(iface: &str, mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         Ok(Self {
-            iface: dir.iface.clone(),
-            v4: open(DENY4)?.try_into()?,
-            v6: open(DENY6)?.try_into()?,
-            nets: open(DENY_NETS)?.try_into()?,
-            filter: open(DENY_FILTER)?.try_into()?,
-            config: open(CONFIG)?.try_into()?,
+            iface: iface.to_owned(),
+            v4: get(DENY4)?.try_into()?,
+            v6: get(DENY6)?.try_into()?,
+            nets: get(DENY_NETS)?.try_into()?,
+            filter: get(DENY_FILTER)?.try_into()?,
+            config: get(CONFIG)?.try_into()?,
         })
     }
 

@@ -1,10 +1,12 @@
-//! The spoofed SYN flood generator: an AF_PACKET socket in the peer namespace that sends
-//! batches of Ethernet frames with `sendmmsg`, pinned to [`GEN_CPU`]. Each SYN comes from a
-//! random address of [`SPOOF_NET`]/16 and a random port, to one destination port of the origin.
-//! It is bounded in packets and in time, and only ever sends on the bench's own veth.
+//! The spoofed SYN flood: a generator thread in the peer namespace that sends batches of Ethernet
+//! frames with `sendmmsg` on an AF_PACKET socket bound to [`PEER_IF`]. Each SYN comes from a
+//! random address of [`FLOOD_NET`]/[`FLOOD_PREFIX`] and a random port, to one port of the origin.
+//! It is bounded in packets and in time, stops on [`host::interrupted`], and only ever sends on
+//! the pair's own veth.
 
 use std::{
     net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,29 +16,66 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
-    netpair::{GEN_CPU, ORIGIN_MAC, ORIGIN_V4, PEER_IF, PEER_MAC, SPOOF_NET},
-    sys,
+    host, netns,
+    pair::{FLOOD_NET, FLOOD_PREFIX, NetPair, ORIGIN_MAC, ORIGIN_V4, PEER_IF, PEER_MAC},
 };
 
-/// Frames per `sendmmsg` call.
+/// Frames per `sendmmsg` call, at most.
 const BATCH: usize = 64;
 /// Ethernet + IPv4 + TCP with an MSS option.
 const FRAME_LEN: usize = 14 + 20 + 24;
 
-#[derive(Clone, Debug)]
+/// A pause after every `every` frames, so that a test's flood does not overflow the veth's
+/// receive queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    pub every: usize,
+    pub pause: Duration,
+}
+
+impl Pace {
+    /// What the tests flood at: 50 frames a millisecond at most.
+    pub const LIGHT: Self = Self {
+        every: 50,
+        pause: Duration::from_millis(1),
+    };
+}
+
+/// What to send, and how.
+#[derive(Clone, Copy, Debug)]
 pub struct Spec {
-    /// The peer namespace (the generator runs there).
-    pub ns: String,
+    pub dst: Ipv4Addr,
     pub dst_port: u16,
     pub max_packets: u64,
     pub max_time: Duration,
-    /// Run as SCHED_IDLE, so that anything else on [`GEN_CPU`] (a latency probe) preempts it.
+    /// Pin the generator to this CPU.
+    pub cpu: Option<usize>,
+    /// Run as SCHED_IDLE, so that anything else on its CPU (a latency probe) preempts it.
     pub sched_idle: bool,
+    /// `None`: as fast as the socket takes them.
+    pub pace: Option<Pace>,
 }
 
+impl Spec {
+    /// At most `max_packets` SYNs to the origin's `dst_port` within `max_time`, unpinned,
+    /// unpaced.
+    pub const fn new(dst_port: u16, max_packets: u64, max_time: Duration) -> Self {
+        Self {
+            dst: ORIGIN_V4,
+            dst_port,
+            max_packets,
+            max_time,
+            cpu: None,
+            sched_idle: false,
+            pace: None,
+        }
+    }
+}
+
+/// What a flood sent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     /// Frames the socket accepted.
@@ -54,19 +93,23 @@ pub struct Flood {
 }
 
 impl Flood {
-    /// Starts the generator thread and returns once its socket is ready and sending.
-    pub fn start(spec: Spec) -> Result<Self> {
+    /// Starts the generator thread in `pair`'s peer namespace and returns once its socket is
+    /// ready and sending.
+    pub fn start(pair: &NetPair, spec: Spec) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let thread_stop = Arc::clone(&stop);
+        let ns = pair.peer.clone();
         let join = thread::Builder::new()
             .name("flood".into())
             .spawn(move || {
                 let setup = (|| {
-                    sys::enter_netns(&spec.ns)?;
-                    sys::pin(0, &[GEN_CPU])?;
+                    netns::enter(&ns)?;
+                    if let Some(cpu) = spec.cpu {
+                        host::pin(0, &[cpu])?;
+                    }
                     if spec.sched_idle {
-                        sys::make_sched_idle()?;
+                        host::make_sched_idle()?;
                     }
                     Socket::open(PEER_IF)
                 })();
@@ -101,7 +144,7 @@ impl Flood {
     pub fn wait(mut self) -> Result<Stats> {
         let join = self.join.take().context("flood already joined")?;
         join.join()
-            .map_err(|_| anyhow::anyhow!("the flood generator panicked"))?
+            .map_err(|_| anyhow!("the flood generator panicked"))?
     }
 }
 
@@ -114,13 +157,35 @@ impl Drop for Flood {
     }
 }
 
+/// Sends up to `count` SYNs from the peer to `dst:dport`, lightly paced ([`Pace::LIGHT`]) and
+/// bounded by `time_limit`; panics if the generator cannot start or fails.
+pub fn syn_flood(
+    pair: &NetPair,
+    dst: Ipv4Addr,
+    dport: u16,
+    count: u64,
+    time_limit: Duration,
+) -> Stats {
+    assert!(
+        count <= 100_000,
+        "syn_flood is bounded: {count} packets is too many"
+    );
+    let spec = Spec {
+        dst,
+        pace: Some(Pace::LIGHT),
+        ..Spec::new(dport, count, time_limit)
+    };
+    Flood::start(pair, spec)
+        .and_then(Flood::wait)
+        .unwrap_or_else(|e| panic!("flooding {dst}:{dport} from {}: {e:#}", pair.peer))
+}
+
 struct Socket {
-    fd: std::os::fd::OwnedFd,
+    fd: OwnedFd,
 }
 
 impl Socket {
     fn open(iface: &str) -> Result<Self> {
-        use std::os::fd::FromRawFd as _;
         // Protocol 0: the socket sends only, it never receives (no packet tap on the peer).
         // SAFETY: plain socket(2) call.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -128,16 +193,13 @@ impl Socket {
             return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET, SOCK_RAW)");
         }
         // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        let name = std::ffi::CString::new(iface)?;
-        // SAFETY: NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {iface} in the generator's namespace");
-        }
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .with_context(|| format!("no interface {iface} in the generator's namespace"))?;
         let one: libc::c_int = 1;
-        // Bypass the qdisc layer, as every figure in the results was measured with; a veth has
-        // no queue anyway. A kernel that refuses it would change what is measured, so say so.
+        // Bypass the qdisc layer, as every figure in the bench's results was measured with; a
+        // veth has no queue anyway. A kernel that refuses it would change what is measured, so
+        // say so.
         // SAFETY: valid option pointer and length.
         let rc = unsafe {
             libc::setsockopt(
@@ -211,7 +273,6 @@ fn template(dst: Ipv4Addr, dst_port: u16) -> [u8; FRAME_LEN] {
     ip[6] = 0x40; // DF
     ip[8] = 64;
     ip[9] = 6;
-    ip[12..14].copy_from_slice(&SPOOF_NET);
     ip[16..20].copy_from_slice(&dst.octets());
     let tcp = &mut f[34..58];
     tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
@@ -222,15 +283,23 @@ fn template(dst: Ipv4Addr, dst_port: u16) -> [u8; FRAME_LEN] {
     f
 }
 
+/// A source address of [`FLOOD_NET`]/[`FLOOD_PREFIX`], neither its network nor its broadcast
+/// address.
+fn source(r: u64) -> Ipv4Addr {
+    let span = 1u64 << (32 - FLOOD_PREFIX);
+    let host = 1 + (r % (span - 2)) as u32;
+    Ipv4Addr::from(u32::from(FLOOD_NET) | host)
+}
+
 /// Randomises source address, ports, IP id and sequence, and fixes both checksums.
 fn randomise(f: &mut [u8; FRAME_LEN], rng: &mut Rng) {
     let r = rng.next();
-    let host = (r as u16).max(1);
     let sport = ((r >> 16) as u16) | 1024;
     let id = (r >> 32) as u16;
-    let seq = rng.next() as u32;
+    let r2 = rng.next();
+    let seq = r2 as u32;
     f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
-    f[14 + 14..14 + 16].copy_from_slice(&host.to_be_bytes());
+    f[14 + 12..14 + 16].copy_from_slice(&source(r2 >> 32).octets());
     f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
     let csum = fold(sum16(&f[14..34]));
     f[14 + 10..14 + 12].copy_from_slice(&csum.to_be_bytes());
@@ -244,9 +313,9 @@ fn randomise(f: &mut [u8; FRAME_LEN], rng: &mut Rng) {
 }
 
 fn generate(sock: &Socket, spec: &Spec, stop: &AtomicBool) -> Result<Stats> {
-    use std::os::fd::AsRawFd as _;
-    let tmpl = template(ORIGIN_V4, spec.dst_port);
-    let mut frames = vec![tmpl; BATCH];
+    let batch = spec.pace.map_or(BATCH, |p| p.every.clamp(1, BATCH));
+    let tmpl = template(spec.dst, spec.dst_port);
+    let mut frames = vec![tmpl; batch];
     let mut iov: Vec<libc::iovec> = frames
         .iter_mut()
         .map(|f| libc::iovec {
@@ -255,7 +324,7 @@ fn generate(sock: &Socket, spec: &Spec, stop: &AtomicBool) -> Result<Stats> {
         })
         .collect();
     // SAFETY: mmsghdr is plain data; all-zero means no address, no control data.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
         m.msg_hdr.msg_iov = v;
         m.msg_hdr.msg_iovlen = 1;
@@ -270,9 +339,9 @@ fn generate(sock: &Socket, spec: &Spec, stop: &AtomicBool) -> Result<Stats> {
     while stats.sent < spec.max_packets
         && start.elapsed() < spec.max_time
         && !stop.load(Ordering::Relaxed)
-        && !sys::interrupted()
+        && !host::interrupted()
     {
-        let n = (spec.max_packets - stats.sent).min(BATCH as u64) as usize;
+        let n = (spec.max_packets - stats.sent).min(batch as u64) as usize;
         for f in &mut frames[..n] {
             randomise(f, &mut rng);
         }
@@ -283,13 +352,19 @@ fn generate(sock: &Socket, spec: &Spec, stop: &AtomicBool) -> Result<Stats> {
             match e.raw_os_error() {
                 Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => {
                     stats.busy += 1;
-                    thread::yield_now();
+                    match spec.pace {
+                        Some(p) => thread::sleep(p.pause),
+                        None => thread::yield_now(),
+                    }
                     continue;
                 }
                 _ => return Err(e).context("sendmmsg on the AF_PACKET socket"),
             }
         }
         stats.sent += rc as u64;
+        if let Some(p) = spec.pace {
+            thread::sleep(p.pause);
+        }
     }
     stats.elapsed = start.elapsed();
     Ok(stats)
@@ -303,13 +378,20 @@ mod tests {
     fn frames_parse_with_valid_checksums() {
         let mut f = template(ORIGIN_V4, 22);
         let mut rng = Rng(7);
+        let net = u32::from(FLOOD_NET);
+        let mask = u32::MAX << (32 - FLOOD_PREFIX);
         for _ in 0..100 {
             randomise(&mut f, &mut rng);
             let p = etherparse::SlicedPacket::from_ethernet(&f).expect("parses");
             let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
                 panic!("not IPv4")
             };
-            assert_eq!(ip.header().source()[..2], SPOOF_NET);
+            let src = u32::from(Ipv4Addr::from(ip.header().source()));
+            assert_eq!(src & mask, net, "source {src:#x} outside the flood network");
+            assert!(
+                src != net && src != net | !mask,
+                "network or broadcast source"
+            );
             assert_eq!(fold(sum16(&f[14..34])), 0, "IPv4 header checksum");
             let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
                 panic!("not TCP")

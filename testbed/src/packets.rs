@@ -1,4 +1,5 @@
-//! Packet builders for the verdict tests and the differential test.
+//! Packets for BPF_PROG_TEST_RUN and raw sockets: the verdict tests, the differential test and
+//! the bench's program-cost runs build every frame they send with [`Pkt`].
 //!
 //! One builder, [`Pkt`], describes an Ethernet frame: VLAN tags, an IPv4 or IPv6 header (family
 //! chosen by the addresses), IPv4 options or IPv6 extension headers, fragmentation, and a TCP,
@@ -10,7 +11,7 @@
 //!
 //! ```
 //! use std::net::Ipv4Addr;
-//! use lockdown_tests::packets::{Pkt, TCP_ACK, TCP_SYN};
+//! use lockdown_testbed::packets::{Pkt, TCP_ACK, TCP_SYN};
 //! let (local, remote, router) = (
 //!     Ipv4Addr::new(192, 0, 2, 1),
 //!     Ipv4Addr::new(198, 51, 100, 7),

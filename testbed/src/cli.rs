@@ -3,8 +3,9 @@
 //! [`Lockdown`] runs the CLI inside a test's origin namespace (`nsenter --net=… -- lockdown …`) with
 //! `LOCKDOWN_PIN_ROOT` pointing at a pin root of the test's own
 //! (`/sys/fs/bpf/lockdown-test-<pid>-<tag>`), so the tests never touch a real deployment's pins
-//! under `/sys/fs/bpf/lockdown`. Dropping it runs `lockdown down` if the interface is still locked
-//! down and removes the pin root.
+//! under `/sys/fs/bpf/lockdown`; [`Lockdown::run_confirmable`] also points `LOCKDOWN_RUN_DIR` at a
+//! run dir of its own. Dropping it runs `lockdown down` if the interface is still locked down and
+//! removes the pin root and the run dir.
 
 use std::{
     collections::BTreeMap,
@@ -82,18 +83,21 @@ impl fmt::Display for CmdOutput {
     }
 }
 
-/// The CLI of one test: a namespace, an interface and a private pin root.
+/// The CLI of one test: a namespace, an interface, a private pin root and a private run dir.
 #[derive(Debug)]
 pub struct Lockdown {
     pub ns: String,
     pub iface: String,
     pub pin_root: PathBuf,
+    /// For `LOCKDOWN_RUN_DIR` (pending `--confirm` changes), set by [`Lockdown::run_confirmable`].
+    pub run_dir: PathBuf,
     pub bin: PathBuf,
 }
 
 impl Lockdown {
     /// The CLI in namespace `ns`, acting on `iface`, with pin root
-    /// `/sys/fs/bpf/lockdown-test-<pid>-<tag>` (created empty here).
+    /// `/sys/fs/bpf/lockdown-test-<pid>-<tag>` and run dir `$TMPDIR/lockdown-test-run-<pid>-<tag>`
+    /// (both created empty here).
     pub fn new(ns: &str, iface: &str, tag: &str) -> Self {
         netns::require_environment();
         let bin = bin();
@@ -110,12 +114,25 @@ impl Lockdown {
         }
         fs::create_dir(&pin_root)
             .unwrap_or_else(|e| panic!("creating the pin root {}: {e}", pin_root.display()));
+        let run_dir =
+            std::env::temp_dir().join(format!("lockdown-test-run-{}-{tag}", std::process::id()));
+        if run_dir.exists() {
+            let _ = fs::remove_dir_all(&run_dir);
+        }
+        fs::create_dir_all(&run_dir)
+            .unwrap_or_else(|e| panic!("creating the run dir {}: {e}", run_dir.display()));
         Self {
             ns: ns.to_owned(),
             iface: iface.to_owned(),
             pin_root,
+            run_dir,
             bin,
         }
+    }
+
+    /// The pending `--confirm` change of the interface in the run dir.
+    pub fn pending(&self) -> PathBuf {
+        self.run_dir.join(format!("{}.pending", self.iface))
     }
 
     /// The pin directory of the interface.
@@ -176,6 +193,12 @@ impl Lockdown {
         }
         let prefix: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
         Self::output(&mut cmd, format!("{prefix}{}", self.describe("", args)))
+    }
+
+    /// [`Lockdown::run`] with `LOCKDOWN_RUN_DIR` set to the test's run dir.
+    pub fn run_confirmable(&self, args: &[&str]) -> CmdOutput {
+        let run_dir = ("LOCKDOWN_RUN_DIR", self.run_dir.display().to_string());
+        self.run_env(args, &[run_dir])
     }
 
     /// Runs the binary and panics unless it succeeds.
@@ -350,6 +373,9 @@ impl Drop for Lockdown {
         }
         if self.pin_root.exists() {
             remove_tree(&self.pin_root);
+        }
+        if let Err(e) = fs::remove_dir_all(&self.run_dir) {
+            eprintln!("warning: removing {}: {e}", self.run_dir.display());
         }
     }
 }

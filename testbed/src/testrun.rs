@@ -1,30 +1,45 @@
-//! Runs lockdown's programs on packets with `BPF_PROG_TEST_RUN`, no interface involved.
+//! Runs lockdown's programs on packets with `BPF_PROG_TEST_RUN`, no interface involved: the
+//! verdict tests and the model comparison drive a [`Datapath`], and the bench times the same one.
 //!
-//! [`Datapath`] loads the embedded object unpinned, loads the XDP and TC programs, takes typed
-//! handles on every map, and writes a config and an allowlist. [`Datapath::ingress`] runs the XDP
-//! program once and reports its action and the reason counter that moved; [`Datapath::egress`]
-//! runs the TC program. Everything panics with a message instead of returning errors.
+//! [`Datapath::load`] loads the embedded object unpinned, loads the XDP and TC programs, takes
+//! lockdown-user's own handles on every map (its [`Handles`] and [`Blocklist`]), and writes a
+//! config and an allowlist. [`Datapath::ingress`] runs the XDP program once and reports its action
+//! and the reason counter that moved; [`Datapath::egress`] runs the TC program;
+//! [`Datapath::time`] runs a program `repeat` times and returns the kernel's mean duration. The
+//! test-facing methods panic with a message instead of returning errors.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::AsFd as _,
+    time::Duration,
+};
 
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError},
+    maps::{HashMap, Map, MapData, MapError},
     programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use lockdown_common::contract::{
-    allow::AllowRule,
-    config::{Config, Timeouts},
-    counters::{Counter, CounterKind},
-    flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
-    maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+use lockdown_common::{
+    contract::{
+        allow::AllowRule,
+        config::{Config, Timeouts},
+        counters::{Counter, CounterKind},
+        flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
+        maps::{
+            CONFIG, FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, SKETCH_ENTRIES, flow_capacity,
+        },
+        rate::RateSpec,
+    },
+    rules::{allow::PortSpec, deny::DenyNet},
 };
 use lockdown_user::{
     EBPF_OBJECT,
-    datapath::{flows::FlowEntry, handles::Handles},
+    datapath::{blocklist::Blocklist, flows::FlowEntry, handles::Handles},
 };
 
-use crate::packets::addr16;
+use crate::packets::{addr16, hex};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -133,7 +148,7 @@ pub const fn is_reason(c: Counter) -> bool {
     matches!(c.kind(), CounterKind::Pass | CounterKind::Drop)
 }
 
-fn ignore_missing<T>(r: Result<T, MapError>, what: &str) -> Option<T> {
+fn ignore_missing<T>(r: std::result::Result<T, MapError>, what: &str) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(MapError::KeyNotFound) => None,
@@ -146,9 +161,23 @@ pub struct Datapath {
     ebpf: Ebpf,
     pub handles: Handles,
     pub frags: HashMap<MapData, FragKey, FragValue>,
+    pub blocklist: Blocklist,
     config: Config,
     /// Packets per counter after the last run, if nothing else has moved them since.
     counters: Option<Vec<u64>>,
+}
+
+/// A second handle on the object's array map `name` (one the [`Handles`] take too).
+fn duplicate(ebpf: &Ebpf, name: &str) -> Result<Map> {
+    let Some(Map::Array(data)) = ebpf.map(name) else {
+        bail!("array map {name} missing from the object");
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .with_context(|| format!("duplicating the descriptor of map {name}"))?;
+    Ok(Map::from_map_data(MapData::from_fd(fd)?)?)
 }
 
 impl Datapath {
@@ -160,6 +189,17 @@ impl Datapath {
     /// Loads the object; `max_flows` overrides the live flow tables' capacity (and so the
     /// closing tables').
     pub fn with_max_flows(config: Config, rules: &[&str], max_flows: Option<u32>) -> Self {
+        Self::load(config, &crate::testrun::rules(rules), max_flows)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Loads the object with `config` and `rules`; `max_flows` overrides the live flow tables'
+    /// capacity (and so the closing tables').
+    pub fn load(
+        config: Config,
+        rules: &BTreeSet<AllowRule>,
+        max_flows: Option<u32>,
+    ) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
             for (name, table, _) in FLOW_MAPS {
@@ -168,29 +208,68 @@ impl Datapath {
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
-            .unwrap_or_else(|e| panic!("loading the lockdown eBPF object (are we root?): {e:#}"));
-        let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_INGRESS);
+            .context("loading the lockdown eBPF object (are we root?)")?;
+        let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_INGRESS)?;
         xdp.load()
-            .unwrap_or_else(|e| panic!("loading {PROG_INGRESS}: {e:#}"));
-        let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS);
+            .with_context(|| format!("loading {PROG_INGRESS}"))?;
+        let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS)?;
         tc.load()
-            .unwrap_or_else(|e| panic!("loading {PROG_EGRESS}: {e:#}"));
+            .with_context(|| format!("loading {PROG_EGRESS}"))?;
         let frags = ebpf
             .take_map(FRAGS)
-            .unwrap_or_else(|| panic!("map {FRAGS} missing from the object"))
+            .with_context(|| format!("map {FRAGS} missing from the object"))?
             .try_into()
-            .unwrap_or_else(|e| panic!("map {FRAGS}: {e:#}"));
-        let handles = Handles::take(&mut ebpf).unwrap_or_else(|e| panic!("taking the maps: {e:#}"));
+            .with_context(|| format!("map {FRAGS}"))?;
+        let mut config_map = Some(duplicate(&ebpf, CONFIG)?);
+        let handles = Handles::take(&mut ebpf).context("taking the maps")?;
+        let blocklist = Blocklist::from_maps("the test run", |name| match name {
+            CONFIG => config_map.take().context("the config map, twice"),
+            _ => ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing from the object")),
+        })
+        .context("taking the blocklist maps")?;
         let mut dp = Self {
             ebpf,
             handles,
             frags,
+            blocklist,
             config,
             counters: None,
         };
-        dp.set_config(&config);
-        dp.set_rules(&crate::testrun::rules(rules));
-        dp
+        dp.handles
+            .write_config(&config)
+            .context("writing the config")?;
+        dp.handles
+            .set_rules(rules)
+            .with_context(|| format!("writing the rules {rules:?}"))?;
+        Ok(dp)
+    }
+
+    /// Loads XDP program `name` of the object too (the bench's bare baselines), for
+    /// [`Datapath::time`].
+    pub fn load_xdp(&mut self, name: &str) -> Result<()> {
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, name)?;
+        xdp.load().with_context(|| format!("loading {name}"))
+    }
+
+    /// Runs the loaded program `name` (XDP or TC) `repeat` times on `frame`: its return value and
+    /// the kernel's mean duration of one run. Counters move as for any run.
+    pub fn time(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        self.counters = None;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let r = match self.ebpf.program(name) {
+            Some(Program::Xdp(p)) => p.test_run(opts),
+            Some(Program::SchedClassifier(p)) => p.test_run(opts),
+            Some(_) => bail!("program {name} is neither XDP nor TC"),
+            None => bail!("program {name} missing from the object"),
+        }
+        .map_err(|e| anyhow!("BPF_PROG_TEST_RUN of {name}: {}", chain(&e)))?;
+        Ok((r.return_value, r.duration))
     }
 
     pub const fn config(&self) -> &Config {
@@ -228,10 +307,7 @@ impl Datapath {
     pub fn set_rates(
         &mut self,
         rules: &BTreeSet<AllowRule>,
-        rates: &std::collections::BTreeMap<
-            lockdown_common::rules::allow::PortSpec,
-            lockdown_common::contract::rate::RateSpec,
-        >,
+        rates: &BTreeMap<PortSpec, RateSpec>,
         seed: u64,
     ) {
         self.handles
@@ -239,86 +315,38 @@ impl Datapath {
             .unwrap_or_else(|e| panic!("writing the rates {rates:?}: {e:#}"));
         self.handles
             .sketch
-            .set(lockdown_common::contract::maps::SKETCH_ENTRIES, &seed, 0)
+            .set(SKETCH_ENTRIES, &seed, 0)
             .unwrap_or_else(|e| panic!("writing the sketch seed: {e}"));
     }
 
-    /// Replaces the blocklist maps and the address filter with `entries` (the config's
-    /// `FLAG_DENY*` bits are the caller's, through [`Datapath::set_config`]).
-    pub fn set_deny(
-        &mut self,
-        entries: &std::collections::BTreeMap<lockdown_common::rules::deny::DenyNet, u64>,
-    ) {
-        use aya::maps::{
-            Array, HashMap as BpfHashMap,
-            lpm_trie::{Key, LpmTrie},
-        };
-        use lockdown_common::{contract::maps, stages::deny};
-        let mut v4: BpfHashMap<_, u32, u64> = self
-            .ebpf
-            .map_mut(maps::DENY4)
-            .expect("the DENY4 map")
-            .try_into()
-            .expect("DENY4 is a hash map");
-        let keys: Vec<u32> = v4.keys().map(|k| k.expect("DENY4 keys")).collect();
-        for k in keys {
-            v4.remove(&k).expect("clearing DENY4");
+    /// Replaces the blocklist with `entries` through lockdown's own [`Blocklist`] (its maps and
+    /// its address filter). The config's `FLAG_DENY*` bits stay the caller's, as set through
+    /// [`Datapath::set_config`].
+    pub fn set_deny(&mut self, entries: &BTreeMap<DenyNet, u64>) {
+        let old: Vec<DenyNet> = self
+            .blocklist
+            .entries()
+            .unwrap_or_else(|e| panic!("reading the blocklist: {e:#}"))
+            .into_keys()
+            .collect();
+        self.blocklist
+            .remove_all(&old)
+            .unwrap_or_else(|e| panic!("clearing the blocklist: {e:#}"));
+        for (net, expires) in entries {
+            self.blocklist
+                .add(net, *expires)
+                .unwrap_or_else(|e| panic!("adding {net} to the blocklist: {e:#}"));
         }
-        for (n, e) in entries
-            .iter()
-            .filter(|(n, _)| n.is_host() && n.family == FAMILY_V4)
-        {
-            v4.insert(&deny::key4(&n.addr), e, 0)
-                .expect("writing DENY4");
-        }
-        let mut v6: BpfHashMap<_, [u8; 16], u64> = self
-            .ebpf
-            .map_mut(maps::DENY6)
-            .expect("the DENY6 map")
-            .try_into()
-            .expect("DENY6 is a hash map");
-        let keys: Vec<[u8; 16]> = v6.keys().map(|k| k.expect("DENY6 keys")).collect();
-        for k in keys {
-            v6.remove(&k).expect("clearing DENY6");
-        }
-        for (n, e) in entries
-            .iter()
-            .filter(|(n, _)| n.is_host() && n.family != FAMILY_V4)
-        {
-            v6.insert(&n.addr, e, 0).expect("writing DENY6");
-        }
-        let mut nets: LpmTrie<_, [u8; 20], u64> = self
-            .ebpf
-            .map_mut(maps::DENY_NETS)
-            .expect("the DENY_NETS map")
-            .try_into()
-            .expect("DENY_NETS is a trie");
-        let keys: Vec<Key<[u8; 20]>> = nets.keys().map(|k| k.expect("DENY_NETS keys")).collect();
-        for k in keys {
-            nets.remove(&k).expect("clearing DENY_NETS");
-        }
-        for (n, e) in entries.iter().filter(|(n, _)| !n.is_host()) {
-            let k = n.net_key();
-            nets.insert(&Key::new(k.prefix_len, k.data()), e, 0)
-                .expect("writing DENY_NETS");
-        }
-        let mut filter: Array<_, u64> = self
-            .ebpf
-            .map_mut(maps::DENY_FILTER)
-            .expect("the filter map")
-            .try_into()
-            .expect("DENY_FILTER is an array");
-        let mut words = std::collections::BTreeMap::<u32, u64>::new();
-        for n in entries.keys().filter(|n| n.is_host()) {
-            let (w, m) = deny::filter_slot(n.family, &n.addr);
-            *words.entry(w).or_default() |= m;
-        }
-        for w in 0..maps::FILTER_WORDS {
-            let want = words.get(&w).copied().unwrap_or(0);
-            if filter.get(&w, 0).expect("reading the filter") != want {
-                filter.set(w, &want, 0).expect("writing the filter");
-            }
-        }
+        let config = self.config;
+        self.set_config(&config);
+    }
+
+    /// Adds `net` to the blocklist until `expires`, as `lockdown deny add` does: the config's
+    /// `FLAG_DENY*` bits go on with it.
+    pub fn deny(&mut self, net: &DenyNet, expires: u64) -> Result<()> {
+        self.blocklist.add(net, expires)?;
+        self.config = self.handles.read_config()?;
+        Ok(())
     }
 
     /// Packets per counter, summed over CPUs, in index order.
@@ -352,7 +380,7 @@ impl Datapath {
             frame.len()
         );
         let before = self.take_counters();
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS).unwrap_or_else(|e| panic!("{e:#}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,
@@ -363,7 +391,7 @@ impl Datapath {
             .unwrap_or_else(|e| {
                 panic!(
                     "test run of {PROG_INGRESS} on {}: {}",
-                    crate::packets::hex(frame),
+                    hex(frame),
                     chain(&e)
                 )
             })
@@ -381,7 +409,7 @@ impl Datapath {
             [(c, 1)] => (ret, c),
             _ => panic!(
                 "expected exactly one ingress counter to move by one packet, got {moved:?} (action {ret}) for {}",
-                crate::packets::hex(frame)
+                hex(frame)
             ),
         }
     }
@@ -397,7 +425,7 @@ impl Datapath {
         self.try_egress_counted(frame).unwrap_or_else(|| {
             panic!(
                 "the kernel refuses a TC test run of {} ({} bytes): an IPv4/IPv6 frame needs a whole IP header",
-                crate::packets::hex(frame),
+                hex(frame),
                 frame.len()
             )
         })
@@ -409,7 +437,8 @@ impl Datapath {
     /// behind it; XDP test runs only need the Ethernet header.
     pub fn try_egress_counted(&mut self, frame: &[u8]) -> Option<(i32, bool)> {
         let before = self.take_counters();
-        let tc: &SchedClassifier = program(&self.ebpf, PROG_EGRESS);
+        let tc: &SchedClassifier =
+            program(&self.ebpf, PROG_EGRESS).unwrap_or_else(|e| panic!("{e:#}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,
@@ -423,11 +452,7 @@ impl Datapath {
                 self.counters = Some(before);
                 return None;
             }
-            Err(e) => panic!(
-                "test run of {PROG_EGRESS} on {}: {}",
-                crate::packets::hex(frame),
-                chain(&e)
-            ),
+            Err(e) => panic!("test run of {PROG_EGRESS} on {}: {}", hex(frame), chain(&e)),
         };
         let after = self.counter_packets();
         let delta = |c: Counter| after[c as usize] - before[c as usize];
@@ -449,9 +474,9 @@ impl Datapath {
 
     /// Runs the raw XDP test run on `frame`, returning the syscall's error if any (for input the
     /// kernel refuses, e.g. shorter than an Ethernet header).
-    pub fn try_ingress_raw(&mut self, frame: &[u8]) -> Result<u32, String> {
+    pub fn try_ingress_raw(&mut self, frame: &[u8]) -> std::result::Result<u32, String> {
         self.counters = None;
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS).unwrap_or_else(|e| panic!("{e:#}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,
@@ -567,26 +592,26 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn program<'a, P>(ebpf: &'a Ebpf, name: &str) -> &'a P
+fn program<'a, P>(ebpf: &'a Ebpf, name: &str) -> Result<&'a P>
 where
     &'a P: TryFrom<&'a Program>,
     <&'a P as TryFrom<&'a Program>>::Error: std::fmt::Display,
 {
     let p = ebpf
         .program(name)
-        .unwrap_or_else(|| panic!("program {name} missing from the object"));
+        .with_context(|| format!("program {name} missing from the object"))?;
     p.try_into()
-        .unwrap_or_else(|e| panic!("program {name} has an unexpected type: {e}"))
+        .map_err(|e| anyhow!("program {name} has an unexpected type: {e}"))
 }
 
-fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut P
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut Program>,
     <&'a mut P as TryFrom<&'a mut Program>>::Error: std::fmt::Display,
 {
     let p = ebpf
         .program_mut(name)
-        .unwrap_or_else(|| panic!("program {name} missing from the object"));
+        .with_context(|| format!("program {name} missing from the object"))?;
     p.try_into()
-        .unwrap_or_else(|e| panic!("program {name} has an unexpected type: {e}"))
+        .map_err(|e| anyhow!("program {name} has an unexpected type: {e}"))
 }
