@@ -1,6 +1,5 @@
 //! The lockdown loader as a library: the `lockdown` CLI and the integration tests share it.
 
-pub mod allowlist;
 pub mod attach;
 pub mod config;
 pub mod datapath;

@@ -1,5 +1,6 @@
-//! The allowlist's text form: a rule as the operator writes it (`tcp/22`, `tcp/8000-8100` from a
-//! CIDR), and its compilation into the port table and source-CIDR trie the datapath reads.
+//! The allowlist's text form and meaning: a rule as the operator writes it (`tcp/22`,
+//! `tcp/8000-8100` from a CIDR), its compilation into the port table and source-CIDR trie the
+//! datapath reads, and what a rule set admits ([`admits`], [`vouched`]) for the host's own questions.
 
 use core::{fmt, net::IpAddr, str::FromStr};
 
@@ -7,7 +8,7 @@ use crate::contract::{
     allow::{
         AllowRule, CidrKey, PORT_ANY_V4, PORT_ANY_V6, PORT_CIDR, PORT_TABLE_ENTRIES, port_slot,
     },
-    flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr},
+    flow::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, addr_bytes, ip_addr},
 };
 
 /// A rule that could not be parsed; the message names the problem.
@@ -275,6 +276,42 @@ impl fmt::Display for PortSpec {
     }
 }
 
+/// Whether `rules` let `client` (the lockout guard's question: may this session reconnect?) send a new `proto` packet to `port`.
+pub fn admits(
+    rules: &std::collections::BTreeSet<AllowRule>,
+    proto: u8,
+    client: IpAddr,
+    port: u16,
+) -> bool {
+    rules.iter().any(|r| {
+        r.proto == proto
+            && (r.port_lo..=r.port_hi).contains(&port)
+            && match r.source() {
+                None => true,
+                Some((net, len)) => in_cidr(client, net, len),
+            }
+    })
+}
+
+/// Whether `rules` vouch for the connection of flow `key`: a new connection from its remote end to
+/// its local port would be allowed, so its packets pass without an entry.
+pub fn vouched(rules: &std::collections::BTreeSet<AllowRule>, key: &FlowKey) -> bool {
+    admits(
+        rules,
+        key.proto,
+        ip_addr(key.family, &key.remote),
+        key.local_port,
+    )
+}
+
+/// Whether `addr` lies in `net/len`.
+fn in_cidr(addr: IpAddr, net: IpAddr, len: u8) -> bool {
+    let ((fa, mut a), (fn_, mut n)) = (addr_bytes(addr), addr_bytes(net));
+    mask(&mut a, len);
+    mask(&mut n, len);
+    fa == fn_ && a == n
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -360,5 +397,64 @@ mod tests {
         let r = AllowRule::parse("udp/53", None).unwrap();
         assert_eq!(r.to_string(), "udp/53");
         assert_eq!(r.port_flags(), PORT_ANY_V4 | PORT_ANY_V6);
+    }
+}
+
+#[cfg(test)]
+mod semantics_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn rules(list: &[(&str, Option<&str>)]) -> BTreeSet<AllowRule> {
+        list.iter()
+            .map(|(spec, from)| AllowRule::parse(spec, *from).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_allowlist_vouches_by_port_protocol_and_source() {
+        let ((family, local), (_, remote)) = (
+            addr_bytes("10.231.0.1".parse().unwrap()),
+            addr_bytes("10.231.0.2".parse().unwrap()),
+        );
+        let k = FlowKey {
+            local,
+            remote,
+            local_port: 22,
+            remote_port: 50000,
+            proto: PROTO_TCP,
+            family,
+            _pad: 0,
+        };
+        assert!(vouched(&rules(&[("tcp/22", None)]), &k));
+        assert!(vouched(&rules(&[("tcp/20-30", Some("10.231.0.0/24"))]), &k));
+        assert!(!vouched(&rules(&[("tcp/22", Some("10.1.0.0/16"))]), &k));
+        assert!(!vouched(&rules(&[("udp/22", None)]), &k));
+        assert!(!vouched(&rules(&[("tcp/8080", None)]), &k));
+    }
+
+    #[test]
+    fn a_client_is_admitted_by_protocol_port_and_source() {
+        let client = "10.0.0.9".parse().unwrap();
+        assert!(admits(&rules(&[("tcp/22", None)]), PROTO_TCP, client, 22));
+        assert!(admits(
+            &rules(&[("tcp/2000-3000", Some("10.0.0.0/24"))]),
+            PROTO_TCP,
+            client,
+            2222
+        ));
+        assert!(!admits(
+            &rules(&[("tcp/2222", Some("10.0.1.0/24"))]),
+            PROTO_TCP,
+            client,
+            2222
+        ));
+        assert!(!admits(
+            &rules(&[("tcp/22", None)]),
+            PROTO_TCP,
+            "fd00::1".parse().unwrap(),
+            23
+        ));
     }
 }

@@ -9,13 +9,10 @@ use std::collections::BTreeSet;
 use anyhow::{Result, bail};
 use lockdown_common::{
     contract::{allow::AllowRule, flow::PROTO_TCP},
-    rules::deny::DenyNet,
+    rules::{allow::admits, deny::DenyNet},
 };
 
-use crate::{
-    allowlist::admits,
-    host::sockets::{self, SshSession},
-};
+use crate::host::sockets::{self, SshSession};
 
 /// Refuses the allowlist `rules` and the blocklist entries `deny` if either would cut an SSH
 /// session this host serves.

@@ -17,13 +17,15 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use lockdown_common::contract::{
-    allow::AllowRule,
-    flow::{FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes},
+use lockdown_common::{
+    contract::{
+        allow::AllowRule,
+        flow::{FLOW_FLAG_SEEDED, FlowKey, FlowState, FlowValue, PROTO_TCP, PROTO_UDP, addr_bytes},
+    },
+    rules::allow::vouched,
 };
 
 use crate::{
-    allowlist::vouched,
     datapath::handles::Handles,
     host::{
         ctnetlink::{self, CtEntry, CtTuple, IPS_SEEN_REPLY},

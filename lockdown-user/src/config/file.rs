@@ -65,7 +65,7 @@ use toml::{
 
 use crate::{
     attach::{Given, UpOptions},
-    datapath::handles::{compile, compile_policy},
+    datapath::handles::compile_policy,
     host::link::XdpMode,
 };
 
@@ -157,7 +157,7 @@ pub fn apply(opts: &mut UpOptions, o: &Overrides) -> Result<()> {
             .iter()
             .map(|s| AllowRule::parse(s, None).with_context(|| format!("--allow {s}")))
             .collect::<Result<_>>()?;
-        compile(&new.rules)?;
+        lockdown_common::rules::allow::compile(&new.rules)?;
         new.given.rules = true;
     }
     if let Some(mode) = o.mode {

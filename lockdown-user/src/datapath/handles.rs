@@ -16,13 +16,16 @@ use aya::{
 };
 use lockdown_common::{
     contract::{
-        allow::{AllowRule, CidrKey},
+        allow::AllowRule,
         config::Config,
         counters::{Counter, CounterValue},
         maps::{CIDRS, CONFIG, COUNTERS, PORTS, RATES, RULES, SKETCH, SKETCH_ENTRIES},
         rate::RateSpec,
     },
-    rules::allow::PortSpec,
+    rules::{
+        allow::PortSpec,
+        policy::{Compiled, Policy},
+    },
 };
 
 use crate::datapath::{
@@ -40,13 +43,6 @@ pub struct Handles {
     pub config: Array<MapData, Config>,
     pub rates: HashMap<MapData, u32, RateSpec>,
     pub sketch: Array<MapData, u64>,
-}
-
-/// The compiled policy: port table, source-CIDR entries and per-port rates.
-pub struct Compiled {
-    ports: Vec<u64>,
-    cidrs: BTreeSet<CidrKey>,
-    rates: BTreeMap<u32, RateSpec>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -241,24 +237,13 @@ impl Handles {
     }
 }
 
-/// The port table and the source-CIDR trie entries that implement a rule set; an error names
-/// the limit it exceeds.
-pub fn compile(rules: &BTreeSet<AllowRule>) -> Result<(Vec<u64>, BTreeSet<CidrKey>)> {
-    Ok(lockdown_common::rules::allow::compile(rules)?)
-}
-
-/// [`compile`] with the rates of `rates`; an error names what is wrong.
+/// The maps' contents for the allowlist `rules` with the rates `rates`; an error names what is
+/// wrong.
 pub fn compile_policy(
     rules: &BTreeSet<AllowRule>,
     rates: &BTreeMap<PortSpec, RateSpec>,
 ) -> Result<Compiled> {
-    let (mut ports, cidrs) = compile(rules)?;
-    let rates = lockdown_common::rules::rate::compile(rules, rates, &mut ports)?;
-    Ok(Compiled {
-        ports,
-        cidrs,
-        rates,
-    })
+    Ok(Policy::new(rules.clone(), rates.clone()).compile()?)
 }
 
 /// Fills `buf` from the kernel's random pool (getrandom(2)).

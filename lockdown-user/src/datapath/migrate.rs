@@ -35,14 +35,12 @@ use lockdown_common::contract::{
         PIN_LINK_INGRESS,
     },
 };
+use lockdown_common::rules::allow::vouched;
 
-use crate::{
-    allowlist::vouched,
-    datapath::{
-        handles::Handles,
-        load::loader,
-        pins::{PinDir, is_not_found},
-    },
+use crate::datapath::{
+    handles::Handles,
+    load::loader,
+    pins::{PinDir, is_not_found},
 };
 
 /// The flow table of the releases before the split into four tables: 40-byte [`FlowKey`] →
