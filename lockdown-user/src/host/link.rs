@@ -22,6 +22,9 @@
 //! (bond/bridge options): if it does not decode, only its `IFLA_INFO_KIND` is taken.
 //! [`parse_reply`] is a pure function over the bytes of one `recv`, unit-tested on replies
 //! captured from a real kernel.
+//!
+//! [`XdpMode`] names the XDP attach modes: those lockdown attaches in, and those the kernel
+//! reports for a program already attached.
 
 use std::{convert::Infallible, ffi::CString, io};
 
