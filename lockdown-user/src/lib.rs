@@ -1,4 +1,14 @@
-//! The lockdown loader as a library: the `lockdown` CLI and the integration tests share it.
+//! The lockdown loader as a library: the `lockdown` CLI, the integration tests and the bench share
+//! it.
+//!
+//! Its rooms, each importing only those below it:
+//! - [`config`]: the configuration file and the iptables import, which produce `up`'s options;
+//! - [`attach`] and [`observe`]: changing what is attached (up, replace, detach, the lockout
+//!   guard, seeding, the rule-change path, confirm), and reporting on it (status, metrics);
+//! - [`datapath`]: the eBPF object, its pins and typed handles on its maps;
+//! - [`host`] and [`allowlist`]: the host kernel's interfaces, and what an allowlist admits.
+//!
+//! The verbs (`src/cli/`, one file each) stand on top, in the binary.
 
 pub mod attach;
 pub mod config;

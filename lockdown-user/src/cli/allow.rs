@@ -1,3 +1,5 @@
+//! `lockdown allow add|del|list`: the allowlist, changed live through the pinned maps.
+
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use lockdown_common::{

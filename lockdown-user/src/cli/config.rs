@@ -1,3 +1,6 @@
+//! `lockdown check-config` and `lockdown import-iptables`: the configuration file, checked or
+//! written from an iptables ruleset, without touching the kernel.
+
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};

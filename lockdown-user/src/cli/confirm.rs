@@ -1,3 +1,5 @@
+//! `lockdown confirm`, and the hidden `watchdog` that rolls back an unconfirmed `up --confirm`.
+
 use anyhow::Result;
 use clap::Args;
 use lockdown_user::{

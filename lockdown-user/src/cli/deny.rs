@@ -1,3 +1,5 @@
+//! `lockdown deny add|del|flush|list`: the blocklist, changed live through the pinned maps.
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};

@@ -1,3 +1,5 @@
+//! `lockdown down`: detach from an interface and remove its pins.
+
 use anyhow::{Result, bail};
 use clap::Args;
 use lockdown_user::{attach, datapath::pins};

@@ -1,3 +1,5 @@
+//! `lockdown exporter`: serve the Prometheus metrics of the locked-down interfaces.
+
 use anyhow::Result;
 use clap::Args;
 use lockdown_user::{datapath::pins, observe::metrics};

@@ -1,3 +1,5 @@
+//! `lockdown flows`: list the flow tables' live entries, or flush them.
+
 use std::{
     io::{BufRead as _, IsTerminal as _, Write as _},
     net::{IpAddr, SocketAddr},

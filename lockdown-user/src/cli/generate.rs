@@ -1,3 +1,5 @@
+//! The hidden `lockdown generate`: man pages and shell completions from the clap definitions.
+
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};

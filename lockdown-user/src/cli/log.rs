@@ -1,3 +1,5 @@
+//! `lockdown log`: stream the dropped-packet events.
+
 use std::{
     net::{IpAddr, SocketAddr},
     os::fd::AsRawFd as _,

@@ -1,3 +1,5 @@
+//! `lockdown run`: lock an interface down in the foreground until a signal.
+
 use anyhow::{Context as _, Result};
 use clap::Args;
 use lockdown_user::attach;

@@ -1,3 +1,5 @@
+//! `lockdown status`: what is attached, its policy, counters and flow tables.
+
 use anyhow::Result;
 use clap::Args;
 use lockdown_common::contract::counters::Counter;

@@ -1,3 +1,5 @@
+//! `lockdown up`, plain, `--replace` or `--confirm`, and the options `up` and `run` share.
+
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};

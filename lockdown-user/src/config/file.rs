@@ -878,6 +878,18 @@ name = "wg0"
             err("[[interface]]\nname = \"eth0\"\nmode = \"fast\"\n"),
             "lockdown.toml:3: interface[0].mode: unknown variant `fast`, expected `native` or `skb`"
         );
+        // The modes the kernel reports but lockdown never attaches in are not for the file.
+        for reported in ["hardware", "multi"] {
+            assert_eq!(
+                err(&format!(
+                    "[[interface]]\nname = \"eth0\"\nmode = \"{reported}\"\n"
+                )),
+                format!(
+                    "lockdown.toml:3: interface[0].mode: unknown variant `{reported}`, expected \
+                     `native` or `skb`"
+                )
+            );
+        }
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\n[[interface]]\nmode = \"skb\"\n"),
             "lockdown.toml:3: interface[1]: has no `name`: set it to the external interface to lock \

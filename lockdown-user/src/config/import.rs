@@ -1,4 +1,4 @@
-//! `lockdown import`: translates `iptables-save` and/or `ip6tables-save` output (the two may be
+//! `lockdown import-iptables`: translates `iptables-save` and/or `ip6tables-save` output (the two may be
 //! concatenated) into a lockdown configuration file (see [`crate::config::file`]).
 //!
 //! Only the `*filter` table's INPUT chain is translated. What lockdown always does needs no rule

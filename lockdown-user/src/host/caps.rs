@@ -1,4 +1,5 @@
-//! The privilege check every verb runs first.
+//! The privilege check: whether this process may load lockdown's programs and open its pins (root,
+//! or CAP_BPF and CAP_NET_ADMIN). Every verb that touches the kernel runs it first.
 
 use anyhow::{Result, bail};
 

@@ -22,6 +22,9 @@
 //! (bond/bridge options): if it does not decode, only its `IFLA_INFO_KIND` is taken.
 //! [`parse_reply`] is a pure function over the bytes of one `recv`, unit-tested on replies
 //! captured from a real kernel.
+//!
+//! [`XdpMode`] names the XDP attach modes: those lockdown attaches in, and those the kernel
+//! reports for a program already attached.
 
 use std::{convert::Infallible, ffi::CString, io};
 
@@ -474,6 +477,25 @@ mod tests {
 
     use super::*;
     use crate::testutil::hex;
+
+    #[test]
+    fn only_the_modes_lockdown_attaches_in_can_be_asked_for() {
+        use clap::ValueEnum as _;
+        let names: Vec<String> = XdpMode::value_variants()
+            .iter()
+            .filter_map(|m| m.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["native", "skb"]);
+        for m in XdpMode::value_variants() {
+            let asked = m.to_possible_value().is_some();
+            assert_eq!(m.attach_flags().is_some(), asked, "{m:?}");
+            assert_eq!(XdpMode::from_config(m.config_value()), asked.then_some(*m));
+            if asked {
+                assert_eq!(XdpMode::from_str(m.name(), false), Ok(*m));
+            }
+        }
+    }
 
     // Captured on this project's VM (Linux 6.18) from a private network namespace, as `getlink`
     // receives them (sequence number 1): the replies to the requests for

@@ -1,6 +1,6 @@
-//! The host kernel's interfaces lockdown reads, each in the current network namespace: netlink
-//! (links, conntrack), the ethtool ioctl, the `/proc/net` socket tables and the process's
-//! capabilities.
+//! The host kernel's interfaces that lockdown reads: netlink (the interfaces, the conntrack
+//! table), the ethtool ioctl and the `/proc/net` socket tables, each in the current network
+//! namespace, and this process's capabilities.
 
 pub mod caps;
 pub mod ctnetlink;

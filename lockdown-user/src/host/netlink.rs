@@ -1,6 +1,6 @@
-//! What lockdown's two netlink readers ([`crate::host::ctnetlink`] and [`crate::host::link`]) share: the
-//! socket's receive timeout, sending a request, receiving one reply datagram, and walking its
-//! messages.
+//! What lockdown's two netlink readers ([`crate::host::ctnetlink`] and [`crate::host::link`])
+//! share: the socket's receive timeout, sending a request, receiving one reply datagram, and
+//! walking its messages.
 
 use std::{io, os::fd::AsRawFd as _, time::Duration};
 
