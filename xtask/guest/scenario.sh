@@ -100,10 +100,11 @@ attached() {
     }
 }
 
-# A counter from `status --json` (0 if absent).
+# A packet counter from `status --json`'s "counters" object (0 if absent).
 counter() {
-    in_o "$LOCKDOWN" status --iface $OIF --json 2>/dev/null |
-        tr -d ' \n' | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2 | grep . || echo 0
+    in_o "$LOCKDOWN" status --iface $OIF --json 2>/dev/null | tr -d ' \n' |
+        sed -n 's/.*"counters":{\([^}]*\)}.*/\1/p' | grep -o "\"$1\":[0-9]*" | cut -d: -f2 |
+        grep . || echo 0
 }
 
 check() { # NAME FUNCTION
@@ -296,7 +297,10 @@ c_replace() {
     wait $client
     client_rc=$?
     wait $loop
-    wait $server
+    # The client ends once the server has read everything and closed; a server whose client
+    # never connected would wait forever.
+    kill $server 2>/dev/null
+    wait $server 2>/dev/null
     [ $replaced -eq 0 ] || return 1
     last=$(tail -n 1 "$WORK/stream" | cut -d' ' -f2)
     lines=$(wc -l <"$WORK/stream")

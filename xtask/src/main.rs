@@ -80,12 +80,13 @@ enum Task {
     /// (also on failure).
     Demo(demo::Options),
     /// Run lockdown's scenario on Debian's 6.1 and 6.12 kernels and on the running one (needs
-    /// root; about N minutes).
+    /// root; about 5 minutes, the kernels side by side).
     ///
     /// Downloads the kernel packages with `apt-get download` (cached under target/kernels/),
     /// boots each in QEMU (TCG; `--kvm` to use KVM) from an initramfs holding busybox, the
     /// release binary, iproute2, netcat and the model_vs_bpf test, and runs the same scenario
-    /// (xtask/guest/scenario.sh) natively on the running kernel in network namespaces: `up`
+    /// (xtask/guest/scenario.sh) there and natively on the running kernel, on a veth pair
+    /// between two network namespaces: `up`
     /// native and skb, live `allow`, an outbound flow, ICMP RELATED, `deny` with expiry, a rate
     /// limit, a SIGKILLed `run`, `up --replace` under traffic, `down`, and the model-vs-program
     /// pass. Prints a table kernel × check and the programs' instruction counts per kernel;
