@@ -13,8 +13,8 @@
 #   LOCKDOWN_PIN_ROOT   a private pin root on bpffs (required; created and removed here)
 #   LOCKDOWN_RUN_DIR    a private run directory (required; created and removed here)
 #   MODEL_VS_BPF        the compiled `model_vs_bpf` test executable (required)
-#   MODEL_CASES         its number of test runs (LOCKDOWN_MODEL_CASES; default 5000)
-#   MODEL_SEED          its seed (LOCKDOWN_MODEL_SEED; default 1)
+#   MODEL_CASES         its number of test runs (LOCKDOWN_MODEL_CASES; required)
+#   MODEL_SEED          its seed (LOCKDOWN_MODEL_SEED; required)
 #   LDK_TAG             namespace name prefix (default ldk); the namespaces are $LDK_TAG-o/-p
 #
 # Everything in a namespace runs under `nsenter --net=/run/netns/NAME`, never `ip netns exec`
@@ -24,12 +24,11 @@
 set -u
 
 : "${LOCKDOWN:?}" "${LOCKDOWN_PIN_ROOT:?}" "${LOCKDOWN_RUN_DIR:?}" "${MODEL_VS_BPF:?}"
+: "${MODEL_CASES:?}" "${MODEL_SEED:?}"
 export LOCKDOWN_PIN_ROOT LOCKDOWN_RUN_DIR
 # The lockout guard looks at $SSH_CONNECTION; the sandbox serves no SSH session.
 unset SSH_CONNECTION
 TAG=${LDK_TAG:-ldk}
-CASES=${MODEL_CASES:-5000}
-SEED=${MODEL_SEED:-1}
 
 IP=/usr/sbin/ip
 TC=/usr/sbin/tc
@@ -365,7 +364,7 @@ c_model_vs_bpf() {
     # The test ages entries against the uptime and wants 40 s of it.
     up=$(cut -d. -f1 /proc/uptime)
     [ "$up" -lt 42 ] && sleep $((42 - up))
-    LOCKDOWN_MODEL_CASES=$CASES LOCKDOWN_MODEL_SEED=$SEED "$MODEL_VS_BPF" --test-threads=1 --nocapture \
+    LOCKDOWN_MODEL_CASES=$MODEL_CASES LOCKDOWN_MODEL_SEED=$MODEL_SEED "$MODEL_VS_BPF" --test-threads=1 --nocapture \
         >"$WORK/model" 2>&1 &
     pid=$!
     deadline=$(($(date +%s) + 600))
