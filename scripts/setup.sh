@@ -2,7 +2,8 @@
 # Fresh-machine bootstrap for lockdown. Idempotent: each step checks what is
 # present and installs only what is missing. Safe to run from any directory.
 #
-#   - Debian packages used by the tests and the demo (bpftool if the archive has it)
+#   - Debian packages used by the tests, the demo and the kernel matrix (QEMU, busybox-static;
+#     bpftool if the archive has it)
 #   - rustup toolchains: 1.98.0 (+clippy, rustfmt) for userspace and
 #     nightly-2026-07-01 (+rust-src) for the eBPF programs
 #   - bpf-linker 0.10.1
@@ -19,7 +20,8 @@ EBPF_COMPONENTS=(rust-src clippy)
 BPF_LINKER_VERSION="0.10.1"
 CARGO_DEB_VERSION="3.8.0"
 APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd
-    dpkg-dev man-db bash-completion openssh-server openssh-client fail2ban)
+    dpkg-dev man-db bash-completion openssh-server openssh-client fail2ban
+    qemu-system-x86 busybox-static xz-utils binutils)
 APT_OPTIONAL=(bpftool)
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
