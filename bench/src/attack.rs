@@ -32,7 +32,7 @@ const PORT: u16 = 22;
 const MSG: usize = 64;
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub packets: u64,
     pub max_time: Duration,
     pub round_trips: usize,
@@ -40,7 +40,7 @@ pub struct Options {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub round_trips: usize,
     pub median_us: f64,
     pub p99_us: f64,
@@ -62,7 +62,7 @@ impl Latency {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct FilterResult {
+pub(crate) struct FilterResult {
     pub filter: Filter,
     pub label: &'static str,
     pub flood_sent: u64,
@@ -84,7 +84,7 @@ pub struct FilterResult {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub packets: u64,
     pub port: u16,
     pub message_bytes: usize,
@@ -92,7 +92,7 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn filter(&self, f: Filter) -> Option<&FilterResult> {
+    pub(crate) fn filter(&self, f: Filter) -> Option<&FilterResult> {
         self.filters.iter().find(|r| r.filter == f)
     }
 }
@@ -310,7 +310,7 @@ fn one(filter: Filter, opts: &Options, env: &Env) -> Result<FilterResult> {
     })
 }
 
-pub fn run(opts: &Options, env: &Env) -> Result<Section> {
+pub(crate) fn run(opts: &Options, env: &Env) -> Result<Section> {
     println!(
         "==> [3/4] state under attack: {} spoofed SYNs to tcp/{PORT} (listening), {} echo round trips idle and under flood",
         opts.packets, opts.round_trips

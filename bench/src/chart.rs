@@ -128,7 +128,7 @@ where
     Ok(())
 }
 
-pub fn write(path: &Path, r: &Results) -> Result<()> {
+pub(crate) fn write(path: &Path, r: &Results) -> Result<()> {
     let err = |e| anyhow!("drawing the chart: {e:?}");
     let mut panels: Vec<(String, String, Vec<Bar>, bool)> = Vec::new();
     if let Some(p) = &r.program_cost {

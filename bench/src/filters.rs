@@ -23,7 +23,7 @@ use lockdown_testbed::{
 
 /// Where the lockdown CLI is and where it pins.
 #[derive(Clone, Debug)]
-pub struct Env {
+pub(crate) struct Env {
     pub lockdown: PathBuf,
     /// A private pin root on bpffs (`LOCKDOWN_PIN_ROOT`), removed at the end of the run.
     pub pin_root: PathBuf,
@@ -31,7 +31,7 @@ pub struct Env {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-pub enum Filter {
+pub(crate) enum Filter {
     Unfiltered,
     Iptables,
     Nftables,
@@ -71,7 +71,7 @@ const NFT_RULESET: &str = "table inet ldbench {
 ";
 
 impl Filter {
-    pub const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Unfiltered,
         Self::Iptables,
         Self::Nftables,
@@ -81,7 +81,7 @@ impl Filter {
         Self::BareDropNative,
     ];
 
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::Unfiltered => "no filter",
             Self::Iptables => "seed iptables chain (conntrack)",
@@ -94,22 +94,22 @@ impl Filter {
     }
 
     /// Native XDP: the veth gets NAPI, which the bench makes threaded and pins to the RX CPU.
-    pub const fn native(self) -> bool {
+    pub(crate) const fn native(self) -> bool {
         matches!(self, Self::LockdownNative | Self::BareDropNative)
     }
 
-    pub const fn is_lockdown(self) -> bool {
+    pub(crate) const fn is_lockdown(self) -> bool {
         matches!(self, Self::LockdownSkb | Self::LockdownNative)
     }
 
     /// Whether the filter drops a SYN to a closed port (all but "no filter").
-    pub const fn drops(self) -> bool {
+    pub(crate) const fn drops(self) -> bool {
         !matches!(self, Self::Unfiltered)
     }
 }
 
 /// A filter in place on a [`NetPair`]'s origin; dropping it removes the filter.
-pub struct Applied<'a> {
+pub(crate) struct Applied<'a> {
     pub filter: Filter,
     pair: &'a NetPair,
     env: &'a Env,
@@ -120,7 +120,7 @@ pub struct Applied<'a> {
 }
 
 impl<'a> Applied<'a> {
-    pub fn apply(filter: Filter, pair: &'a NetPair, env: &'a Env) -> Result<Self> {
+    pub(crate) fn apply(filter: Filter, pair: &'a NetPair, env: &'a Env) -> Result<Self> {
         let mut applied = Self {
             filter,
             pair,
@@ -189,7 +189,7 @@ impl<'a> Applied<'a> {
 
     /// Packets the filter counted as dropped (lockdown: `drop_*` counters; iptables: the DROP
     /// rule; nftables: the drop rule's counter); `None` for filters without a counter.
-    pub fn dropped(&self) -> Result<Option<u64>> {
+    pub(crate) fn dropped(&self) -> Result<Option<u64>> {
         match self.filter {
             Filter::Unfiltered | Filter::BareDropSkb | Filter::BareDropNative => Ok(None),
             Filter::Iptables => {
@@ -234,7 +234,7 @@ impl<'a> Applied<'a> {
     }
 
     /// `lockdown status --json --interval 0` for the origin's veth.
-    pub fn lockdown_status(&self) -> Result<serde_json::Value> {
+    pub(crate) fn lockdown_status(&self) -> Result<serde_json::Value> {
         if !self.filter.is_lockdown() {
             bail!("{} is not lockdown", self.filter.label());
         }
@@ -276,7 +276,7 @@ impl<'a> Applied<'a> {
     }
 
     /// Removes the filter, reporting failure (Drop only warns).
-    pub fn remove(mut self) -> Result<()> {
+    pub(crate) fn remove(mut self) -> Result<()> {
         self.teardown()
             .with_context(|| format!("removing filter {}", self.filter.label()))
     }

@@ -34,13 +34,13 @@ use crate::{
 };
 
 /// The origin's allowed service port, where the load goes.
-pub const SERVICE_PORT: u16 = 8080;
+pub(crate) const SERVICE_PORT: u16 = 8080;
 /// The peer's port the origin's own (outbound) connections go to.
-pub const OUTBOUND_PORT: u16 = 9000;
+pub(crate) const OUTBOUND_PORT: u16 = 9000;
 /// `lockdown up --max-flows`.
-pub const MAX_FLOWS: u32 = 1024;
+pub(crate) const MAX_FLOWS: u32 = 1024;
 /// The load must open at least this many times the live table's capacity.
-pub const LOAD_FACTOR: u64 = 3;
+pub(crate) const LOAD_FACTOR: u64 = 3;
 /// How long the origin gets to receive the byte pushed down each of its own connections.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connect and read timeout of one load connection.
@@ -49,7 +49,7 @@ const CONN_TIMEOUT: Duration = Duration::from_secs(1);
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// K: the origin's own idle outbound connections (at most 128, the listener's backlog).
     pub outbound: usize,
     /// How long the load runs (at most; it also stops at `max_connections`).
@@ -66,7 +66,7 @@ pub struct Options {
 
 /// The load: connections to the origin's service, one byte each way, then closed by the peer.
 #[derive(Clone, Debug, Serialize)]
-pub struct Load {
+pub(crate) struct Load {
     /// Connections that completed: connect, one byte echoed, close.
     pub connections: u64,
     /// Attempts that failed (connect or echo error or timeout).
@@ -85,7 +85,7 @@ pub struct Load {
 
 /// The origin's own connections after the load.
 #[derive(Clone, Debug, Serialize)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     pub connections: usize,
     /// Connections whose pushed byte the origin did not receive within `timeout_ms`.
     pub lost: usize,
@@ -94,7 +94,7 @@ pub struct Outbound {
 
 /// One flow map's occupancy, from `status --json` after the load.
 #[derive(Clone, Debug, Serialize)]
-pub struct Table {
+pub(crate) struct Table {
     pub map: String,
     pub table: String,
     pub family: String,
@@ -104,7 +104,7 @@ pub struct Table {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct LockdownRun {
+pub(crate) struct LockdownRun {
     pub label: &'static str,
     pub mode: &'static str,
     pub allow: Vec<&'static str>,
@@ -139,18 +139,18 @@ pub struct LockdownRun {
 
 impl LockdownRun {
     /// Entries the accepted connections created: the larger of the two ways of counting them.
-    pub fn entries_created(&self) -> u64 {
+    pub(crate) fn entries_created(&self) -> u64 {
         self.load_flows_created
             .max(self.port_live_entries + self.port_closing_entries)
     }
 
-    pub fn reached_goal(&self) -> bool {
+    pub(crate) fn reached_goal(&self) -> bool {
         self.load.connections >= self.goal_connections
     }
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct IptablesRun {
+pub(crate) struct IptablesRun {
     pub label: &'static str,
     pub load: Load,
     pub outbound: Outbound,
@@ -163,7 +163,7 @@ pub struct IptablesRun {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub quick: bool,
     pub service_port: u16,
     pub outbound_port: u16,
@@ -729,7 +729,7 @@ fn describe(l: &Load) -> String {
     )
 }
 
-pub fn run(opts: &Options, env: &Env) -> Result<Section> {
+pub(crate) fn run(opts: &Options, env: &Env) -> Result<Section> {
     if opts.outbound == 0 || opts.outbound > 128 {
         bail!("the legit-load section needs 1 to 128 outbound connections");
     }

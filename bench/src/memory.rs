@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::sys;
 
 #[derive(Clone, Debug, Serialize)]
-pub struct MapMem {
+pub(crate) struct MapMem {
     pub name: String,
     pub map_type: u32,
     pub map_type_name: &'static str,
@@ -29,7 +29,7 @@ pub struct MapMem {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub key_bytes: usize,
     pub value_bytes: usize,
     pub key_value_bytes: usize,
@@ -119,7 +119,7 @@ const fn map_type_name(t: u32) -> &'static str {
     }
 }
 
-pub fn run(big: u32) -> Result<Section> {
+pub(crate) fn run(big: u32) -> Result<Section> {
     println!(
         "==> [4/4] memory (fdinfo memlock of every map, flow table at {DEFAULT_MAX_FLOWS} and {big})"
     );

@@ -56,7 +56,7 @@ const UDP_REMOTE_PORT: u16 = 53;
 const SYN_LOCAL_PORT: u16 = 40_002;
 
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// BPF_PROG_TEST_RUN repeat count per measurement.
     pub repeat: u32,
     /// Measurements per path (the median is reported).
@@ -68,7 +68,7 @@ pub struct Options {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Baseline {
+pub(crate) enum Baseline {
     XdpDrop,
     XdpPass,
     BareTc,
@@ -83,7 +83,7 @@ pub enum Baseline {
 }
 
 impl Baseline {
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::XdpDrop => "bare XDP_DROP",
             Self::XdpPass => "bare XDP_PASS",
@@ -96,7 +96,7 @@ impl Baseline {
 }
 
 #[derive(Debug, Serialize)]
-pub struct PathResult {
+pub(crate) struct PathResult {
     pub id: &'static str,
     pub label: String,
     pub program: &'static str,
@@ -114,7 +114,7 @@ pub struct PathResult {
 }
 
 #[derive(Debug, Serialize)]
-pub struct TableSize {
+pub(crate) struct TableSize {
     pub small_entries: usize,
     pub big_entries: usize,
     pub small_max_entries: u32,
@@ -125,7 +125,7 @@ pub struct TableSize {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub repeat: u32,
     pub reps: usize,
     pub cpu: usize,
@@ -137,7 +137,7 @@ pub struct Section {
 /// The rate-limit sketch under a spoofed flood, simulated on the host with the datapath's own
 /// code (`lockdown_common::ratelimit`): how often a legitimate source under its rate is refused.
 #[derive(Debug, Serialize)]
-pub struct SketchFalsePositives {
+pub(crate) struct SketchFalsePositives {
     pub rate: String,
     pub flood_sources: u32,
     pub probes: u32,
@@ -176,7 +176,7 @@ fn sketch_false_positives() -> SketchFalsePositives {
 }
 
 impl Section {
-    pub fn path(&self, id: &str) -> Option<&PathResult> {
+    pub(crate) fn path(&self, id: &str) -> Option<&PathResult> {
         self.paths.iter().find(|p| p.id == id)
     }
 }
@@ -335,7 +335,7 @@ impl Objects {
 }
 
 /// Entries of the blocklist of [`Obj::Blocklist`].
-pub const BLOCKLIST: u32 = 10_000;
+pub(crate) const BLOCKLIST: u32 = 10_000;
 
 /// What a path must do when run once, checked before it is timed.
 #[derive(Clone, Copy, Debug)]
@@ -399,7 +399,7 @@ fn truncated_l4(p: &Pkt, keep: usize) -> Vec<u8> {
 }
 
 /// "1k entries", "1M entries", or the plain number.
-pub fn entries(n: u32) -> String {
+pub(crate) fn entries(n: u32) -> String {
     match n {
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M entries", n >> 20),
         n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}k entries", n >> 10),
@@ -800,7 +800,7 @@ fn check(l: &mut Loaded, case: &Case, raws: &Raws) -> Result<String> {
     }
 }
 
-pub fn run(opts: &Options) -> Result<Section> {
+pub(crate) fn run(opts: &Options) -> Result<Section> {
     let cpu = GEN_CPU;
     println!(
         "==> [1/4] program cost (BPF_PROG_TEST_RUN, repeat {}, {} repetitions, CPU{cpu})",

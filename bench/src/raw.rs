@@ -12,9 +12,9 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 
-pub const HELPER_KTIME_GET_BOOT_NS: i32 = 125;
-pub const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
-pub const HELPER_JIFFIES64: i32 = 118;
+pub(crate) const HELPER_KTIME_GET_BOOT_NS: i32 = 125;
+pub(crate) const HELPER_KTIME_GET_COARSE_NS: i32 = 160;
+pub(crate) const HELPER_JIFFIES64: i32 = 118;
 
 #[repr(C)]
 #[derive(Default)]
@@ -72,12 +72,12 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     }
 }
 
-pub struct RawProg {
+pub(crate) struct RawProg {
     fd: OwnedFd,
 }
 
 /// Result of one test run: the program's return value and the kernel's mean ns per run.
-pub struct Run {
+pub(crate) struct Run {
     pub retval: u32,
     pub ns: u32,
 }
@@ -98,12 +98,12 @@ const EXIT: u64 = 0x95;
 
 impl RawProg {
     /// TC: `return TC_ACT_UNSPEC`.
-    pub fn bare_tc() -> Result<Self> {
+    pub(crate) fn bare_tc() -> Result<Self> {
         Self::load(BPF_PROG_TYPE_SCHED_CLS, &[mov_r0(-1), EXIT], "bare_tc")
     }
 
     /// XDP: call `helper` (no arguments), then `return XDP_DROP`.
-    pub fn xdp_drop_after(helper: i32) -> Result<Self> {
+    pub(crate) fn xdp_drop_after(helper: i32) -> Result<Self> {
         Self::load(
             BPF_PROG_TYPE_XDP,
             &[call(helper), mov_r0(1), EXIT],
@@ -130,7 +130,7 @@ impl RawProg {
         Ok(Self { fd })
     }
 
-    pub fn test_run(&self, data: &[u8], repeat: u32) -> Result<Run> {
+    pub(crate) fn test_run(&self, data: &[u8], repeat: u32) -> Result<Run> {
         let mut attr = TestRunAttr {
             prog_fd: self.fd.as_raw_fd() as u32,
             data_size_in: data.len() as u32,

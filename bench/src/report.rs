@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{attack, filters::Filter, legit, memory, progcost, rxcpu};
 
 #[derive(Debug, Serialize)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub date_utc: String,
     pub kernel: String,
     pub cpu_model: String,
@@ -21,7 +21,7 @@ pub struct Meta {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Results {
+pub(crate) struct Results {
     pub meta: Meta,
     pub program_cost: Option<progcost::Section>,
     pub receive_cpu: Option<rxcpu::Section>,
@@ -32,7 +32,7 @@ pub struct Results {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Target {
+pub(crate) struct Target {
     pub name: String,
     pub target: String,
     pub measured: String,
@@ -42,7 +42,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub const fn status(&self) -> &'static str {
+    pub(crate) const fn status(&self) -> &'static str {
         match self.met {
             Some(true) => "MET",
             Some(false) => "NOT MET",
@@ -68,7 +68,7 @@ fn target(
 }
 
 /// The targets of issues 6, 9 and 10, judged on the measured values (reported, never asserted).
-pub fn targets(
+pub(crate) fn targets(
     p: Option<&progcost::Section>,
     r: Option<&rxcpu::Section>,
     a: Option<&attack::Section>,
@@ -444,7 +444,7 @@ fn findings(r: &Results) -> Vec<String> {
 }
 
 /// RESULTS.md.
-pub fn markdown(r: &Results) -> String {
+pub(crate) fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let m = &r.meta;
     let _ = writeln!(s, "# lockdown benchmarks\n");

@@ -26,14 +26,14 @@ use crate::{
 };
 
 /// A port nothing listens on, and no rule allows.
-pub const CLOSED_PORT: u16 = 8080;
+pub(crate) const CLOSED_PORT: u16 = 8080;
 /// How long the soaker's undisturbed rate is measured before each flood.
 const CALIBRATION: Duration = Duration::from_millis(500);
 /// After the flood, until CPU1's backlog has surely drained.
 const DRAIN: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub rounds: usize,
     pub flood: Duration,
     pub max_packets: u64,
@@ -41,7 +41,7 @@ pub struct Options {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub round: usize,
     pub sent: u64,
     pub send_secs: f64,
@@ -66,7 +66,7 @@ pub struct Sample {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct FilterResult {
+pub(crate) struct FilterResult {
     pub filter: Filter,
     pub label: &'static str,
     /// Medians over the rounds.
@@ -81,7 +81,7 @@ pub struct FilterResult {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Ratio {
+pub(crate) struct Ratio {
     pub filter: Filter,
     pub vs: Filter,
     /// Median of the per-round ratios of ns per packet.
@@ -90,7 +90,7 @@ pub struct Ratio {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub rounds: usize,
     pub flood_secs: f64,
     pub max_packets: u64,
@@ -105,11 +105,11 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn filter(&self, f: Filter) -> Option<&FilterResult> {
+    pub(crate) fn filter(&self, f: Filter) -> Option<&FilterResult> {
         self.filters.iter().find(|r| r.filter == f)
     }
 
-    pub fn ratio(&self, f: Filter, vs: Filter) -> Option<&Ratio> {
+    pub(crate) fn ratio(&self, f: Filter, vs: Filter) -> Option<&Ratio> {
         self.ratios.iter().find(|r| r.filter == f && r.vs == vs)
     }
 }
@@ -250,7 +250,7 @@ fn bottleneck(cpu0: f64, cpu1: f64) -> String {
     }
 }
 
-pub fn run(opts: &Options, env: &Env) -> Result<Section> {
+pub(crate) fn run(opts: &Options, env: &Env) -> Result<Section> {
     println!(
         "==> [2/4] receive CPU per packet on a veth ({} rounds x {} filters, floods of {} s or {} packets, generator CPU{GEN_CPU}, receive CPU{RX_CPU})",
         opts.rounds,

@@ -1,16 +1,16 @@
 //! Medians and percentiles.
 
 /// Median (mean of the middle two for an even count); NaN for no samples.
-pub fn median(xs: &[f64]) -> f64 {
+pub(crate) fn median(xs: &[f64]) -> f64 {
     percentile(xs, 50.0)
 }
 
-pub fn median_of(xs: impl IntoIterator<Item = f64>) -> f64 {
+pub(crate) fn median_of(xs: impl IntoIterator<Item = f64>) -> f64 {
     median(&xs.into_iter().collect::<Vec<_>>())
 }
 
 /// Percentile `p` (0..=100) with linear interpolation between closest ranks; NaN if empty.
-pub fn percentile(xs: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(xs: &[f64], p: f64) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
         return f64::NAN;

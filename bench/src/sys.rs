@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use lockdown_testbed::{host, netns};
 
 /// Fails if SIGINT/SIGTERM arrived.
-pub fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if host::interrupted() {
         bail!("interrupted");
     }
@@ -22,7 +22,7 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 /// Sleeps, but fails early if interrupted.
-pub fn sleep(d: Duration) -> Result<()> {
+pub(crate) fn sleep(d: Duration) -> Result<()> {
     let end = std::time::Instant::now() + d;
     loop {
         check_interrupted()?;
@@ -35,7 +35,7 @@ pub fn sleep(d: Duration) -> Result<()> {
 }
 
 /// CPUs online (not limited by this thread's affinity).
-pub fn online_cpus() -> usize {
+pub(crate) fn online_cpus() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).unwrap_or(1).max(1)
@@ -43,7 +43,7 @@ pub fn online_cpus() -> usize {
 
 /// One CPU's times from /proc/stat, in USER_HZ ticks.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuTime {
+pub(crate) struct CpuTime {
     /// system + irq + softirq. Sampled by the tick: a tick counts for whatever it interrupted.
     pub kernel: u64,
     /// idle + iowait. Exact under NO_HZ (accumulated at idle exit and irq entry), shown in ticks.
@@ -51,7 +51,7 @@ pub struct CpuTime {
 }
 
 /// Per-CPU times, indexed by CPU number.
-pub fn cpu_times() -> Result<Vec<CpuTime>> {
+pub(crate) fn cpu_times() -> Result<Vec<CpuTime>> {
     let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let mut out = Vec::new();
     for line in stat.lines() {
@@ -87,14 +87,14 @@ pub fn cpu_times() -> Result<Vec<CpuTime>> {
 /// it loses against its idle rate is the CPU time everything else took. It also keeps the CPU out
 /// of its idle state, so wake-from-idle costs (a VM exit per wake-up here) stay out of the
 /// figures, as on a core that a flood keeps busy.
-pub struct Soaker {
+pub(crate) struct Soaker {
     count: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<AtomicBool>,
     join: Option<thread::JoinHandle<()>>,
 }
 
 impl Soaker {
-    pub fn start(cpu: usize) -> Result<Self> {
+    pub(crate) fn start(cpu: usize) -> Result<Self> {
         use std::sync::{Arc, atomic::AtomicU64};
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -129,7 +129,7 @@ impl Soaker {
     }
 
     /// Units of work done so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 }
@@ -144,7 +144,7 @@ impl Drop for Soaker {
 }
 
 /// Ticks per second of /proc/stat.
-pub fn clk_tck() -> u64 {
+pub(crate) fn clk_tck() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(t).unwrap_or(100).max(1)
@@ -152,7 +152,7 @@ pub fn clk_tck() -> u64 {
 
 /// Interface counters from /proc/net/dev.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DevStats {
+pub(crate) struct DevStats {
     pub rx_packets: u64,
     pub rx_dropped: u64,
     pub tx_packets: u64,
@@ -160,7 +160,7 @@ pub struct DevStats {
 }
 
 /// Counters of `iface` inside namespace `ns`.
-pub fn dev_stats(ns: &str, iface: &str) -> Result<DevStats> {
+pub(crate) fn dev_stats(ns: &str, iface: &str) -> Result<DevStats> {
     let text = netns::try_in_ns(ns, || {
         fs::read_to_string("/proc/thread-self/net/dev").context("reading /proc/net/dev")
     })?;
@@ -189,13 +189,13 @@ pub fn dev_stats(ns: &str, iface: &str) -> Result<DevStats> {
 }
 
 /// `kernel.osrelease`.
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().into())
 }
 
 /// The model name of CPU 0, from /proc/cpuinfo.
-pub fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -208,7 +208,7 @@ pub fn cpu_model() -> String {
 }
 
 /// Parses `key value` lines (fdinfo and similar) into a map.
-pub fn key_values(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn key_values(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

@@ -36,7 +36,7 @@ pub fn clock_ns() -> u64 {
 #[cfg(test)]
 pub(crate) mod testutil {
     /// Bytes from hex, whitespace ignored.
-    pub fn hex(s: &str) -> Vec<u8> {
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         digits
             .chunks(2)

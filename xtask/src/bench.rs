@@ -8,7 +8,7 @@ use clap::Parser;
 use crate::util::{cargo, ensure_bpffs, exec, require_root, target_dir, workspace_root};
 
 #[derive(Parser)]
-pub struct Options {
+pub(crate) struct Options {
     /// A short smoke run: fewer repeats, rounds and packets (still writes the outputs).
     #[arg(long)]
     pub quick: bool,
@@ -17,7 +17,7 @@ pub struct Options {
     pub args: Vec<OsString>,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     require_root("`cargo xtask bench`")?;
     ensure_bpffs()?;
 

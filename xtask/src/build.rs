@@ -5,13 +5,13 @@ use clap::Parser;
 use crate::util::build_lockdown;
 
 #[derive(Parser)]
-pub struct Options {
+pub(crate) struct Options {
     /// Build with the release profile.
     #[arg(long)]
     pub release: bool,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     let bin = build_lockdown(opts.release)?;
     println!("==> built {}", bin.display());
     Ok(())

@@ -4,7 +4,7 @@ use clap::Parser as _;
 
 use crate::{lint, test, test_kernels};
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     lint::run()?;
     test::run(&test::Options::default())?;
     test_kernels::run(&test_kernels::Options::parse_from(["test-kernels"]))

@@ -9,7 +9,7 @@ use crate::util::{build_lockdown, cargo, exec, target_dir, which};
 
 /// Builds the release binary, generates the man pages and completions from it, and packs
 /// everything into `target/debian/lockdown_<version>_<arch>.deb`. Returns the package's path.
-pub fn build() -> anyhow::Result<PathBuf> {
+pub(crate) fn build() -> anyhow::Result<PathBuf> {
     if which("cargo-deb").is_none() {
         bail!("cargo-deb is not installed: run scripts/setup.sh (it installs cargo-deb 3.8.0)");
     }
@@ -62,7 +62,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
     }
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let deb = build()?;
     println!("==> built {}", deb.display());
     Ok(())

@@ -45,13 +45,13 @@ const PROBE_WAIT_SECS: u64 = 2;
 const READY: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
-pub struct Options {
+pub(crate) struct Options {
     /// Use the release build of lockdown.
     #[arg(long)]
     pub release: bool,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     require_root("`cargo xtask demo`")?;
     println!("==> building lockdown");
     let bin = build_lockdown(opts.release)?;

@@ -6,7 +6,7 @@ use crate::util::{cargo, exec, workspace_root};
 /// The eBPF toolchain (`scripts/setup.sh` installs it with clippy and rust-src).
 const EBPF_TOOLCHAIN: &str = "+nightly-2026-07-01";
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     println!("==> rustfmt");
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("==> clippy (host crates)");

@@ -9,12 +9,12 @@ use crate::util::{exec, target_dir, workspace_root};
 
 /// The last commit before the flow table was split into four maps (`LD_FLOWS` → `LD_FLOWS4`, …,
 /// and one more counter). Upgrading from it exercises every carry-over the loader has.
-pub const COMMIT: &str = "d893746c07e71fa41a8dc6064f8c68dc6ec8ad30";
+pub(crate) const COMMIT: &str = "d893746c07e71fa41a8dc6064f8c68dc6ec8ad30";
 
 /// Checks out [`COMMIT`] in a worktree under the target directory and builds its `lockdown`
 /// (with its own target directory: the binary has the same name). Returns the binary's path.
 /// Fails, naming the fix, if the clone lacks the commit (a shallow clone).
-pub fn build() -> anyhow::Result<PathBuf> {
+pub(crate) fn build() -> anyhow::Result<PathBuf> {
     let base = target_dir().join("previous-release");
     let src = base.join("src");
     let have = || -> anyhow::Result<bool> {

@@ -8,7 +8,7 @@ use clap::Parser;
 use crate::util::{build_lockdown, display, is_root, which};
 
 #[derive(Parser)]
-pub struct Options {
+pub(crate) struct Options {
     /// Build and run the release binary.
     #[arg(long)]
     pub release: bool,
@@ -17,7 +17,7 @@ pub struct Options {
     pub args: Vec<OsString>,
 }
 
-pub fn run(opts: Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let Options { release, args } = opts;
     let bin = build_lockdown(release)?;
     let mut cmd = if is_root() {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::util::{exec, workspace_root};
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     exec(
         Command::new("bash")

@@ -10,13 +10,13 @@ use crate::{
 };
 
 #[derive(Parser, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Extra arguments for the integration test harness, after `--` (e.g. a test name filter).
     #[arg(last = true)]
     pub args: Vec<OsString>,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     require_root("`cargo xtask test`")?;
     ensure_bpffs()?;
 

@@ -13,14 +13,14 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The workspace root (the parent of the xtask crate).
-pub fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<root>/target`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),
@@ -28,21 +28,21 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of the lockdown binary that `cargo build -p lockdown-user [--release]` produces.
-pub fn lockdown_bin(release: bool) -> PathBuf {
+pub(crate) fn lockdown_bin(release: bool) -> PathBuf {
     target_dir()
         .join(if release { "release" } else { "debug" })
         .join("lockdown")
 }
 
 /// A `cargo` command that runs in the workspace root, so rust-toolchain.toml applies.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(workspace_root());
     cmd
 }
 
 /// `cargo build -p lockdown-user [--release]`: the loader with the eBPF objects embedded.
-pub fn build_lockdown(release: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_lockdown(release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "lockdown-user"]);
     if release {
@@ -57,7 +57,7 @@ pub fn build_lockdown(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// The command as a shell-like line, for printing and for error messages.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     fn quote(s: &OsStr) -> String {
         let s = s.to_string_lossy();
         if !s.is_empty()
@@ -85,7 +85,7 @@ fn check(cmd: &Command, status: ExitStatus) -> anyhow::Result<()> {
 }
 
 /// Prints the command, runs it with inherited stdio, and fails naming it on a non-zero exit.
-pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn exec(cmd: &mut Command) -> anyhow::Result<()> {
     println!("$ {}", display(cmd));
     let status = cmd
         .status()
@@ -95,7 +95,7 @@ pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Like [`exec`] but returns the exit status instead of judging it, and kills the command if it
 /// has not finished within `limit`.
-pub fn status_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
+pub(crate) fn status_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
     println!("$ {}", display(cmd));
     let mut child = cmd
         .spawn()
@@ -120,13 +120,13 @@ pub fn status_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<ExitS
 }
 
 /// [`exec`] with a time limit.
-pub fn exec_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
+pub(crate) fn exec_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
     let status = status_within(cmd, limit)?;
     check(cmd, status)
 }
 
 /// Whether this process runs with effective uid 0 (read from /proc, no libc needed).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -139,7 +139,7 @@ pub fn is_root() -> bool {
 }
 
 /// Fails with a clear message unless running as root.
-pub fn require_root(what: &str) -> anyhow::Result<()> {
+pub(crate) fn require_root(what: &str) -> anyhow::Result<()> {
     if !is_root() {
         bail!(
             "{what} must run as root: it creates network namespaces and loads BPF programs \
@@ -150,7 +150,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 /// The first executable named `name` on `$PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     env::split_paths(&env::var_os("PATH")?)
         .map(|dir| dir.join(name))
@@ -161,7 +161,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Mounts bpffs at /sys/fs/bpf unless something is already mounted there.
-pub fn ensure_bpffs() -> anyhow::Result<()> {
+pub(crate) fn ensure_bpffs() -> anyhow::Result<()> {
     let mounted = Command::new("mountpoint")
         .args(["-q", "/sys/fs/bpf"])
         .status()

@@ -15,7 +15,7 @@ use serde::Serialize;
 /// Change or list the allowlist live, through the pinned maps: no reload, and open flows are
 /// untouched (a removed port refuses new connections; established ones carry on).
 #[derive(Debug, Subcommand)]
-pub enum Allow {
+pub(super) enum Allow {
     /// Allow inbound connections to a port. Example: lockdown allow add tcp/443 --from 203.0.113.0/24
     Add(RuleArgs),
     /// Stop allowing new inbound connections to a port. Example: lockdown allow del tcp/443
@@ -25,7 +25,7 @@ pub enum Allow {
 }
 
 #[derive(Debug, Args)]
-pub struct RuleArgs {
+pub(super) struct RuleArgs {
     /// tcp/22, udp/51820 or tcp/8000-8100.
     #[arg(value_name = "SPEC")]
     spec: String,
@@ -52,7 +52,7 @@ pub struct RuleArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(super) struct ListArgs {
     /// The locked-down interface; optional when exactly one is locked down.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
@@ -73,7 +73,7 @@ struct RuleJson {
 }
 
 impl Allow {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         match self {
             Self::Add(a) => a.change(true),
             Self::Del(a) => a.change(false),

@@ -12,7 +12,7 @@ use lockdown_user::config::{self, import};
 ///
 /// Example: lockdown check-config /etc/lockdown/lockdown.toml
 #[derive(Debug, Args)]
-pub struct CheckConfig {
+pub(super) struct CheckConfig {
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// Also require that the file configures this interface (as `run --iface IF` will).
@@ -21,7 +21,7 @@ pub struct CheckConfig {
 }
 
 impl CheckConfig {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let file = config::file::load(&self.file).map_err(config::file::invalid)?;
         if let Some(iface) = &self.iface {
             file.interface(Some(iface)).map_err(config::file::invalid)?;
@@ -59,14 +59,14 @@ impl CheckConfig {
 /// Example: iptables-save > v4.rules; ip6tables-save > v6.rules;
 ///          cat v4.rules v6.rules > all.rules; lockdown import-iptables all.rules > lockdown.toml
 #[derive(Debug, Args)]
-pub struct ImportIptables {
+pub(super) struct ImportIptables {
     /// The saved rules ("-" for standard input).
     #[arg(value_name = "FILE")]
     file: PathBuf,
 }
 
 impl ImportIptables {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let text = if self.file.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin()).context("reading standard input")?
         } else {

@@ -11,14 +11,14 @@ use lockdown_user::{
 ///
 /// Example: lockdown confirm --iface eth0
 #[derive(Debug, Args)]
-pub struct Confirm {
+pub(super) struct Confirm {
     /// The interface; optional when exactly one is locked down.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
 }
 
 impl Confirm {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let dir = pins::select(&pins::root(), self.iface.as_deref())?;
         confirm::confirm(
             &confirm::pending_path(&confirm::run_dir(), &dir.iface),
@@ -31,7 +31,7 @@ impl Confirm {
 
 /// Internal: the rollback watchdog that `up --confirm` leaves behind.
 #[derive(Debug, Args)]
-pub struct Watchdog {
+pub(super) struct Watchdog {
     #[arg(long)]
     iface: String,
     #[arg(long)]
@@ -41,7 +41,7 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(self.after));
         let dir = pins::PinDir::new(&pins::root(), &self.iface);
         let path = confirm::pending_path(&confirm::run_dir(), &self.iface);

@@ -22,7 +22,7 @@ use serde::Serialize;
 /// restarts and `up --replace`; a timed entry stops matching in the datapath the moment it
 /// expires.
 #[derive(Debug, Subcommand)]
-pub enum Deny {
+pub(super) enum Deny {
     /// Deny a source. Example: lockdown deny add 203.0.113.7 --for 1h
     ///
     /// Adding an entry that exists replaces its expiry. Refuses to deny the source of an SSH
@@ -38,7 +38,7 @@ pub enum Deny {
 }
 
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(super) struct AddArgs {
     /// An IPv4 or IPv6 address or CIDR (203.0.113.7, 198.51.100.0/24, 2001:db8::/48).
     #[arg(value_name = "CIDR")]
     cidr: String,
@@ -53,7 +53,7 @@ pub struct AddArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct EntryArgs {
+pub(super) struct EntryArgs {
     /// The address or CIDR, as added.
     #[arg(value_name = "CIDR")]
     cidr: String,
@@ -62,14 +62,14 @@ pub struct EntryArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IfaceArgs {
+pub(super) struct IfaceArgs {
     /// The locked-down interface; optional when exactly one is locked down.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(super) struct ListArgs {
     #[command(flatten)]
     iface: IfaceArgs,
     /// Print JSON: [{"cidr": "203.0.113.7/32", "expires_in_secs": 3599}, …] (null: no expiry).
@@ -98,7 +98,7 @@ fn parse_duration(s: &str) -> Result<Duration> {
 }
 
 impl Deny {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         match self {
             Self::Add(a) => a.run(),
             Self::Del(a) => a.run(),

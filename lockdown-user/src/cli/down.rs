@@ -8,14 +8,14 @@ use lockdown_user::{attach, datapath::pins};
 ///
 /// Example: lockdown down --iface eth0
 #[derive(Debug, Args)]
-pub struct Down {
+pub(super) struct Down {
     /// The locked-down interface.
     #[arg(long, value_name = "IF")]
     iface: String,
 }
 
 impl Down {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let dir = pins::PinDir::new(&pins::root(), &self.iface);
         if !dir.dir.exists() {
             bail!("{} is not locked down", self.iface);

@@ -9,7 +9,7 @@ use lockdown_user::{datapath::pins, observe::metrics};
 ///
 /// Example: lockdown exporter --listen 127.0.0.1:9477
 #[derive(Debug, Args)]
-pub struct Exporter {
+pub(super) struct Exporter {
     /// Address to listen on, e.g. 127.0.0.1:9477 or [::1]:9477.
     #[arg(long, value_name = "ADDR")]
     listen: String,
@@ -19,7 +19,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         println!(
             "lockdown: serving metrics on http://{}/metrics",
             self.listen

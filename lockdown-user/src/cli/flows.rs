@@ -21,7 +21,7 @@ use serde::Serialize;
 ///           lockdown flows flush --yes
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct Flows {
+pub(super) struct Flows {
     #[command(subcommand)]
     command: Option<FlowsCommand>,
     #[command(flatten)]
@@ -107,7 +107,7 @@ fn to_json(e: &FlowEntry, now: u64) -> FlowJson {
 }
 
 impl Flows {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         match self.command {
             Some(FlowsCommand::Flush(f)) => f.run(),
             None => self.list.run(),

@@ -14,7 +14,7 @@ use super::Cli;
 /// Man pages: lockdown.8 and one per verb (lockdown-up.8, lockdown-allow-add.8, …). Completions:
 /// lockdown.bash, _lockdown (zsh) and lockdown.fish.
 #[derive(Debug, Args)]
-pub struct Generate {
+pub(super) struct Generate {
     /// Write the man pages (section 8) into this directory.
     #[arg(long, value_name = "DIR")]
     man: Option<PathBuf>,
@@ -24,7 +24,7 @@ pub struct Generate {
 }
 
 impl Generate {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         if self.man.is_none() && self.completions.is_none() {
             anyhow::bail!("nothing to generate: give --man DIR, --completions DIR or both");
         }

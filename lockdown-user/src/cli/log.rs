@@ -36,7 +36,7 @@ use serde::Serialize;
 ///
 /// Example: lockdown log --count 10 --json
 #[derive(Debug, Args)]
-pub struct Log {
+pub(super) struct Log {
     /// The interface; optional when exactly one is locked down.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
@@ -183,7 +183,7 @@ impl Drop for EventsOn {
 }
 
 impl Log {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let root = pins::root();
         let dir = pins::select(&root, self.iface.as_deref())?;
         // SAFETY: the handler only stores to an atomic.

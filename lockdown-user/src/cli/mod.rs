@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// State lives in bpffs under /sys/fs/bpf/lockdown/<iface>/, so the filter outlives this process.
 #[derive(Debug, Parser)]
 #[command(name = "lockdown", version = lockdown_user::datapath::build_id::version(), about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +52,7 @@ enum Command {
 }
 
 impl Cli {
-    pub fn run(self) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         // Reading and translating files needs no privilege.
         if !matches!(
             self.command,

@@ -14,7 +14,7 @@ use super::up::UpArgs;
 ///
 /// Example: lockdown run --iface eth0 --allow tcp/22
 #[derive(Debug, Args)]
-pub struct Run {
+pub(super) struct Run {
     #[command(flatten)]
     args: UpArgs,
     /// Also serve Prometheus metrics on ADDR (as `lockdown exporter` does).
@@ -26,7 +26,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let mut opts = self.args.options()?;
         opts.debug_log = self.debug_log;
         let dir = super::up::dir(&opts);

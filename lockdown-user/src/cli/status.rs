@@ -12,7 +12,7 @@ use lockdown_user::{datapath::pins, observe::report};
 ///
 /// Example: lockdown status --json
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(super) struct StatusArgs {
     /// Only this interface (default: every locked-down interface).
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
@@ -25,7 +25,7 @@ pub struct StatusArgs {
 }
 
 impl StatusArgs {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         if !(0.0..=60.0).contains(&self.interval) {
             anyhow::bail!("--interval must be between 0 and 60 seconds");
         }

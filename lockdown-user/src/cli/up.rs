@@ -14,7 +14,7 @@ use lockdown_user::{
 
 /// The options `up` and `run` share.
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(super) struct UpArgs {
     /// The external interface to lock down (never `lo`). Optional with --config when the file names
     /// exactly one interface.
     #[arg(long, value_name = "IF")]
@@ -54,7 +54,7 @@ pub struct UpArgs {
 impl UpArgs {
     /// The options: the config file's (or the defaults), then the flags over them. Everything is
     /// validated here, before anything is touched.
-    pub fn options(&self) -> Result<UpOptions> {
+    pub(super) fn options(&self) -> Result<UpOptions> {
         self.try_options().map_err(config::file::invalid)
     }
 
@@ -96,7 +96,7 @@ impl UpArgs {
     }
 }
 
-pub fn dir(opts: &UpOptions) -> PinDir {
+pub(super) fn dir(opts: &UpOptions) -> PinDir {
     PinDir::new(&pins::root(), &opts.iface)
 }
 
@@ -107,7 +107,7 @@ pub fn dir(opts: &UpOptions) -> PinDir {
 ///
 /// Example: lockdown up --iface eth0 --allow tcp/22 --allow udp/51820
 #[derive(Debug, Args)]
-pub struct Up {
+pub(super) struct Up {
     #[command(flatten)]
     pub args: UpArgs,
     /// Upgrade in place: swap this binary's programs into the pinned links atomically, keeping
@@ -121,7 +121,7 @@ pub struct Up {
 }
 
 impl Up {
-    pub fn run(self) -> Result<()> {
+    pub(super) fn run(self) -> Result<()> {
         let opts = self.args.options()?;
         if let Some(secs) = self.confirm {
             return apply_with_confirm(&dir(&opts), opts, secs);

@@ -18,7 +18,7 @@ use crate::util::{display, exec};
 const MODULES: [&str; 3] = ["veth", "sch_ingress", "cls_bpf"];
 
 /// A kernel ready to boot.
-pub struct Kernel {
+pub(super) struct Kernel {
     /// The image package and its version, e.g. `linux-image-6.1.0-57-amd64 6.1.192-3`.
     pub package: String,
     pub vmlinuz: PathBuf,
@@ -28,7 +28,7 @@ pub struct Kernel {
 
 /// The kernel of meta-package `meta` (e.g. `linux-image-amd64`), from the cache under `cache`
 /// or downloaded and unpacked into it.
-pub fn kernel(cache: &Path, meta: &str) -> anyhow::Result<Kernel> {
+pub(super) fn kernel(cache: &Path, meta: &str) -> anyhow::Result<Kernel> {
     let (package, version) = image_package(meta)?;
     let family = cache.join(meta);
     let dir = family.join(format!("{package}_{version}"));

@@ -21,13 +21,13 @@ enum Source {
 
 /// Files by their path in the guest (relative, no leading `/`).
 #[derive(Clone, Default)]
-pub struct Initramfs {
+pub(super) struct Initramfs {
     files: BTreeMap<String, (Source, u32)>,
 }
 
 impl Initramfs {
     /// Adds an executable at `guest` with the libraries it links, at the paths `ldd` prints.
-    pub fn binary(&mut self, host: &Path, guest: &str) -> anyhow::Result<()> {
+    pub(super) fn binary(&mut self, host: &Path, guest: &str) -> anyhow::Result<()> {
         if !host.is_file() {
             bail!("{} does not exist", host.display());
         }
@@ -39,14 +39,14 @@ impl Initramfs {
         Ok(())
     }
 
-    pub fn host_file(&mut self, host: &Path, guest: &str, mode: u32) {
+    pub(super) fn host_file(&mut self, host: &Path, guest: &str, mode: u32) {
         self.files.insert(
             guest.trim_start_matches('/').to_owned(),
             (Source::Host(host.to_path_buf()), mode),
         );
     }
 
-    pub fn bytes(&mut self, guest: &str, bytes: impl Into<Vec<u8>>, mode: u32) {
+    pub(super) fn bytes(&mut self, guest: &str, bytes: impl Into<Vec<u8>>, mode: u32) {
         self.files.insert(
             guest.trim_start_matches('/').to_owned(),
             (Source::Bytes(bytes.into()), mode),
@@ -54,7 +54,7 @@ impl Initramfs {
     }
 
     /// Writes the archive to `out` (gzip-compressed).
-    pub fn write(&self, out: &Path) -> anyhow::Result<()> {
+    pub(super) fn write(&self, out: &Path) -> anyhow::Result<()> {
         let mut cpio = Cpio::default();
         // Mount points, and every file's parent directories, parents first.
         let mut dirs: BTreeSet<String> = ["dev", "proc", "sys", "run", "tmp"]

@@ -37,7 +37,7 @@ use crate::util::{
 
 /// The kernels of the matrix.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Which {
+pub(crate) enum Which {
     /// Debian 12's own kernel (`linux-image-amd64`), the series Amazon Linux 2023 runs.
     #[value(name = "6.1")]
     Debian61,
@@ -70,7 +70,7 @@ impl Which {
 }
 
 #[derive(Parser)]
-pub struct Options {
+pub(crate) struct Options {
     /// Run only these kernels (repeatable; default: all three).
     #[arg(long = "kernel", value_enum)]
     pub kernels: Vec<Which>,
@@ -95,7 +95,7 @@ pub struct Options {
 /// Guest memory, MiB: the initramfs is unpacked into RAM.
 const GUEST_MEMORY_MIB: u32 = 1024;
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     require_root("`cargo xtask test-kernels`")?;
     let kernels = if opts.kernels.is_empty() {
         Which::ALL.to_vec()

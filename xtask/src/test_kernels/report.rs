@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// One check's outcome on one kernel.
-pub struct Check {
+pub(super) struct Check {
     pub name: String,
     pub pass: bool,
     pub detail: String,
@@ -12,14 +12,14 @@ pub struct Check {
 
 /// One eBPF program's size on one kernel: translated instructions and instructions the verifier
 /// processed.
-pub struct Program {
+pub(super) struct Program {
     pub name: String,
     pub xlated: String,
     pub verified: String,
 }
 
 /// What one kernel's run reported.
-pub struct Run {
+pub(super) struct Run {
     pub label: String,
     /// `uname -r` as the scenario saw it.
     pub release: Option<String>,
@@ -33,7 +33,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn new(label: &str) -> Self {
+    pub(super) fn new(label: &str) -> Self {
         Self {
             label: label.to_owned(),
             release: None,
@@ -46,7 +46,7 @@ impl Run {
     }
 
     /// Takes in one console line, if it is one of the scenario's.
-    pub fn line(&mut self, line: &str) {
+    pub(super) fn line(&mut self, line: &str) {
         let mut words = line.trim().splitn(4, ' ');
         match words.next() {
             Some("LDK-KERNEL") => self.release = words.next().map(str::to_owned),
@@ -127,7 +127,7 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
 }
 
 /// Prints the tables and every failure's detail; true if every cell is green.
-pub fn print(runs: &[Run]) -> bool {
+pub(super) fn print(runs: &[Run]) -> bool {
     let checks = names(runs, |r| r.checks.iter().map(|c| c.name.as_str()).collect());
     let mut header = vec!["check".to_owned()];
     header.extend(runs.iter().map(|r| r.label.clone()));
