@@ -260,8 +260,9 @@ c_run_sigkill() {
     attached && open $O4 22 && open $O6 22 && dropped $O4 8080 && dropped $O6 8080
 }
 
-# An established stream to tcp/2222 and a loop of new connections to tcp/22 run while
-# `up --replace` swaps the programs: the stream loses nothing and stays up, every connect succeeds.
+# An established stream to tcp/2222 (ten lines a second) and a loop of new connections to tcp/22
+# (two a second) run while `up --replace` swaps the programs: the stream loses nothing and stays
+# up, every connect succeeds. Gentle rates: under TCG they share one vCPU with the verifier.
 c_replace() {
     attached || return 1
     rm -f "$WORK/stop" "$WORK/stream" "$WORK/connects"
@@ -273,14 +274,14 @@ c_replace() {
         while [ ! -e "$WORK/stop" ]; do
             echo "line $i"
             i=$((i + 1))
-            sleep 0.05
+            sleep 0.1
         done
     ) | nsenter --net="/run/netns/$P" $NC -n -N $O4 2222 &
     client=$!
     (
         while [ ! -e "$WORK/stop" ]; do
             if connects $O4 22 3; then echo ok; else echo fail; fi
-            sleep 0.2
+            sleep 0.5
         done >"$WORK/connects"
     ) &
     loop=$!
