@@ -10,6 +10,7 @@ pub mod ctnetlink;
 pub mod ethtool;
 pub mod flowmaps;
 pub mod handles;
+pub mod host;
 pub mod import;
 pub mod link;
 pub mod metrics;

@@ -29,10 +29,7 @@ use aya::{
 use lockdown_common::{
     counters::{Counter, CounterValue},
     flow::{FlowKey, FlowTable, FlowValue},
-    maps::{
-        ALL, COUNTERS, EVENTS, FLOWS4, FRAGS, HIGH_WATER, LOG_WINDOW, PIN_LINK_EGRESS,
-        PIN_LINK_INGRESS,
-    },
+    maps::{ALL, COUNTERS, EVENTS, FLOWS4, FRAGS, HIGH_WATER, LOG_WINDOW},
 };
 
 use crate::{handles::Handles, pins::PinDir};
@@ -98,7 +95,7 @@ fn pinned_maps(dir: &PinDir) -> Result<BTreeSet<String>> {
         if name.starts_with(STAGING) {
             fs::remove_file(entry.path())
                 .with_context(|| format!("removing the leftover {}", entry.path().display()))?;
-        } else if name != PIN_LINK_INGRESS && name != PIN_LINK_EGRESS {
+        } else if !crate::pins::is_attachment_pin(&name) {
             out.insert(name);
         }
     }
