@@ -78,30 +78,29 @@ pub fn drop_event(
     count(Counter::LogEvents, 0);
 }
 
-/// Copies the first `n` bytes of the packet (`n` ≤ [`EVENT_CAPTURE`]) into `out`, eight at a time
-/// while they fit, then one at a time; false if the packet is shorter than `n` (never, for
-/// `n` ≤ its length). Every load is bounds-checked against `data_end` for the verifier.
+/// Copies the first `n` bytes of the packet (8 ≤ `n` ≤ [`EVENT_CAPTURE`]) into `out`, eight at a
+/// time, the last eight ending at `n` (overlapping the one before); false if the packet is shorter
+/// than `n` or `n` is out of range. Every load is an 8-byte load bounds-checked against
+/// `data_end`, which the verifier follows at any offset (a 1-byte check compiles to
+/// `ptr >= data_end`, which it does not).
 #[inline(always)]
 fn copy_linear(ctx: &XdpContext, out: &mut [u8; EVENT_CAPTURE], n: usize) -> bool {
-    let pkt = Bytes::new(ctx.data(), ctx.data_end());
-    let words = n / 8;
-    for i in 0..EVENT_CAPTURE / 8 {
-        if i >= words {
-            break;
-        }
-        let Some(w) = pkt.load::<[u8; 8]>(i * 8) else {
-            return false;
-        };
-        out[i * 8..i * 8 + 8].copy_from_slice(&w);
+    if !(8..=EVENT_CAPTURE).contains(&n) {
+        return false;
     }
-    for i in words * 8..(words * 8 + 8).min(EVENT_CAPTURE) {
-        if i >= n {
-            break;
-        }
-        let Some(b) = pkt.load::<u8>(i) else {
+    let pkt = Bytes::new(ctx.data(), ctx.data_end());
+    let mut at = 0;
+    for _ in 0..EVENT_CAPTURE / 8 {
+        // The last word ends at `n` exactly.
+        let from = if at + 8 > n { n - 8 } else { at };
+        let (Some(w), Some(dst)) = (pkt.load::<[u8; 8]>(from), out.get_mut(from..from + 8)) else {
             return false;
         };
-        out[i] = b;
+        dst.copy_from_slice(&w);
+        at = from + 8;
+        if at >= n {
+            break;
+        }
     }
     true
 }

@@ -414,7 +414,10 @@ mod tests {
         // u32 options lockdown does not read, not even well-formed ones.
         attributes.extend(nla(TCA_OPTIONS, &[1, 2, 3]));
         let f = filter(true, &header(1, 0x8000_0800), &attributes).expect("filter");
-        assert_eq!((f.kind.as_str(), f.name, f.prog_id), ("u32", None, None));
+        assert_eq!(
+            (f.kind.as_str(), f.name.as_deref(), f.prog_id),
+            ("u32", None, None)
+        );
         assert!(!f.at_lockdowns_place());
         let ingress =
             filter(false, &header(PRIORITY, HANDLE), &nla(TCA_KIND, b"bpf\0")).expect("filter");
