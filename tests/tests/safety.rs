@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
-use lockdown_common::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+use lockdown_common::maps::PIN_LINK_INGRESS;
 use lockdown_tests::{
     bg::Bg,
     cli::{CmdOutput, Lockdown, check_refused, wait_for},
@@ -255,21 +255,19 @@ impl World {
             .collect()
     }
 
-    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them.
+    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them (for a
+    /// netlink egress filter, see [`Lockdown::egress_ids`]).
     fn link_ids(&self) -> LinkIds {
-        let info = |name: &str| {
-            let path = self.ld.pin_dir().join(name);
-            let link = FdLink::from(
-                PinnedLink::from_pin(&path)
-                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
-            );
-            let info = link
-                .info()
-                .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
-            (info.id(), info.program_id())
-        };
-        let (ingress, ingress_prog) = info(PIN_LINK_INGRESS);
-        let (egress, egress_prog) = info(PIN_LINK_EGRESS);
+        let path = self.ld.pin_dir().join(PIN_LINK_INGRESS);
+        let link = FdLink::from(
+            PinnedLink::from_pin(&path)
+                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
+        );
+        let info = link
+            .info()
+            .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
+        let (ingress, ingress_prog) = (info.id(), info.program_id());
+        let (egress, egress_prog) = self.ld.egress_ids();
         LinkIds {
             links: [ingress, egress],
             programs: [ingress_prog, egress_prog],

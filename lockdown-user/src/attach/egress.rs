@@ -170,7 +170,8 @@ fn ensure_clsact(dir: &PinDir, ifindex: u32) -> Result<()> {
         // `check` refused any other qdisc; a clsact qdisc is someone's already.
         return Ok(());
     }
-    if tc::add_clsact(ifindex)? {
+    // A marker already there is from when lockdown created the qdisc that has since gone.
+    if tc::add_clsact(ifindex)? && !created_clsact(dir) {
         std::os::unix::fs::symlink(
             format!("clsact qdisc of interface {ifindex} created by lockdown"),
             dir.clsact_created(),
