@@ -38,9 +38,7 @@ use crate::{handles::Handles, pins::PinDir};
 /// 24-byte [`FlowValue`], both families, every state.
 pub const LEGACY_FLOWS: &str = "LD_FLOWS";
 
-/// Prefix of the staging pins of maps created by an upgrade, renamed into place at the end. (No
-/// dot: bpffs refuses names with one, EPERM.)
-pub const STAGING: &str = "staging-";
+pub use crate::pins::STAGING;
 
 /// Maps whose contents may be dropped on an upgrade: short-lived or derived.
 const EPHEMERAL: [&str; 4] = [FRAGS, EVENTS, LOG_WINDOW, HIGH_WATER];

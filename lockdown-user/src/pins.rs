@@ -86,6 +86,11 @@ impl PinDir {
     }
 }
 
+/// Prefix of the staging pins an upgrade makes (maps, the netlink filter's program), renamed into
+/// place at the end; leftovers of an interrupted one are removed. (No dot: bpffs refuses names
+/// with one, EPERM.)
+pub const STAGING: &str = "staging-";
+
 /// Pin name of the egress program attached as a netlink TC filter (see `attach::egress`).
 pub const PIN_PROG_EGRESS_TC: &str = "prog_egress_tc";
 /// Pin name of the marker that lockdown created the clsact qdisc (see `attach::egress`).

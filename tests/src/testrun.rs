@@ -1,7 +1,9 @@
 //! Runs lockdown's programs on packets with `BPF_PROG_TEST_RUN`, no interface involved.
 //!
 //! [`Datapath`] loads the embedded object unpinned, loads the XDP and TC programs, takes typed
-//! handles on every map, and writes a config and an allowlist. [`Datapath::ingress`] runs the XDP
+//! handles on every map, and writes a config and an allowlist. The XDP program is
+//! `$LOCKDOWN_TEST_INGRESS` ([`ingress_under_test`]): the multi-buffer variant unless it names the
+//! single-buffer one, so every verdict test runs against either. [`Datapath::ingress`] runs the XDP
 //! program once and reports its action and the reason counter that moved; [`Datapath::egress`]
 //! runs the TC program. Everything panics with a message instead of returning errors.
 
@@ -16,7 +18,7 @@ use lockdown_common::{
     config::{Config, Timeouts},
     counters::{Counter, CounterKind},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
-    maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, flow_capacity},
+    maps::{FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR, flow_capacity},
     rules::AllowRule,
 };
 use lockdown_user::{EBPF_OBJECT, flowmaps::FlowEntry, handles::Handles};
@@ -138,9 +140,24 @@ fn ignore_missing<T>(r: Result<T, MapError>, what: &str) -> Option<T> {
     }
 }
 
+/// The XDP program variant test runs go through: `$LOCKDOWN_TEST_INGRESS` (`lockdown_ingress`,
+/// the default, or `lockdown_linear`); any other value panics.
+pub fn ingress_under_test() -> &'static str {
+    match std::env::var("LOCKDOWN_TEST_INGRESS").as_deref() {
+        Err(_) | Ok("") => PROG_INGRESS,
+        Ok(name) if name == PROG_INGRESS => PROG_INGRESS,
+        Ok(name) if name == PROG_INGRESS_LINEAR => PROG_INGRESS_LINEAR,
+        Ok(other) => {
+            panic!("LOCKDOWN_TEST_INGRESS={other:?}: use {PROG_INGRESS} or {PROG_INGRESS_LINEAR}")
+        }
+    }
+}
+
 /// lockdown's programs and maps, loaded for test runs.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The XDP program the test runs go through.
+    ingress: &'static str,
     pub handles: Handles,
     pub frags: HashMap<MapData, FragKey, FragValue>,
     config: Config,
@@ -157,6 +174,16 @@ impl Datapath {
     /// Loads the object; `max_flows` overrides the live flow tables' capacity (and so the
     /// closing tables').
     pub fn with_max_flows(config: Config, rules: &[&str], max_flows: Option<u32>) -> Self {
+        Self::with_ingress(config, rules, max_flows, ingress_under_test())
+    }
+
+    /// [`Datapath::with_max_flows`] running the XDP program `ingress` (a variant's name).
+    pub fn with_ingress(
+        config: Config,
+        rules: &[&str],
+        max_flows: Option<u32>,
+        ingress: &'static str,
+    ) -> Self {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
             for (name, table, _) in FLOW_MAPS {
@@ -166,9 +193,9 @@ impl Datapath {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .unwrap_or_else(|e| panic!("loading the lockdown eBPF object (are we root?): {e:#}"));
-        let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_INGRESS);
+        let xdp: &mut Xdp = program_mut(&mut ebpf, ingress);
         xdp.load()
-            .unwrap_or_else(|e| panic!("loading {PROG_INGRESS}: {e:#}"));
+            .unwrap_or_else(|e| panic!("loading {ingress}: {e:#}"));
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS);
         tc.load()
             .unwrap_or_else(|e| panic!("loading {PROG_EGRESS}: {e:#}"));
@@ -180,6 +207,7 @@ impl Datapath {
         let handles = Handles::take(&mut ebpf).unwrap_or_else(|e| panic!("taking the maps: {e:#}"));
         let mut dp = Self {
             ebpf,
+            ingress,
             handles,
             frags,
             config,
@@ -349,7 +377,7 @@ impl Datapath {
             frame.len()
         );
         let before = self.take_counters();
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let xdp: &Xdp = program(&self.ebpf, self.ingress);
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,
@@ -359,7 +387,8 @@ impl Datapath {
             .test_run(opts)
             .unwrap_or_else(|e| {
                 panic!(
-                    "test run of {PROG_INGRESS} on {}: {}",
+                    "test run of {} on {}: {}",
+                    self.ingress,
                     crate::packets::hex(frame),
                     chain(&e)
                 )
@@ -448,7 +477,7 @@ impl Datapath {
     /// kernel refuses, e.g. shorter than an Ethernet header).
     pub fn try_ingress_raw(&mut self, frame: &[u8]) -> Result<u32, String> {
         self.counters = None;
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS);
+        let xdp: &Xdp = program(&self.ebpf, self.ingress);
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,

@@ -10,8 +10,8 @@
 //!
 //! `up --replace` moves between the kinds when the probe picks another one than the pins record
 //! (after `LOCKDOWN_FORCE_TC` changed): the new attachment is made and pinned first, then the old
-//! one removed, so the interface is never without an egress program; for that moment both run,
-//! which only learns flows twice.
+//! one removed, so the interface is never without an egress program; for that moment both run
+//! (a packet is learnt twice, which changes nothing, and counted twice in `egress_packets`).
 
 use std::{fs, path::PathBuf};
 
@@ -34,8 +34,7 @@ use crate::{
         probe::{Feature, Features},
         tc,
     },
-    migrate::STAGING,
-    pins::PinDir,
+    pins::{PinDir, STAGING},
 };
 
 /// How the egress program is attached.
@@ -346,8 +345,16 @@ fn ifindex(dir: &PinDir) -> Option<u32> {
     };
     match pinned() {
         Ok(i) if i != 0 && exists(i) => Some(i),
-        _ => super::ifindex(&dir.iface).ok(),
+        _ => by_name(&dir.iface),
     }
+}
+
+/// The index interface `name` has in this namespace, if it exists.
+fn by_name(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is NUL-terminated.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Whether interface index `i` exists in this namespace.

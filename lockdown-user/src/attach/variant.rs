@@ -7,7 +7,8 @@
 //! - Native XDP: the multi-buffer one wherever the kernel has it (Linux 5.18). A driver runs a
 //!   program without the flag only on frames that fit one page, and refuses to raise the MTU above
 //!   that while one is attached; with the flag the MTU may rise later (jumbo frames included) and
-//!   the filter keeps enforcing, at no measurable cost in native mode.
+//!   the filter keeps enforcing. Native mode does not pay for the flag as generic mode does
+//!   (README, "XDP program variants").
 //! - Native XDP on a kernel without multi-buffer XDP: the single-buffer one, and an MTU above one
 //!   page is refused before anything is touched.
 
