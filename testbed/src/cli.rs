@@ -18,11 +18,13 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+#[cfg(feature = "datapath")]
 use lockdown_user::{datapath::pins::PIN_PROG_EGRESS_TC, host::tc};
 
 use crate::netns::{self, netns_path};
 
 /// What [`Lockdown::egress_ids`] gives as the "link id" of a netlink egress filter.
+#[cfg(feature = "datapath")]
 pub const NETLINK_FILTER: u32 = u32::MAX;
 
 /// The ids of the pinned link at `path` and of its program.
@@ -356,6 +358,7 @@ impl Lockdown {
 
     /// How the egress program is attached, by the pins: `tcx` (a pinned link) or `netlink` (the
     /// filter's program pinned); panics if neither is pinned.
+    #[cfg(feature = "datapath")]
     pub fn egress_kind(&self) -> &'static str {
         if self.pin_dir().join(PIN_LINK_EGRESS).exists() {
             "tcx"
@@ -372,6 +375,7 @@ impl Lockdown {
     /// The egress attachment as the kernel has it: the TCX link's id and its program's id, or —
     /// for lockdown's netlink filter, which has no id and always sits at the same priority and
     /// handle — [`NETLINK_FILTER`] and the id of the program the filter runs.
+    #[cfg(feature = "datapath")]
     pub fn egress_ids(&self) -> (u32, u32) {
         match self.egress_kind() {
             "tcx" => link_ids(&self.pin_dir().join(PIN_LINK_EGRESS)),
@@ -388,6 +392,7 @@ impl Lockdown {
     }
 
     /// lockdown's netlink TC egress filter on the interface, if there is one.
+    #[cfg(feature = "datapath")]
     pub fn netlink_filter(&self) -> Option<tc::Filter> {
         let iface = self.iface.clone();
         netns::in_ns(&self.ns, move || {
