@@ -190,7 +190,12 @@ struct Loaded {
 impl Loaded {
     fn new(max_flows: Option<u32>) -> Result<Self> {
         // What `lockdown up` writes by default: the default config and tcp/22.
-        let mut dp = Datapath::load(Config::DEFAULT, &testrun::rules(&["tcp/22"]), max_flows)?;
+        let mut dp = Datapath::load(
+            Config::DEFAULT,
+            &testrun::rules(&["tcp/22"]),
+            max_flows,
+            PROG_INGRESS,
+        )?;
         for name in [PROG_BASELINE_DROP, PROG_BASELINE_PASS, PROG_BASELINE_LOOKUP] {
             dp.load_xdp(name)?;
         }

@@ -26,30 +26,47 @@ use crate::{
     tables::{MapTables, count},
 };
 
-/// XDP ingress: pass or drop each inbound packet, and count why.
-///
-/// Multi-buffer aware (`xdp.frags`), so native XDP attaches at any MTU the driver allows, jumbo
-/// frames included. Only the first buffer is read: it holds every header lockdown parses (a driver
-/// puts at least the first page there; the parser reads at most 512 bytes of headers, and a packet
-/// whose headers were not all in the first buffer is dropped as malformed, never passed on a guess).
-/// Bytes are counted for the whole frame, all buffers.
+/// XDP ingress for multi-buffer frames (`xdp.frags`): native XDP attaches at any MTU the driver
+/// allows, jumbo frames included, and stays attached when the MTU rises. Only the first buffer is
+/// read: it holds every header lockdown parses (a driver puts at least the first page there; the
+/// parser reads at most 512 bytes of headers, and a packet whose headers were not all in the first
+/// buffer is dropped as malformed, never passed on a guess). Bytes are counted for the whole frame,
+/// all buffers. Needs Linux 5.18; the loader attaches it in native mode only (see
+/// `lockdown_user::attach::variant`).
 #[xdp(frags)]
 pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
+    // SAFETY: a plain helper call on this program's own context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    ingress(&ctx, len, log::Capture::Helper)
+}
+
+/// XDP ingress for single-buffer frames: the same decisions as [`lockdown_ingress`], without the
+/// multi-buffer flag, whose price in generic (skb) XDP is a slower receive path for every packet
+/// (README, "XDP program variants"); generic XDP hands this program the whole frame, linearised.
+/// It is also the native program on a kernel without multi-buffer XDP (before 5.18), where the
+/// driver refuses an MTU above about one page. Uses no helper newer than Linux 5.11.
+#[xdp]
+pub fn lockdown_linear(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    ingress(&ctx, len, log::Capture::Linear)
+}
+
+/// Pass or drop one inbound packet of `len` bytes, and count why: the body of both XDP variants.
+#[inline(always)]
+fn ingress(ctx: &XdpContext, len: u64, capture: log::Capture) -> u32 {
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let mut tables = MapTables::new();
     let d = verdict::ingress(&pkt, &mut tables);
-    // SAFETY: a plain helper call on this program's own context.
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     count(d.reason, len);
     if d.reason == Counter::DropInvalid {
         // Off unless the loader enables debug logging (`run --debug-log`).
         debug!(
-            &ctx,
+            ctx,
             "ingress: segment does not fit its flow's state ({} bytes)", len
         );
     }
     if d.reason.is_drop() {
-        log::drop_event(&ctx, len, d.reason, &mut tables);
+        log::drop_event(ctx, len, d.reason, &mut tables, capture);
     }
     if d.pass {
         xdp_action::XDP_PASS

@@ -18,8 +18,24 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+#[cfg(feature = "datapath")]
+use lockdown_user::{datapath::pins::PIN_PROG_EGRESS_TC, host::tc};
 
 use crate::netns::{self, netns_path};
+
+/// What [`Lockdown::egress_ids`] gives as the "link id" of a netlink egress filter.
+#[cfg(feature = "datapath")]
+pub const NETLINK_FILTER: u32 = u32::MAX;
+
+/// The ids of the pinned link at `path` and of its program.
+fn link_ids(path: &Path) -> (u32, u32) {
+    let link =
+        PinnedLink::from_pin(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let info = FdLink::from(link)
+        .info()
+        .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
+    (info.id(), info.program_id())
+}
 
 /// The `lockdown` binary: `$LOCKDOWN_BIN`, or `<workspace>/target/debug/lockdown`. Panics with a
 /// clear message if it does not exist.
@@ -201,6 +217,16 @@ impl Lockdown {
         self.run_env(args, &[run_dir])
     }
 
+    /// Runs the binary without `var` in its environment (whatever the tests were started with).
+    pub fn run_unset(&self, args: &[&str], var: &str) -> CmdOutput {
+        let mut cmd = self.command(args);
+        cmd.env_remove(var);
+        Self::output(
+            &mut cmd,
+            format!("env -u {var} {}", self.describe("", args)),
+        )
+    }
+
     /// Runs the binary and panics unless it succeeds.
     pub fn must(&self, args: &[&str]) -> CmdOutput {
         let out = self.run(args);
@@ -320,20 +346,59 @@ impl Lockdown {
     }
 
     /// The kernel ids of the pinned ingress and egress links (for checking that `down` really
-    /// released them). The file descriptors opened to read them are closed before returning.
+    /// released them): both with a TCX egress link, the ingress one with a netlink egress filter,
+    /// which is no link. The file descriptors opened to read them are closed before returning.
     pub fn pinned_link_ids(&self) -> Vec<u32> {
         [PIN_LINK_INGRESS, PIN_LINK_EGRESS]
             .iter()
-            .map(|name| {
-                let path = self.pin_dir().join(name);
-                let link = PinnedLink::from_pin(&path)
-                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-                let link = FdLink::from(link);
-                link.info()
-                    .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()))
-                    .id()
-            })
+            .filter(|name| **name == PIN_LINK_INGRESS || self.pin_dir().join(name).exists())
+            .map(|name| link_ids(&self.pin_dir().join(name)).0)
             .collect()
+    }
+
+    /// How the egress program is attached, by the pins: `tcx` (a pinned link) or `netlink` (the
+    /// filter's program pinned); panics if neither is pinned.
+    #[cfg(feature = "datapath")]
+    pub fn egress_kind(&self) -> &'static str {
+        if self.pin_dir().join(PIN_LINK_EGRESS).exists() {
+            "tcx"
+        } else if self.pin_dir().join(PIN_PROG_EGRESS_TC).exists() {
+            "netlink"
+        } else {
+            panic!(
+                "no egress attachment is pinned in {}",
+                self.pin_dir().display()
+            )
+        }
+    }
+
+    /// The egress attachment as the kernel has it: the TCX link's id and its program's id, or —
+    /// for lockdown's netlink filter, which has no id and always sits at the same priority and
+    /// handle — [`NETLINK_FILTER`] and the id of the program the filter runs.
+    #[cfg(feature = "datapath")]
+    pub fn egress_ids(&self) -> (u32, u32) {
+        match self.egress_kind() {
+            "tcx" => link_ids(&self.pin_dir().join(PIN_LINK_EGRESS)),
+            _ => {
+                let filter = self.netlink_filter().unwrap_or_else(|| {
+                    panic!("lockdown's TC egress filter is not on {}", self.iface)
+                });
+                let prog = filter.prog_id.unwrap_or_else(|| {
+                    panic!("the TC egress filter has no program id: {filter:?}")
+                });
+                (NETLINK_FILTER, prog)
+            }
+        }
+    }
+
+    /// lockdown's netlink TC egress filter on the interface, if there is one.
+    #[cfg(feature = "datapath")]
+    pub fn netlink_filter(&self) -> Option<tc::Filter> {
+        let iface = self.iface.clone();
+        netns::in_ns(&self.ns, move || {
+            let index = lockdown_user::host::link::ifindex(&iface).expect("the test interface");
+            tc::lockdowns(index).expect("dumping the clsact filters")
+        })
     }
 
     /// Processes running this test's binary that belong to this test: started with this test's

@@ -7,7 +7,8 @@
 //! bench's CPU steering as an option) · [`traffic`] (servers and clients inside them) · [`flood`]
 //! (the spoofed SYN flood) · [`packets`] (frames for test runs) · [`cli`] and [`bg`] (the
 //! `lockdown` binary with a test's own pin root) · [`origin`] (one test's world) · `testrun`
-//! (BPF_PROG_TEST_RUN on lockdown's programs, with the `datapath` feature).
+//! (BPF_PROG_TEST_RUN on lockdown's programs, with the `datapath` feature, which also gives [`cli`]
+//! its view of the egress attachment).
 
 pub mod bg;
 pub mod cli;

@@ -3,8 +3,10 @@
 //!
 //! [`Datapath::load`] loads the embedded object unpinned, loads the XDP and TC programs, takes
 //! lockdown-user's own handles on every map (its [`Handles`] and [`Blocklist`]), and writes a
-//! config and an allowlist. [`Datapath::ingress`] runs the XDP program once and reports its action
-//! and the reason counter that moved; [`Datapath::egress`] runs the TC program;
+//! config and an allowlist. The XDP program the verdict tests run is `$LOCKDOWN_TEST_INGRESS`
+//! ([`ingress_under_test`]): the multi-buffer variant unless it names the single-buffer one, so
+//! every verdict test runs against either. [`Datapath::ingress`] runs the XDP program once and
+//! reports its action and the reason counter that moved; [`Datapath::egress`] runs the TC program;
 //! [`Datapath::time`] runs a program `repeat` times and returns the kernel's mean duration. The
 //! test-facing methods panic with a message instead of returning errors.
 
@@ -28,7 +30,8 @@ use lockdown_common::{
         counters::{Counter, CounterKind},
         flow::{FAMILY_V4, FAMILY_V6, FlowKey, FlowTable, FlowValue, FragKey, FragValue},
         maps::{
-            CONFIG, FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, SKETCH_ENTRIES, flow_capacity,
+            CONFIG, FLOW_MAPS, FRAGS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR,
+            SKETCH_ENTRIES, flow_capacity,
         },
         rate::RateSpec,
     },
@@ -156,9 +159,24 @@ fn ignore_missing<T>(r: std::result::Result<T, MapError>, what: &str) -> Option<
     }
 }
 
+/// The XDP program variant test runs go through: `$LOCKDOWN_TEST_INGRESS` (`lockdown_ingress`,
+/// the default, or `lockdown_linear`); any other value panics.
+pub fn ingress_under_test() -> &'static str {
+    match std::env::var("LOCKDOWN_TEST_INGRESS").as_deref() {
+        Err(_) | Ok("") => PROG_INGRESS,
+        Ok(name) if name == PROG_INGRESS => PROG_INGRESS,
+        Ok(name) if name == PROG_INGRESS_LINEAR => PROG_INGRESS_LINEAR,
+        Ok(other) => {
+            panic!("LOCKDOWN_TEST_INGRESS={other:?}: use {PROG_INGRESS} or {PROG_INGRESS_LINEAR}")
+        }
+    }
+}
+
 /// lockdown's programs and maps, loaded for test runs.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The XDP program the test runs go through.
+    ingress: &'static str,
     pub handles: Handles,
     pub frags: HashMap<MapData, FragKey, FragValue>,
     pub blocklist: Blocklist,
@@ -189,16 +207,28 @@ impl Datapath {
     /// Loads the object; `max_flows` overrides the live flow tables' capacity (and so the
     /// closing tables').
     pub fn with_max_flows(config: Config, rules: &[&str], max_flows: Option<u32>) -> Self {
-        Self::load(config, &crate::testrun::rules(rules), max_flows)
+        Self::with_ingress(config, rules, max_flows, ingress_under_test())
+    }
+
+    /// [`Datapath::with_max_flows`] running the XDP program `ingress` (a variant's name).
+    pub fn with_ingress(
+        config: Config,
+        rules: &[&str],
+        max_flows: Option<u32>,
+        ingress: &'static str,
+    ) -> Self {
+        Self::load(config, &crate::testrun::rules(rules), max_flows, ingress)
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Loads the object with `config` and `rules`; `max_flows` overrides the live flow tables'
-    /// capacity (and so the closing tables').
+    /// Loads the object with `config` and `rules`, the XDP program `ingress` (a variant's name)
+    /// and the TC program; `max_flows` overrides the live flow tables' capacity (and so the
+    /// closing tables').
     pub fn load(
         config: Config,
         rules: &BTreeSet<AllowRule>,
         max_flows: Option<u32>,
+        ingress: &'static str,
     ) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_flows {
@@ -209,9 +239,8 @@ impl Datapath {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the lockdown eBPF object (are we root?)")?;
-        let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_INGRESS)?;
-        xdp.load()
-            .with_context(|| format!("loading {PROG_INGRESS}"))?;
+        let xdp: &mut Xdp = program_mut(&mut ebpf, ingress)?;
+        xdp.load().with_context(|| format!("loading {ingress}"))?;
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS)?;
         tc.load()
             .with_context(|| format!("loading {PROG_EGRESS}"))?;
@@ -231,6 +260,7 @@ impl Datapath {
         .context("taking the blocklist maps")?;
         let mut dp = Self {
             ebpf,
+            ingress,
             handles,
             frags,
             blocklist,
@@ -380,7 +410,7 @@ impl Datapath {
             frame.len()
         );
         let before = self.take_counters();
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS).unwrap_or_else(|e| panic!("{e:#}"));
+        let xdp: &Xdp = program(&self.ebpf, self.ingress).unwrap_or_else(|e| panic!("{e:#}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,
@@ -390,7 +420,8 @@ impl Datapath {
             .test_run(opts)
             .unwrap_or_else(|e| {
                 panic!(
-                    "test run of {PROG_INGRESS} on {}: {}",
+                    "test run of {} on {}: {}",
+                    self.ingress,
                     hex(frame),
                     chain(&e)
                 )
@@ -476,7 +507,7 @@ impl Datapath {
     /// kernel refuses, e.g. shorter than an Ethernet header).
     pub fn try_ingress_raw(&mut self, frame: &[u8]) -> std::result::Result<u32, String> {
         self.counters = None;
-        let xdp: &Xdp = program(&self.ebpf, PROG_INGRESS).unwrap_or_else(|e| panic!("{e:#}"));
+        let xdp: &Xdp = program(&self.ebpf, self.ingress).unwrap_or_else(|e| panic!("{e:#}"));
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat: 1,

@@ -24,6 +24,7 @@ use lockdown_testbed::{
         DROP_TIMEOUT, OK_TIMEOUT, exchange, pattern, ping, tcp_connect, tcp_fetch, udp_query,
     },
 };
+use lockdown_user::datapath::pins::PIN_PROG_EGRESS_TC;
 use nix::{sys::signal::Signal, unistd::Pid};
 
 const SSH: u16 = 22;
@@ -431,7 +432,11 @@ fn up_leaves_no_process_and_down_restores() {
         w.pair.origin_link_text()
     );
     let dir = w.ld.pin_dir();
-    for name in ALL.iter().chain(&[PIN_LINK_INGRESS, PIN_LINK_EGRESS]) {
+    let egress_pin = match w.ld.egress_kind() {
+        "tcx" => PIN_LINK_EGRESS,
+        _ => PIN_PROG_EGRESS_TC,
+    };
+    for name in ALL.iter().chain(&[PIN_LINK_INGRESS, egress_pin]) {
         assert!(
             dir.join(name).exists(),
             "{} is not pinned after up",
@@ -462,6 +467,11 @@ fn up_leaves_no_process_and_down_restores() {
     assert!(
         remaining.is_some(),
         "the XDP/TC links {link_ids:?} still exist in the kernel after down"
+    );
+    assert_eq!(
+        w.ld.netlink_filter(),
+        None,
+        "lockdown's TC egress filter is still there after down"
     );
     assert!(
         w.ld.processes().is_empty(),

@@ -271,7 +271,8 @@ fn another_xdp_program_is_named_and_left_alone() {
             &[
                 "already has an XDP program attached",
                 &format!("id {prog_id}"),
-                "lockdown_ingres",
+                // The skb-mode variant (single-buffer), by the name the kernel keeps.
+                "lockdown_linear",
                 "xdpgeneric off",
             ],
         );

@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
-use lockdown_common::contract::maps::{PIN_LINK_EGRESS, PIN_LINK_INGRESS};
+use lockdown_common::contract::maps::PIN_LINK_INGRESS;
 use lockdown_testbed::{
     bg::Bg,
     cli::{Lockdown, check_refused, wait_for},
@@ -228,7 +228,8 @@ trait SafetyChecks {
     fn allow(&self) -> Vec<String>;
     /// `flows --json` (with `extra` filters), parsed.
     fn flows(&self, extra: &[&str]) -> Vec<Flow>;
-    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them.
+    /// The kernel ids of the pinned (ingress, egress) links and of the programs in them (for a
+    /// netlink egress filter, see [`Lockdown::egress_ids`]).
     fn link_ids(&self) -> LinkIds;
     /// Whether the origin interface has no XDP program and lockdown has no pins for it.
     fn assert_not_locked(&self, what: &str);
@@ -264,19 +265,16 @@ impl SafetyChecks for Origin {
     }
 
     fn link_ids(&self) -> LinkIds {
-        let info = |name: &str| {
-            let path = self.ld.pin_dir().join(name);
-            let link = FdLink::from(
-                PinnedLink::from_pin(&path)
-                    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
-            );
-            let info = link
-                .info()
-                .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
-            (info.id(), info.program_id())
-        };
-        let (ingress, ingress_prog) = info(PIN_LINK_INGRESS);
-        let (egress, egress_prog) = info(PIN_LINK_EGRESS);
+        let path = self.ld.pin_dir().join(PIN_LINK_INGRESS);
+        let link = FdLink::from(
+            PinnedLink::from_pin(&path)
+                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
+        );
+        let info = link
+            .info()
+            .unwrap_or_else(|e| panic!("reading the info of {}: {e}", path.display()));
+        let (ingress, ingress_prog) = (info.id(), info.program_id());
+        let (egress, egress_prog) = self.ld.egress_ids();
         LinkIds {
             links: [ingress, egress],
             programs: [ingress_prog, egress_prog],

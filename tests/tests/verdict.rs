@@ -10,6 +10,7 @@ use lockdown_common::{
         config::{FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
         counters::Counter::{self, *},
         flow::{FlowState, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+        maps::PROG_INGRESS,
     },
     stages::parse::MAX_IPV6_EXT,
 };
@@ -1534,7 +1535,8 @@ fn counted_bytes(dp: &Datapath, c: Counter) -> u64 {
 #[test]
 fn multi_buffer_frames_are_decided_on_their_headers_and_counted_whole() {
     const JUMBO: usize = 9000;
-    let mut dp = datapath();
+    // Only the multi-buffer variant takes frames larger than a page.
+    let mut dp = Datapath::with_ingress(test_config(), RULES, None, PROG_INGRESS);
     for net in NETS {
         let key = flow_key(net.local, 41000, net.remote, 443, PROTO_TCP);
         dp.set_flow(&key, &FlowValue::new(FlowState::TcpEstablished, now(), 0));

@@ -146,8 +146,11 @@ pub const ALL: [&str; 20] = [
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
-/// XDP ingress program name in the object.
+/// XDP ingress program name in the object: the multi-buffer variant (`xdp.frags`).
 pub const PROG_INGRESS: &str = "lockdown_ingress";
+/// The single-buffer variant of the XDP ingress program (the same decisions, no `xdp.frags`).
+/// Its first 15 bytes, the name the kernel keeps, differ from [`PROG_INGRESS`]'s.
+pub const PROG_INGRESS_LINEAR: &str = "lockdown_linear";
 /// TC egress program name in the object.
 pub const PROG_EGRESS: &str = "lockdown_egress";
 

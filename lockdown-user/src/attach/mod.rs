@@ -2,13 +2,17 @@
 //! attach the TC egress program and then the XDP program, and pin both links. A failure at any step
 //! removes everything this attempt created, so `up` either locks the interface down or changes
 //! nothing. `up --replace` swaps this binary's programs into the pinned links, and the confirm
-//! rollback returns to the state saved before a change.
+//! rollback returns to the state saved before a change. Which XDP program and which egress
+//! attachment kind are used is decided first ([`plan`]).
 
 pub mod change;
 pub mod confirm;
+pub mod egress;
 pub mod guard;
+pub mod plan;
 pub mod refusal;
 pub mod seed;
+pub mod variant;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,7 +24,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp,
+        ProgramError, SchedClassifier, Xdp,
         links::{FdLink, PinnedLink},
     },
 };
@@ -28,7 +32,7 @@ use lockdown_common::{
     contract::{
         allow::AllowRule,
         config::{Config, STATE_FLAGS},
-        maps::{ALL, PROG_EGRESS, PROG_INGRESS},
+        maps::{ALL, CONFIG, PROG_EGRESS},
         rate::RateSpec,
     },
     rules::{allow::PortSpec, deny::DenyNet},
@@ -41,7 +45,7 @@ use crate::{
         handles::{Handles, compile_policy},
         load::loader,
         migrate,
-        pins::{PinDir, ensure_root, lock},
+        pins::{PinDir, ensure_root, lock, open_pinned},
     },
     host::link::{self, LinkInfo, XdpMode},
 };
@@ -124,10 +128,11 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     let _lock = lock(root)?;
     // Checked again under the lock: another `up` may have won the race.
     let (info, change) = preflight(dir, opts)?;
+    let plan = plan::Plan::new(opts.mode, &info)?;
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
-    match attach(dir, opts, &info, &change) {
+    match attach(dir, opts, &info, &change, &plan) {
         Ok(ebpf) => {
             confirm::clear_pending(&opts.iface)?;
             Ok(ebpf)
@@ -141,7 +146,13 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
 }
 
-fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo, change: &RuleChange) -> Result<Ebpf> {
+fn attach(
+    dir: &PinDir,
+    opts: &UpOptions,
+    info: &LinkInfo,
+    change: &RuleChange,
+    plan: &plan::Plan,
+) -> Result<Ebpf> {
     let index = info.index;
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
     let mut ebpf = loader(&paths, opts.max_flows, opts.debug_log)
@@ -164,18 +175,10 @@ fn attach(dir: &PinDir, opts: &UpOptions, info: &LinkInfo, change: &RuleChange) 
         .context("egress program missing")?
         .try_into()?;
     tc.load().context("loading the TC egress program")?;
-    let id = tc
-        .attach(index, TcAttachType::Egress)
-        .with_context(|| format!("attaching the TC egress program to {}", opts.iface))?;
-    let link: FdLink = tc
-        .take_link(id)?
-        .try_into()
-        .context("TC link is not a bpf_link")?;
-    link.pin(dir.link_egress())
-        .context("pinning the egress link")?;
+    egress::attach(dir, tc, index, plan.egress)?;
 
     let xdp: &mut Xdp = ebpf
-        .program_mut(PROG_INGRESS)
+        .program_mut(plan.variant.program())
         .context("ingress program missing")?
         .try_into()?;
     xdp.load().context("loading the XDP program")?;
@@ -221,6 +224,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     } else {
         None
     };
+    let choice = replace_plan(dir, opts)?;
     // Pins of an earlier release with another layout are carried over (see `migrate`), or
     // refused here, before anything changes.
     let (mut ebpf, plan) = migrate::load(dir, pinned_max, opts.debug_log)?;
@@ -235,7 +239,15 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     }
     migrate::stage(&ebpf, dir, &plan)?;
     let mut swapped = false;
-    let result = replace_staged(dir, opts, change.as_ref(), &plan, &mut ebpf, &mut swapped);
+    let result = replace_staged(
+        dir,
+        opts,
+        change.as_ref(),
+        &plan,
+        &choice,
+        &mut ebpf,
+        &mut swapped,
+    );
     match result {
         Ok(()) => migrate::commit(dir, &plan)?,
         // Once a program runs on the new maps, their pins must be in place whatever failed.
@@ -269,10 +281,12 @@ fn replace_staged(
     opts: &UpOptions,
     change: Option<&RuleChange>,
     plan: &migrate::Plan,
+    choice: &plan::Plan,
     ebpf: &mut Ebpf,
     swapped: &mut bool,
 ) -> Result<()> {
     let mut handles = Handles::open_paths(|name| plan.path(dir, name))?;
+    let ifindex = handles.read_config()?.ifindex;
     if opts.given.config {
         let old = handles.read_config()?;
         handles.write_config(&Config {
@@ -298,38 +312,48 @@ fn replace_staged(
     }
     handles.ensure_sketch_seed()?;
 
-    // Loads a program and swaps it into its pinned link. A macro, because `Xdp` and
-    // `SchedClassifier` share no trait for `attach_to_link`.
-    macro_rules! swap {
-        ($ty:ty, $name:expr, $pin:expr, $what:literal) => {{
-            let prog: &mut $ty = ebpf
-                .program_mut($name)
-                .context(concat!($what, " program missing"))?
-                .try_into()?;
-            prog.load()
-                .context(concat!("loading the ", $what, " program"))?;
-            let link = FdLink::from(PinnedLink::from_pin($pin).context(concat!(
-                "opening the ",
-                $what,
-                " link"
-            ))?);
-            let id = prog
-                .attach_to_link(link.try_into().context(concat!(
-                    "the ",
-                    $what,
-                    " link has the wrong type"
-                ))?)
-                .context(concat!("swapping the ", $what, " program"))?;
-            *swapped = true;
-            // The pin keeps the link; this process's handle can go.
-            drop(prog.take_link(id)?);
-        }};
-    }
     // Ingress first: during an upgrade to new maps, the new ingress program must see whatever the
     // new egress program learns; what the old egress program learns meanwhile is merged below.
-    swap!(Xdp, PROG_INGRESS, dir.link_ingress(), "ingress");
-    swap!(SchedClassifier, PROG_EGRESS, dir.link_egress(), "egress");
+    let xdp: &mut Xdp = ebpf
+        .program_mut(choice.variant.program())
+        .context("ingress program missing")?
+        .try_into()?;
+    xdp.load().context("loading the ingress program")?;
+    let link =
+        FdLink::from(PinnedLink::from_pin(dir.link_ingress()).context("opening the ingress link")?);
+    let id = xdp
+        .attach_to_link(
+            link.try_into()
+                .context("the ingress link has the wrong type")?,
+        )
+        .context("swapping the ingress program")?;
+    *swapped = true;
+    // The pin keeps the link; this process's handle can go.
+    drop(xdp.take_link(id)?);
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(PROG_EGRESS)
+        .context("egress program missing")?
+        .try_into()?;
+    tc.load().context("loading the egress program")?;
+    egress::replace(dir, tc, ifindex, choice.egress, swapped)?;
     migrate::carry_over_again(dir, plan, &mut handles, rules, &carried)
+}
+
+/// [`plan::Plan`] for a replace: the mode the pinned config records (a replace keeps it), on the
+/// interface as it is now.
+fn replace_plan(dir: &PinDir, opts: &UpOptions) -> Result<plan::Plan> {
+    let mode = pinned_config(dir)
+        .ok()
+        .and_then(|c| XdpMode::from_config(c.attach_mode))
+        .unwrap_or(opts.mode);
+    plan::Plan::new(mode, &link::query(&opts.iface)?)
+}
+
+/// The pinned config of an attachment.
+fn pinned_config(dir: &PinDir) -> Result<Config> {
+    let map: aya::maps::Array<aya::maps::MapData, Config> =
+        open_pinned(&dir.map(CONFIG))?.try_into()?;
+    Ok(map.get(&0, 0)?)
 }
 
 /// The kernel's refusal, explained from what the interface is (see [`refusal`]).
@@ -343,7 +367,8 @@ fn xdp_attach_error(e: ProgramError, opts: &UpOptions, link: &LinkInfo) -> anyho
     }
 }
 
-/// Detaches both programs and removes every pin. Each step runs even if an earlier one failed.
+/// Detaches both programs (the egress one of either kind, see [`egress`]) and removes every pin.
+/// Each step runs even if an earlier one failed.
 pub fn detach(dir: &PinDir) -> Result<()> {
     let _lock = match dir.dir.parent() {
         Some(root) => Some(lock(root)?),
@@ -356,10 +381,8 @@ pub fn detach(dir: &PinDir) -> Result<()> {
 /// [`detach`], for a caller that holds the pin-root lock.
 fn detach_locked(dir: &PinDir) -> Result<()> {
     let mut errors = Vec::new();
-    for link in [dir.link_ingress(), dir.link_egress()] {
-        if !link.exists() {
-            continue;
-        }
+    let link = dir.link_ingress();
+    if link.exists() {
         // Unpinning drops the last reference: the kernel detaches the program.
         match PinnedLink::from_pin(&link)
             .map_err(anyhow::Error::from)
@@ -368,6 +391,9 @@ fn detach_locked(dir: &PinDir) -> Result<()> {
             Ok(fd_link) => drop(fd_link),
             Err(e) => errors.push(format!("{}: {e:#}", link.display())),
         }
+    }
+    if let Err(e) = egress::detach(dir) {
+        errors.push(format!("{e:#}"));
     }
     if let Err(e) = dir.remove_all() {
         errors.push(format!("{e:#}"));

@@ -9,6 +9,7 @@ mod exporter;
 mod flows;
 mod generate;
 mod log;
+mod probe;
 mod run;
 mod status;
 mod up;
@@ -49,6 +50,8 @@ enum Command {
     Watchdog(confirm::Watchdog),
     #[command(hide = true)]
     Generate(generate::Generate),
+    #[command(hide = true)]
+    Probe(probe::Probe),
 }
 
 impl Cli {
@@ -75,6 +78,7 @@ impl Cli {
             Command::Exporter(a) => a.run(),
             Command::Watchdog(a) => a.run(),
             Command::Generate(a) => a.run(),
+            Command::Probe(a) => a.run(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use lockdown_common::contract::counters::Counter;
-use lockdown_user::{datapath::pins, observe::report};
+use lockdown_user::{attach::egress, datapath::pins, host::tc, observe::report};
 
 /// Show each locked-down interface's mode, allowlist, flow tables and counters.
 ///
@@ -52,6 +52,28 @@ impl StatusArgs {
     }
 }
 
+/// How the egress program is attached, and what is wrong with it, if anything.
+fn egress_line(e: &egress::State) -> String {
+    let mut line = match e.kind {
+        Some(egress::Kind::Tcx) => "tcx link".to_owned(),
+        Some(egress::Kind::Netlink) => format!(
+            "netlink tc filter (clsact egress, priority {:#x}, handle {:#x}; clsact qdisc {})",
+            tc::PRIORITY,
+            tc::HANDLE,
+            if e.clsact_created {
+                "created by lockdown"
+            } else {
+                "already there"
+            }
+        ),
+        None => "none".to_owned(),
+    };
+    if let Some(p) = &e.problem {
+        line.push_str(&format!(" — PROBLEM: {p}"));
+    }
+    line
+}
+
 /// The text form of one interface's status.
 fn print_status(s: &report::Status) {
     println!("interface  {}", s.interface);
@@ -60,6 +82,12 @@ fn print_status(s: &report::Status) {
         s.mode,
         if s.monitor { "monitor" } else { "enforce" }
     );
+    match (&s.xdp_program, s.xdp_variant) {
+        (Some(_), Some(v)) => println!("xdp        {}: {}", v.program(), v.describe()),
+        (Some(name), None) => println!("xdp        {name}"),
+        (None, _) => println!("xdp        (program name unreadable)"),
+    }
+    println!("egress     {}", egress_line(&s.egress));
     match (&s.programs_sha256, s.replace_due) {
         (Some(h), false) => println!("programs   sha256 {h} (this binary's)"),
         (Some(h), true) => println!(

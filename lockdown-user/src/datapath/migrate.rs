@@ -30,10 +30,7 @@ use lockdown_common::contract::{
     allow::AllowRule,
     counters::{Counter, CounterValue},
     flow::{FlowKey, FlowTable, FlowValue},
-    maps::{
-        ALL, COUNTERS, EVENTS, FLOWS4, FRAGS, HIGH_WATER, LOG_WINDOW, PIN_LINK_EGRESS,
-        PIN_LINK_INGRESS,
-    },
+    maps::{ALL, COUNTERS, EVENTS, FLOWS4, FRAGS, HIGH_WATER, LOG_WINDOW},
 };
 use lockdown_common::rules::allow::vouched;
 
@@ -47,9 +44,7 @@ use crate::datapath::{
 /// 24-byte [`FlowValue`], both families, every state.
 pub const LEGACY_FLOWS: &str = "LD_FLOWS";
 
-/// Prefix of the staging pins of maps created by an upgrade, renamed into place at the end. (No
-/// dot: bpffs refuses names with one, EPERM.)
-pub const STAGING: &str = "staging-";
+pub use crate::datapath::pins::STAGING;
 
 /// Maps whose contents may be dropped on an upgrade: short-lived or derived.
 const EPHEMERAL: [&str; 4] = [FRAGS, EVENTS, LOG_WINDOW, HIGH_WATER];
@@ -104,7 +99,7 @@ fn pinned_maps(dir: &PinDir) -> Result<BTreeSet<String>> {
         if name.starts_with(STAGING) {
             fs::remove_file(entry.path())
                 .with_context(|| format!("removing the leftover {}", entry.path().display()))?;
-        } else if name != PIN_LINK_INGRESS && name != PIN_LINK_EGRESS {
+        } else if !crate::datapath::pins::is_attachment_pin(&name) {
             out.insert(name);
         }
     }

@@ -37,6 +37,16 @@ impl PinDir {
         self.dir.join(PIN_LINK_EGRESS)
     }
 
+    /// The egress program, pinned while it is attached as a netlink TC filter (no TCX).
+    pub fn prog_egress_tc(&self) -> PathBuf {
+        self.dir.join(PIN_PROG_EGRESS_TC)
+    }
+
+    /// Marker (a symlink) that lockdown created the interface's clsact qdisc.
+    pub fn clsact_created(&self) -> PathBuf {
+        self.dir.join(PIN_CLSACT_CREATED)
+    }
+
     /// Refuses pins of an earlier release whose map layout this one reads only after
     /// `up --replace` has upgraded them (the maps of [`ALL`] but the build record must be
     /// pinned), naming the way out.
@@ -92,6 +102,28 @@ pub fn is_not_found(e: &MapError) -> bool {
         MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
     }
+}
+
+/// Prefix of the staging pins an upgrade makes (maps, the netlink filter's program), renamed into
+/// place at the end; leftovers of an interrupted one are removed. (No dot: bpffs refuses names
+/// with one, EPERM.)
+pub const STAGING: &str = "staging-";
+
+/// Pin name of the egress program attached as a netlink TC filter (see `attach::egress`).
+pub const PIN_PROG_EGRESS_TC: &str = "prog_egress_tc";
+/// Pin name of the marker that lockdown created the clsact qdisc (see `attach::egress`).
+pub const PIN_CLSACT_CREATED: &str = "clsact_created";
+
+/// Whether a pin in an interface's directory records an attachment (a link, the netlink filter's
+/// program, the clsact marker) rather than a map.
+pub fn is_attachment_pin(name: &str) -> bool {
+    [
+        PIN_LINK_INGRESS,
+        PIN_LINK_EGRESS,
+        PIN_PROG_EGRESS_TC,
+        PIN_CLSACT_CREATED,
+    ]
+    .contains(&name)
 }
 
 /// The pin root: `/sys/fs/bpf/lockdown`, or `$LOCKDOWN_PIN_ROOT` (which must be on a bpffs).

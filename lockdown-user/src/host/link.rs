@@ -451,7 +451,7 @@ fn xdp_attachment(attrs: &[LinkXdp]) -> Result<Option<XdpAttachment>> {
 /// The name the kernel holds for program `id` (`bpf_prog_info.name`: at most 15 bytes, what the
 /// loader gave it, e.g. aya's truncated function name). `None` if it has no name, or it cannot be
 /// read: listing programs needs `CAP_SYS_ADMIN`, and the program may be gone by now.
-fn prog_name(id: u32) -> Option<String> {
+pub(crate) fn prog_name(id: u32) -> Option<String> {
     for info in aya::programs::loaded_programs() {
         match info {
             Ok(info) if info.id() == id => {

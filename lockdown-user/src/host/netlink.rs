@@ -5,7 +5,9 @@
 use std::{io, os::fd::AsRawFd as _, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use netlink_packet_core::{NetlinkDeserializable, NetlinkMessage};
+use netlink_packet_core::{
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+};
 use netlink_sys::Socket;
 
 /// How long one `recv` may wait for the kernel. It answers these requests at once; this only
@@ -36,6 +38,21 @@ pub fn set_recv_timeout(socket: &Socket) -> Result<()> {
         return Err(io::Error::last_os_error()).context("setting SO_RCVTIMEO on a netlink socket");
     }
     Ok(())
+}
+
+/// One request: `payload` under a header with `flags` and sequence number `seq`.
+pub fn encode<T: NetlinkSerializable>(payload: T, flags: u16, seq: u32) -> Vec<u8>
+where
+    NetlinkPayload<T>: From<T>,
+{
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let mut message = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    message.finalize();
+    let mut buf = vec![0; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
 }
 
 /// Sends `request` (`what` names it in errors), whole.

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use lockdown_common::contract::{config::Timeouts, counters::CounterKind, flow::FlowTable};
 use serde::Serialize;
 
 use crate::{
+    attach::{egress, variant::Variant},
     datapath::{build_id, flows::Occupancy, handles::Handles, pins::PinDir},
     host::link::XdpMode,
 };
@@ -22,6 +23,12 @@ pub struct Status {
     /// The attached programs are not this binary's: `up --replace` loads them.
     pub replace_due: bool,
     pub mode: String,
+    /// The name the kernel has for the attached XDP program.
+    pub xdp_program: Option<String>,
+    /// Which XDP program variant that is (`frags` or `linear`; none if unknown).
+    pub xdp_variant: Option<Variant>,
+    /// The TC egress attachment: its kind (`tcx` or `netlink`) and whether it is in place.
+    pub egress: egress::State,
     pub monitor: bool,
     /// Whether dropped-packet events are being written (a `lockdown log` reader runs).
     pub logging: bool,
@@ -96,6 +103,7 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .iter()
         .filter_map(|(name, _)| t.field_mut(name).map(|v| (*name, *v)))
         .collect();
+    let xdp_program = xdp_program(dir)?;
     let programs = build_id::running(dir)?;
     let binary = build_id::object_sha256();
     Ok(Status {
@@ -107,6 +115,9 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         mode: XdpMode::from_config(config.attach_mode)
             .map_or("unknown", XdpMode::name)
             .to_owned(),
+        xdp_variant: xdp_program.as_deref().and_then(Variant::from_kernel_name),
+        xdp_program,
+        egress: egress::state(dir)?,
         monitor: config.has(lockdown_common::contract::config::FLAG_MONITOR),
         logging: config.has(lockdown_common::contract::config::FLAG_LOG),
         log_per_sec: config.log_per_sec,
@@ -122,4 +133,18 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         rates_pps,
         rate_interval_secs: interval.as_secs_f64(),
     })
+}
+
+/// The kernel's name for the program in the pinned XDP link (`None` if it cannot be read).
+fn xdp_program(dir: &PinDir) -> Result<Option<String>> {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let link = FdLink::from(
+        PinnedLink::from_pin(dir.link_ingress())
+            .with_context(|| format!("opening {}", dir.link_ingress().display()))?,
+    );
+    let id = link
+        .info()
+        .context("reading the ingress link")?
+        .program_id();
+    Ok(crate::host::link::prog_name(id))
 }
