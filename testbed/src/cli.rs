@@ -161,13 +161,16 @@ impl Lockdown {
         self.pin_dir().join(PIN_LINK_INGRESS).exists()
     }
 
-    /// `nsenter --net=/run/netns/NS -- <bin> args…` with `LOCKDOWN_PIN_ROOT` set.
+    /// `nsenter --net=/run/netns/NS -- <bin> args…` with `LOCKDOWN_PIN_ROOT` and
+    /// `LOCKDOWN_RUN_DIR` set: every verb of one test sees the same private pin root and run dir,
+    /// as every verb on a server sees `/sys/fs/bpf/lockdown` and `/run/lockdown`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = netns::ns_command(&self.ns, &self.bin);
         // The tester's own SSH session must not trigger the lockout guard in the test's
         // namespace; the tests that exercise the guard set it themselves.
         cmd.args(args)
             .env("LOCKDOWN_PIN_ROOT", &self.pin_root)
+            .env("LOCKDOWN_RUN_DIR", &self.run_dir)
             .env_remove("SSH_CONNECTION");
         cmd
     }
