@@ -21,7 +21,7 @@ use crate::{
 
 /// How an event's bytes are copied from the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Capture {
+pub(crate) enum Capture {
     /// `bpf_xdp_load_bytes` (Linux 5.18), which reads across the buffers of a multi-buffer frame.
     Helper,
     /// Direct packet access over `data..data_end`: a single-buffer frame holds the whole packet
@@ -32,7 +32,7 @@ pub enum Capture {
 /// Writes one event for a dropped packet, unless no reader runs, the rate limit is reached or
 /// the ring is full. With no reader it costs one flag test: not even the clock is read.
 #[inline(always)]
-pub fn drop_event(
+pub(crate) fn drop_event(
     ctx: &XdpContext,
     len: u64,
     reason: Counter,

@@ -2,10 +2,6 @@
 //! decision logic in `lockdown_common::verdict`.
 #![no_std]
 #![no_main]
-#![expect(
-    clippy::not_unsafe_ptr_arg_deref,
-    reason = "aya's #[classifier] wrapper takes the kernel's `*mut __sk_buff` as a safe `pub fn`"
-)]
 
 mod log;
 mod maps;
@@ -34,7 +30,7 @@ use crate::{
 /// all buffers. Needs Linux 5.18; the loader attaches it in native mode only (see
 /// `lockdown_user::attach::variant`).
 #[xdp(frags)]
-pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
+pub(crate) fn lockdown_ingress(ctx: XdpContext) -> u32 {
     // SAFETY: a plain helper call on this program's own context.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     ingress(&ctx, len, log::Capture::Helper)
@@ -46,7 +42,7 @@ pub fn lockdown_ingress(ctx: XdpContext) -> u32 {
 /// It is also the native program on a kernel without multi-buffer XDP (before 5.18), where the
 /// driver refuses an MTU above about one page. Uses no helper newer than Linux 5.11.
 #[xdp]
-pub fn lockdown_linear(ctx: XdpContext) -> u32 {
+pub(crate) fn lockdown_linear(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     ingress(&ctx, len, log::Capture::Linear)
 }
@@ -78,7 +74,7 @@ fn ingress(ctx: &XdpContext, len: u64, capture: log::Capture) -> u32 {
 /// TC egress: learn flows from outbound packets. Never drops; returns "next" (TC_ACT_UNSPEC /
 /// TCX_NEXT) so other programs on the hook still run.
 #[classifier]
-pub fn lockdown_egress(ctx: TcContext) -> i32 {
+pub(crate) fn lockdown_egress(ctx: TcContext) -> i32 {
     let mut tables = MapTables::new();
     count(Counter::EgressPackets, u64::from(ctx.len()));
     // The serving origin's heavy direction, decided on the linear head as it is: no pull.
@@ -100,13 +96,13 @@ pub fn lockdown_egress(ctx: TcContext) -> i32 {
 /// Benchmark baseline: the cheapest possible drop. Never attached; `cargo xtask bench` compares
 /// every lockdown path against it, measured in the same run.
 #[xdp]
-pub fn baseline_drop(_ctx: XdpContext) -> u32 {
+pub(crate) fn baseline_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
 /// Benchmark baseline: the cheapest possible pass. Never attached.
 #[xdp]
-pub fn baseline_pass(_ctx: XdpContext) -> u32 {
+pub(crate) fn baseline_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
@@ -114,7 +110,7 @@ pub fn baseline_pass(_ctx: XdpContext) -> u32 {
 /// and nothing else — the key is the frame's first 16 bytes, so nothing is parsed — to show what a
 /// hit costs on its own: the floor of any 5-tuple table. Never attached.
 #[xdp]
-pub fn baseline_lookup(ctx: XdpContext) -> u32 {
+pub(crate) fn baseline_lookup(ctx: XdpContext) -> u32 {
     use lockdown_common::{contract::flow::FlowKey4, packet::Packet as _};
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
     let Some(mut key) = pkt.load::<FlowKey4>(0) else {

@@ -2,14 +2,14 @@
 
 use lockdown_common::packet::Packet;
 
-pub struct Bytes {
+pub(crate) struct Bytes {
     start: usize,
     end: usize,
 }
 
 impl Bytes {
     #[inline(always)]
-    pub const fn new(start: usize, end: usize) -> Self {
+    pub(crate) const fn new(start: usize, end: usize) -> Self {
         Self { start, end }
     }
 }

@@ -19,7 +19,7 @@ use crate::maps::{
     FLOWS6, FRAGS, PORTS, RATES, SKETCH,
 };
 
-pub struct MapTables {
+pub(crate) struct MapTables {
     config: &'static Config,
     /// `bpf_ktime_get_coarse_ns`, read on first use (0: not yet).
     now: u64,
@@ -29,7 +29,7 @@ static DEFAULT_CONFIG: Config = Config::DEFAULT;
 
 impl MapTables {
     #[inline(always)]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             config: CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG),
             now: 0,
@@ -161,7 +161,7 @@ impl Tables for MapTables {
 
 /// Adds one packet of `bytes` to a counter on this CPU.
 #[inline(always)]
-pub fn count(counter: Counter, bytes: u64) {
+pub(crate) fn count(counter: Counter, bytes: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and the program is not preempted on this CPU while it runs.
         unsafe {

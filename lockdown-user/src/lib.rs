@@ -6,7 +6,7 @@
 //! - [`attach`] and [`observe`]: changing what is attached (up, replace, detach, the lockout
 //!   guard, seeding, the rule-change path, confirm), and reporting on it (status, metrics);
 //! - [`datapath`]: the eBPF object, its pins and typed handles on its maps;
-//! - [`host`] and [`allowlist`]: the host kernel's interfaces, and what an allowlist admits.
+//! - [`host`]: the host kernel's interfaces.
 //!
 //! The verbs (`src/cli/`, one file each) stand on top, in the binary.
 
