@@ -6,6 +6,9 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
+#[path = "build/btf.rs"]
+mod btf;
+
 /// The eBPF toolchain: a nightly whose LLVM (22) matches bpf-linker 0.10.1.
 /// Keep in step with `scripts/setup.sh`.
 const EBPF_TOOLCHAIN: &str = "nightly-2026-07-01";
@@ -74,5 +77,10 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
-    )
+    )?;
+    let object = Path::new(&std::env::var("OUT_DIR")?).join("lockdown");
+    if object.exists() {
+        btf::sanitize_union_names(&object)?;
+    }
+    Ok(())
 }
