@@ -10,7 +10,7 @@ use lockdown_common::{
         config::{FLAG_MONITOR, FLAG_PASS_DHCP, FLAG_PASS_RA},
         counters::Counter::{self, *},
         flow::{FlowState, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-        maps::PROG_INGRESS,
+        maps::{PROG_INGRESS, PROG_INGRESS_LINEAR},
     },
     stages::parse::MAX_IPV6_EXT,
 };
@@ -1584,5 +1584,24 @@ fn multi_buffer_frames_are_decided_on_their_headers_and_counted_whole() {
             );
         }
         dp.clear_flows();
+    }
+}
+
+/// The kernel accepts the object's BTF, so every program loads with it (function and line info
+/// for the verifier). bpf-linker leaves Rust's names on union types, which the kernel refuses;
+/// the build renames them (lockdown-user/build/btf.rs). Without that, aya loads the programs
+/// without BTF and says nothing.
+#[test]
+fn the_programs_load_with_their_btf() {
+    let mut ebpf = aya::Ebpf::load(lockdown_user::EBPF_OBJECT).expect("the object loads");
+    for name in [PROG_INGRESS, PROG_INGRESS_LINEAR] {
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(name)
+            .expect("program in the object")
+            .try_into()
+            .expect("an XDP program");
+        prog.load().expect("the program verifies");
+        let info = prog.info().expect("program info");
+        assert!(info.btf_id().is_some(), "{name} loaded without BTF");
     }
 }
