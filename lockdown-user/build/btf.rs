@@ -1,7 +1,9 @@
 //! Makes the eBPF object's BTF loadable: bpf-linker 0.10.1 leaves Rust's names on union types
 //! (`MaybeUninit<u8>`, from aya-ebpf's globals and lockdown's parser), which the kernel refuses
-//! ("Invalid name"), and without its BTF the kernel gets no function info — which `bpf_loop`'s
-//! callback needs. Each such name is rewritten in place, same length, as an identifier.
+//! ("Invalid name"), and without its BTF the kernel gets no function or line info (verifier logs
+//! without source lines; no BPF global functions). Each such name is rewritten in place, same
+//! length, as an identifier. The type walk is written here because aya-obj, which parses BTF,
+//! keeps its type iteration private.
 
 use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSection as _};
@@ -45,7 +47,10 @@ pub(crate) fn sanitize_union_names(path: &std::path::Path) -> Result<()> {
                 3 => 12,                      // ARRAY
                 4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
                 6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
-                _ => 0,
+                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+                2 | 7..=12 | 16 | 18 => 0,
+                // A kind this walk does not know the size of: stop rather than misread the rest.
+                _ => bail!("the .BTF section has a type of unknown kind {kind}"),
             };
     }
     for off in names {
