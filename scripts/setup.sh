@@ -21,7 +21,8 @@ BPF_LINKER_VERSION="0.10.1"
 CARGO_DEB_VERSION="3.8.0"
 APT_PACKAGES=(iproute2 iputils-ping iptables nftables ethtool netcat-openbsd procps util-linux systemd
     dpkg-dev man-db bash-completion openssh-server openssh-client fail2ban
-    qemu-system-x86 busybox-static xz-utils binutils)
+    qemu-system-x86 busybox-static xz-utils binutils
+    clang libbpf-dev linux-libc-dev hping3 netsniff-ng)
 APT_OPTIONAL=(bpftool)
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"

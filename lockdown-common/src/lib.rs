@@ -50,4 +50,7 @@ impl_pod!(
     contract::events::DropEvent,
     contract::events::LogWindow,
     contract::rate::RateSpec,
+    contract::syncookie::CookieConfig,
+    contract::syncookie::PortFlood,
+    contract::syncookie::HandoffMeta,
 );

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lockdown_common::contract::{
     allow::{AllowRule, CidrKey, PORT_TABLE_ENTRIES},
@@ -17,6 +17,7 @@ use lockdown_common::contract::{
         MAX_RATED_PORTS, MAX_RULES, SKETCH_MAP_ENTRIES, closing_capacity,
     },
     rate::RateSpec,
+    syncookie::{CookieConfig, PortFlood, SYN_PORTS_ENTRIES},
 };
 
 #[map(name = "LD_FLOWS4")]
@@ -93,6 +94,17 @@ pub(crate) static HIGH_WATER: Array<u32> = Array::with_max_entries(4, 0);
 /// Written and read by the loader only (see `lockdown_common::contract::maps::BUILD`).
 #[map(name = "LD_BUILD")]
 pub(crate) static BUILD: Array<[u8; 32]> = Array::with_max_entries(1, 0);
+
+/// SYN cookies (see `lockdown_common::contract::syncookie`): the configuration, written by the
+/// loader; the per-port flood detector; the tail-call table holding the cookie program.
+#[map(name = "LD_SYNCOOKIE")]
+pub(crate) static SYNCOOKIE: Array<CookieConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "LD_SYN_PORTS")]
+pub(crate) static SYN_PORTS: Array<PortFlood> = Array::with_max_entries(SYN_PORTS_ENTRIES, 0);
+
+#[map(name = "LD_COOKIE_PROGS")]
+pub(crate) static COOKIE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Keeps `CidrKey`'s layout and the trie's key in step (`MapTables::cidr_match` relies on it).
 const _: () = assert!(size_of::<CidrKey>() == size_of::<aya_ebpf::maps::lpm_trie::Key<[u8; 20]>>());

@@ -46,6 +46,8 @@ pub enum CounterKind {
     Log,
     /// Flow-table health.
     Table,
+    /// Answered by lockdown itself (`XDP_TX`): neither passed up nor dropped.
+    Answer,
 }
 
 counters! {
@@ -96,6 +98,21 @@ counters! {
     DropDenied = "drop_denied", Drop;
     /// A new connection beyond its source's rate (`allow add … --rate`).
     DropRateLimited = "drop_rate_limited", Drop;
+    /// A SYN to a port under a SYN flood, answered from XDP with a SYN cookie (`XDP_TX`); nothing
+    /// was stored and the kernel never saw it.
+    SynCookieSent = "syn_cookie_sent", Answer;
+    /// The handshake's ACK with a valid SYN cookie, within its source's rate: handed to the
+    /// listener (the TC hand-off builds the connection).
+    PassCookieAck = "pass_syn_cookie_ack", Pass;
+    /// An ACK to a port under cookies that belongs to no connection and carries no valid cookie
+    /// (forged, expired, or signed by a retired key).
+    DropCookieInvalid = "drop_syn_cookie_invalid", Drop;
+    /// An ACK to a port under cookies with no socket at all behind the port (nothing listens).
+    DropCookieNoListener = "drop_syn_cookie_no_listener", Drop;
+    /// A SYN to a port under cookies that lockdown cannot answer in place (IPv4 options, IPv6
+    /// extension headers, a VLAN tag): the kernel's own handshake answers it, its rate charged
+    /// at the SYN as without cookies.
+    PassSynToKernel = "pass_syn_to_kernel", Pass;
 }
 
 impl Counter {

@@ -9,3 +9,4 @@ pub mod events;
 pub mod flow;
 pub mod maps;
 pub mod rate;
+pub mod syncookie;

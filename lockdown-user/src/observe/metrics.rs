@@ -65,6 +65,7 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
                     CounterKind::Egress => "egress",
                     CounterKind::Log => "log",
                     CounterKind::Table => "table",
+                    CounterKind::Answer => "answer",
                 }
                 .to_owned(),
             };

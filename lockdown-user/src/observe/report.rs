@@ -93,7 +93,10 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
     for (c, v) in first {
         counters.insert(c.name(), v.packets);
         bytes.insert(c.name(), v.bytes);
-        if matches!(c.kind(), CounterKind::Pass | CounterKind::Drop) {
+        if matches!(
+            c.kind(),
+            CounterKind::Pass | CounterKind::Drop | CounterKind::Answer
+        ) {
             total_packets += v.packets;
             total_bytes += v.bytes;
         }
