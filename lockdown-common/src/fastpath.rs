@@ -16,6 +16,7 @@ use crate::{
         deny::denied,
         parse::{ETH_P_IP, TCP_FIN, TCP_RST, TCP_SYN, v4_addr},
         policy::port_flags,
+        syncookie,
     },
     tables::Tables,
 };
@@ -56,7 +57,11 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
         if flags & PORT_RATED != 0 && tcp_is_new(h[47]) {
             return None;
         }
-        return Some(Counter::PassAllowed);
+        // Under a SYN flood, the cookie stage's SYNs and ACKs (this shape is the plain one).
+        if !t.cookies() {
+            return Some(Counter::PassAllowed);
+        }
+        return Some(syncookie::triage(t, dport, h[47], true).unwrap_or(Counter::PassAllowed));
     }
     if flags & PORT_CIDR != 0 {
         return None;
