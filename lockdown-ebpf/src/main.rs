@@ -61,7 +61,7 @@ pub(crate) fn lockdown_linear(ctx: XdpContext) -> u32 {
 pub(crate) fn lockdown_cookie(ctx: XdpContext) -> u32 {
     // SAFETY: a plain helper call on this program's own context.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    let mut frame = XdpFrame::new(&ctx);
+    let mut frame = XdpFrame::new(&ctx, len);
     let mut tables = MapTables::new(Stage(ctx.ctx));
     let d = verdict::cookie(&mut frame, &mut tables);
     count(d.reason, len);
@@ -76,11 +76,13 @@ pub(crate) fn lockdown_cookie(ctx: XdpContext) -> u32 {
 }
 
 /// The cookie program's drop event, in a frame of its own: inlined, its buffers would add to the
-/// stage's call chain, which must fit 512 bytes.
+/// stage's call chain, which must fit 512 bytes. The bytes are copied from the first buffer (the
+/// cookie stage drops only plain TCP segments, whose headers are all there), so that this shared
+/// subprogram needs no helper the single-buffer program may not have.
 #[inline(never)]
 fn cookie_drop_event(ctx: &XdpContext, len: u64, reason: Counter) {
     let mut tables = MapTables::new(Triage);
-    log::drop_event(ctx, len, reason, &mut tables, log::Capture::Helper);
+    log::drop_event(ctx, len, reason, &mut tables, log::Capture::Linear);
 }
 
 /// Pass or drop one inbound packet of `len` bytes, and count why: the body of both XDP variants.

@@ -1,7 +1,7 @@
 //! `Packet` over `data..data_end`, with the bounds check the verifier needs on every access.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::generated::{bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use lockdown_common::{
@@ -35,17 +35,26 @@ impl Packet for Bytes {
 
 /// The frame of an XDP program that may answer it in place (the cookie program): reads and writes
 /// through `data..data_end`, re-read after every helper that moves them.
+/// A frame of several buffers is never rewritten: [`PacketMut::frame_len`] says 0 for it, and
+/// the rewrite, which checks the length before its first store, leaves it alone. (A SYN never
+/// spans buffers; reading the whole length here, in code every XDP program shares, would make
+/// the single-buffer program need `bpf_xdp_get_buff_len`, Linux 5.18.)
 pub(crate) struct XdpFrame<'a> {
     ctx: &'a XdpContext,
     bytes: Bytes,
+    /// Whether the frame has more buffers than the first.
+    frags: bool,
 }
 
 impl<'a> XdpFrame<'a> {
+    /// The frame of `ctx`, `len` bytes in all buffers.
     #[inline(always)]
-    pub(crate) fn new(ctx: &'a XdpContext) -> Self {
+    pub(crate) fn new(ctx: &'a XdpContext, len: u64) -> Self {
+        let bytes = Bytes::new(ctx.data(), ctx.data_end());
         Self {
             ctx,
-            bytes: Bytes::new(ctx.data(), ctx.data_end()),
+            frags: len != (bytes.end - bytes.start) as u64,
+            bytes,
         }
     }
 }
@@ -71,8 +80,11 @@ impl PacketMut for XdpFrame<'_> {
 
     #[inline(always)]
     fn frame_len(&self) -> usize {
-        // SAFETY: a plain helper call on this program's own context.
-        unsafe { bpf_xdp_get_buff_len(self.ctx.ctx) as usize }
+        if self.frags {
+            0
+        } else {
+            self.bytes.end - self.bytes.start
+        }
     }
 
     #[inline(always)]

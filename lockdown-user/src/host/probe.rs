@@ -123,6 +123,32 @@ const HELPERS: &[(bpf_func_id, &str, Since)] = &[
         "bpf_xdp_load_bytes",
         (5, 18),
     ),
+    (bpf_func_id::BPF_FUNC_tail_call, "bpf_tail_call", (4, 2)),
+    (
+        bpf_func_id::BPF_FUNC_xdp_adjust_meta,
+        "bpf_xdp_adjust_meta",
+        (4, 15),
+    ),
+    (
+        bpf_func_id::BPF_FUNC_xdp_adjust_tail,
+        "bpf_xdp_adjust_tail",
+        (4, 18),
+    ),
+    (bpf_func_id::BPF_FUNC_sk_release, "bpf_sk_release", (4, 20)),
+    (
+        bpf_func_id::BPF_FUNC_skc_lookup_tcp,
+        "bpf_skc_lookup_tcp",
+        (5, 2),
+    ),
+];
+
+/// Helpers only XDP programs may call. A subprogram shared by the XDP and TC programs (the
+/// cookie stage's, which no TC program reaches) does not make the TC program need them.
+const XDP_ONLY: &[bpf_func_id] = &[
+    bpf_func_id::BPF_FUNC_xdp_adjust_meta,
+    bpf_func_id::BPF_FUNC_xdp_adjust_tail,
+    bpf_func_id::BPF_FUNC_xdp_get_buff_len,
+    bpf_func_id::BPF_FUNC_xdp_load_bytes,
 ];
 
 /// The map types of lockdown's object, with the release that brought each (same rule as
@@ -163,6 +189,12 @@ const MAP_TYPES: &[(bpf_map_type, MapType, &str, Since)] = &[
         MapType::RingBuf,
         "ring buffer map",
         (5, 8),
+    ),
+    (
+        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
+        MapType::ProgramArray,
+        "program array map",
+        (4, 2),
     ),
 ];
 
@@ -301,6 +333,11 @@ pub fn scan(object: &[u8]) -> Result<Needs> {
             .get(&prog.function_key())
             .map(|f| calls(&f.instructions))
             .unwrap_or_default();
+        let shared: BTreeSet<u32> = shared
+            .iter()
+            .copied()
+            .filter(|id| kind == ProgKind::Xdp || !XDP_ONLY.iter().any(|h| *h as u32 == *id))
+            .collect();
         programs.insert(name.clone(), (kind, &own | &shared));
     }
     let maps = obj.maps.values().map(aya_obj::Map::map_type).collect();
@@ -644,12 +681,15 @@ fn probe_xdp_frags() -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lockdown_common::contract::maps::{PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR};
+    use lockdown_common::contract::{
+        maps::{PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR},
+        syncookie::COOKIE_PROG,
+    };
 
     #[test]
     fn every_helper_and_map_type_of_the_object_is_known() {
         let needs = needs();
-        for name in [PROG_INGRESS, PROG_INGRESS_LINEAR, PROG_EGRESS] {
+        for name in [PROG_INGRESS, PROG_INGRESS_LINEAR, PROG_EGRESS, COOKIE_PROG] {
             let (_, ids) = &needs.programs[name];
             for id in ids {
                 assert!(

@@ -278,8 +278,9 @@ fn syn<P: PacketMut + ?Sized, T: Tables + ?Sized>(
             cookie: k,
             mss: table[3],
             rcv_wscale: c.rcv_wscale as u8,
-            // Milliseconds-ish, offset per connection by the cookie: no clock leaks.
-            tsval: ((now >> 20) as u32).wrapping_add(k),
+            // Any value serves: after the hand-off the kernel's timestamps go on from the one the
+            // ACK echoes. The cookie reveals no clock and is the same for a retransmitted SYN.
+            tsval: k,
             ecn: f.ecn,
         },
     })
