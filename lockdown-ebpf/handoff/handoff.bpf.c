@@ -54,7 +54,10 @@ _Static_assert(sizeof(struct handoff_meta) == 24, "HandoffMeta is 24 bytes");
 /* "LDck", little-endian, as META_MAGIC. */
 #define META_MAGIC 0x6b63444cu
 
-struct sock;
+/* A complete (if empty) type: aya matches the extern's BTF against the kernel's kind by kind, and
+ * a forward declaration (BTF_KIND_FWD) does not match the kernel's BTF_KIND_STRUCT. */
+struct sock {
+};
 
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
 				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
@@ -142,7 +145,9 @@ int lockdown_handoff(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 
-	sk = bpf_skc_lookup_tcp(skb, &tuple, tuple_size, BPF_F_CURRENT_NETNS, 0);
+	/* bpf_sk_lookup_tcp, not bpf_skc_lookup_tcp: the kfunc takes a full socket (the verifier
+	 * refuses a sock_common), and a listener is one. */
+	sk = bpf_sk_lookup_tcp(skb, &tuple, tuple_size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk) {
 		count(HANDOFF_NO_LISTENER);
 		return TC_ACT_OK;

@@ -23,7 +23,11 @@
 //!   across `up --replace`). `up --replace` swaps a new hand-off program into the pinned link, or
 //!   attaches it, or — when cookies can no longer answer — removes it after the ingress swap.
 
-use std::{fs, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -34,10 +38,14 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use lockdown_common::contract::syncookie::{
-    COOKIE_PROG, COOKIE_PROGS, COOKIE_SLOT, CookieConfig, DEFAULT_CALM_SECS, DEFAULT_THRESHOLD,
-    HANDOFF_COUNTERS, HANDOFF_PROG, HandoffCounter, MODE_AUTO, MODE_OFF, MODE_ON, SYNCOOKIE,
-    WINDOW_SHIFT, mss_tables,
+use lockdown_common::contract::{
+    allow::AllowRule,
+    flow::PROTO_TCP,
+    syncookie::{
+        COOKIE_PROG, COOKIE_PROGS, COOKIE_SLOT, CookieConfig, DEFAULT_CALM_SECS, DEFAULT_THRESHOLD,
+        HANDOFF_COUNTERS, HANDOFF_PROG, HandoffCounter, MODE_AUTO, MODE_OFF, MODE_ON, PortFlood,
+        SYN_PORTS, SYNCOOKIE, WINDOW_SHIFT, mss_tables, window_of,
+    },
 };
 use serde::Serialize;
 
@@ -279,12 +287,12 @@ pub fn availability(kernel: &Kernel, variant: Variant, has_cookie_prog: bool) ->
     let why = if !kernel.features.has(Feature::SyncookieKfunc) {
         let (_, since) = Feature::SyncookieKfunc.describe();
         let forced = if kernel.forced_no_reqsk {
-            format!(" (hidden by {FORCE_NO_REQSK}=1)")
+            format!("; hidden here by {FORCE_NO_REQSK}=1")
         } else {
             String::new()
         };
         format!(
-            "this kernel ({release}) has no {KFUNC}{forced} (Linux {}.{}+)",
+            "this kernel ({release}) has no {KFUNC} (Linux {}.{}+{forced})",
             since.0, since.1
         )
     } else if variant != Variant::Frags {
@@ -511,6 +519,112 @@ pub fn handoff_counters(dir: &PinDir) -> Result<Option<Vec<(HandoffCounter, u64)
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// The TCP ports the allowlist `rules` opens: the ports whose SYNs the detector counts.
+pub fn allowed_tcp_ports(rules: &BTreeSet<AllowRule>) -> BTreeSet<u16> {
+    rules
+        .iter()
+        .filter(|r| r.proto == PROTO_TCP)
+        .flat_map(|r| r.port_lo..=r.port_hi)
+        .collect()
+}
+
+/// Of `ports`, those where cookies answer SYNs in detector window `window` (see
+/// [`PortFlood::engaged`]), from the `LD_SYN_PORTS` map at `path`.
+pub fn engaged_ports(
+    path: &Path,
+    config: &CookieConfig,
+    ports: &BTreeSet<u16>,
+    window: u32,
+) -> Result<Vec<u16>> {
+    let map: Array<MapData, PortFlood> = open_pinned(path)?
+        .try_into()
+        .with_context(|| format!("{SYN_PORTS} has the wrong type"))?;
+    let mut out = Vec::new();
+    for port in ports {
+        let flood = map
+            .get(&u32::from(*port), 0)
+            .with_context(|| format!("reading {SYN_PORTS}"))?;
+        if flood.engaged(config, window) {
+            out.push(*port);
+        }
+    }
+    Ok(out)
+}
+
+/// The SYN-cookie part of `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CookieStatus {
+    /// `off`, `auto` or `on` (`unknown` for a value this release does not know).
+    pub mode: &'static str,
+    /// Whether cookies answer SYNs here: the cookie program and the hand-off are installed.
+    pub answering: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    pub threshold_per_sec: u32,
+    pub calm_secs: u32,
+    /// Allowed TCP ports where cookies answer now.
+    pub engaged_ports: Vec<u16>,
+    /// The hand-off's counters by name (zeros when it is not attached).
+    pub handoff: BTreeMap<&'static str, u64>,
+}
+
+/// The SYN-cookie status of the interface pinned at `dir` with allowlist `rules`. Explaining
+/// why cookies do not answer probes the kernel (only then).
+pub fn status(
+    dir: &PinDir,
+    rules: &BTreeSet<AllowRule>,
+    variant: Option<Variant>,
+) -> Result<CookieStatus> {
+    let config = read_config(&dir.map(SYNCOOKIE))?;
+    let mode = CookieMode::from_value(config.mode);
+    let answering = handoff_attached(dir);
+    let reason = match mode {
+        _ if answering => None,
+        Some(CookieMode::Off) => Some("syn_cookies is off".to_owned()),
+        _ => {
+            let kernel = Kernel::probe()?;
+            let why = match variant {
+                Some(v) => availability(&kernel, v, object_has_cookie_prog()).reason,
+                None => Some("the attached XDP program is not one this release knows".to_owned()),
+            };
+            Some(why.unwrap_or_else(|| {
+                format!(
+                    "the cookie program and the hand-off are not installed; `lockdown up \
+                     --replace --iface {}` installs them",
+                    dir.iface
+                )
+            }))
+        }
+    };
+    let window = window_of(crate::clock_ns());
+    let engaged_ports = engaged_ports(
+        &dir.map(SYN_PORTS),
+        &config,
+        &allowed_tcp_ports(rules),
+        window,
+    )?;
+    let counters = handoff_counters(dir)?;
+    let handoff = HandoffCounter::ALL
+        .iter()
+        .map(|c| {
+            let v = counters
+                .as_ref()
+                .and_then(|all| all.iter().find(|(k, _)| k == c))
+                .map_or(0, |(_, v)| *v);
+            (c.name(), v)
+        })
+        .collect();
+    Ok(CookieStatus {
+        mode: mode.map_or("unknown", CookieMode::name),
+        answering,
+        reason,
+        threshold_per_sec: per_sec(config.threshold),
+        calm_secs: calm_secs(config.calm),
+        engaged_ports,
+        handoff,
+    })
 }
 
 #[cfg(test)]

@@ -321,8 +321,7 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Attached> {
         opts,
         change.as_ref(),
         &plan,
-        &choice,
-        &cookie_plan,
+        (&choice, &cookie_plan),
         &mut ebpf,
         &mut swapped,
     );
@@ -403,14 +402,13 @@ fn pinned_cookie_config(dir: &PinDir) -> Option<CookieConfig> {
 
 /// [`replace`] once the object is loaded and its new maps staged: policy (`change`, when the
 /// rules were given), seeding and the carried over data, then the swap. `swapped` says whether a
-/// program already runs on the new maps.
+/// program already runs on the new maps. `(choice, cookie_plan)`: what is attached, and how.
 fn replace_staged(
     dir: &PinDir,
     opts: &UpOptions,
     change: Option<&RuleChange>,
     plan: &migrate::Plan,
-    choice: &plan::Plan,
-    cookie_plan: &CookiePlan,
+    (choice, cookie_plan): (&plan::Plan, &CookiePlan),
     ebpf: &mut Ebpf,
     swapped: &mut bool,
 ) -> Result<()> {

@@ -142,6 +142,12 @@ const MAP_TYPES: &[(bpf_map_type, MapType, &str, Since)] = &[
         (3, 19),
     ),
     (
+        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
+        MapType::ProgramArray,
+        "program array map",
+        (4, 2),
+    ),
+    (
         bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
         MapType::PerCpuArray,
         "per-CPU array map",
