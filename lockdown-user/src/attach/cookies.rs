@@ -584,9 +584,17 @@ pub fn status(
         _ if answering => None,
         Some(CookieMode::Off) => Some("syn_cookies is off".to_owned()),
         _ => {
-            let kernel = Kernel::probe()?;
+            // Probed once per process: the exporter asks at every scrape.
+            static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+            let kernel = match KERNEL.get() {
+                Some(k) => k,
+                None => {
+                    let probed = Kernel::probe()?;
+                    KERNEL.get_or_init(|| probed)
+                }
+            };
             let why = match variant {
-                Some(v) => availability(&kernel, v, object_has_cookie_prog()).reason,
+                Some(v) => availability(kernel, v, object_has_cookie_prog()).reason,
                 None => Some("the attached XDP program is not one this release knows".to_owned()),
             };
             Some(why.unwrap_or_else(|| {
