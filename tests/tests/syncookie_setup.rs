@@ -598,3 +598,46 @@ fn the_handoff_builds_the_socket_from_the_metadata() {
     // Dropping the object detaches the stand-in.
     drop(ebpf);
 }
+
+#[test]
+fn an_unconfirmed_change_restores_the_cookie_settings() {
+    let o = Origin::new("sc-confirm");
+    let force = [(FORCE_NO_REQSK, "1".to_owned())];
+    let out = o.ld.run_env(&["up", "--iface", ORIGIN_IF], &force);
+    assert!(out.success(), "{out}");
+    let before = cookie_config(&o);
+    let out = o.ld.run_env(
+        &[
+            "up",
+            "--iface",
+            ORIGIN_IF,
+            "--syn-cookies",
+            "off",
+            "--syn-cookie-threshold",
+            "77",
+            "--confirm",
+            "2",
+        ],
+        &force,
+    );
+    assert!(out.success(), "{out}");
+    let changed = cookie_config(&o);
+    assert_eq!(
+        (changed.mode, changed.threshold),
+        (0, cookies::per_window(77))
+    );
+    let restored = lockdown_testbed::cli::wait_for(Duration::from_secs(15), || {
+        let c = cookie_config(&o);
+        (c.mode == MODE_AUTO).then_some(c)
+    })
+    .unwrap_or_else(|| panic!("the cookie settings were not rolled back\n{}", o.context()));
+    assert_eq!(
+        (restored.threshold, restored.calm),
+        (before.threshold, before.calm)
+    );
+    assert_eq!(
+        restored.keys, changed.keys,
+        "a rollback keeps the current keys"
+    );
+    o.ld.down();
+}

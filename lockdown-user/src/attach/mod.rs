@@ -564,6 +564,22 @@ pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<boo
                 flags: previous.config.flags & !STATE_FLAGS | now.flags & STATE_FLAGS,
                 ..previous.config
             })?;
+            // The SYN-cookie settings (mode, threshold, calm); the keys stay. The programs stay
+            // as the change left them: a mode that needs the hand-off where the change removed it
+            // falls back to the kernel's handshake until `up --replace` installs it again.
+            if let Some([mode, threshold, calm]) = prev.cookies {
+                let path = dir.map(SYNCOOKIE);
+                let now = cookies::read_config(&path)?;
+                cookies::write_config(
+                    &path,
+                    &CookieConfig {
+                        mode,
+                        threshold,
+                        calm,
+                        ..now
+                    },
+                )?;
+            }
         }
     }
     fs::remove_file(path).ok();
