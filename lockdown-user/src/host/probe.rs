@@ -10,7 +10,8 @@
 //!
 //! Test hook (not in `--help`): `LOCKDOWN_FORCE_TC=netlink` makes the probe report no TCX, so the
 //! egress program is attached as a netlink TC filter on a kernel that has TCX; the integration
-//! tests run that way too. Any other value is refused.
+//! tests run that way too. Any other value is refused. `LOCKDOWN_FORCE_NO_REQSK=1` likewise hides
+//! the kfunc `bpf_sk_assign_tcp_reqsk`, so SYN cookies cannot answer.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -167,6 +168,12 @@ const MAP_TYPES: &[(bpf_map_type, MapType, &str, Since)] = &[
         (3, 19),
     ),
     (
+        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
+        MapType::ProgramArray,
+        "program array map",
+        (4, 2),
+    ),
+    (
         bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
         MapType::PerCpuArray,
         "per-CPU array map",
@@ -209,7 +216,8 @@ pub enum Feature {
     XdpFrags,
     /// Global data (`.rodata`/`.bss` maps), which the object uses.
     GlobalData,
-    /// The kfunc `bpf_sk_assign_tcp_reqsk` (SYN cookies issued from BPF). Not used yet.
+    /// The kfunc `bpf_sk_assign_tcp_reqsk` (SYN cookies issued from BPF): the TC hand-off of a
+    /// cookie ACK to its listener (`attach::cookies`). Without it cookies cannot answer.
     SyncookieKfunc,
 }
 
@@ -404,12 +412,15 @@ pub struct Kernel {
     pub features: Features,
     /// `LOCKDOWN_FORCE_TC=netlink` hid TCX.
     pub forced_netlink: bool,
+    /// `LOCKDOWN_FORCE_NO_REQSK=1` hid the kfunc `bpf_sk_assign_tcp_reqsk`.
+    pub forced_no_reqsk: bool,
 }
 
 impl Kernel {
     /// Probes the running kernel (a few milliseconds: every probe is one tiny program).
     pub fn probe() -> Result<Self> {
         let forced_netlink = forced_netlink()?;
+        let forced_no_reqsk = forced_no_reqsk()?;
         let mut features = BTreeSet::new();
         let needs = needs();
         let xdp = load_trivial(
@@ -435,6 +446,9 @@ impl Kernel {
         }
         if is_bpf_global_data_supported().context("probing the kernel for BPF global data")? {
             features.insert(Feature::GlobalData);
+        }
+        if !forced_no_reqsk && has_kfunc(SYNCOOKIE_KFUNC)? {
+            features.insert(Feature::SyncookieKfunc);
         }
         let mut helpers = BTreeSet::new();
         let wanted: BTreeSet<(ProgKind, u32)> = needs
@@ -472,6 +486,7 @@ impl Kernel {
                 maps,
             },
             forced_netlink,
+            forced_no_reqsk,
         })
     }
 
@@ -527,6 +542,23 @@ pub fn has_kfunc(name: &str) -> Result<bool> {
         }
     };
     Ok(btf.id_by_type_name_kind(name, BtfKind::Func).is_ok())
+}
+
+/// The kfunc the SYN-cookie hand-off calls.
+pub const SYNCOOKIE_KFUNC: &str = "bpf_sk_assign_tcp_reqsk";
+
+/// The test hook (not in `--help`): `LOCKDOWN_FORCE_NO_REQSK=1` makes the probe report no
+/// [`SYNCOOKIE_KFUNC`], so a host that has it behaves as an older kernel.
+pub const FORCE_NO_REQSK: &str = "LOCKDOWN_FORCE_NO_REQSK";
+
+/// Whether `LOCKDOWN_FORCE_NO_REQSK=1` hides the kfunc (`0` or empty: no; anything else is
+/// refused).
+pub fn forced_no_reqsk() -> Result<bool> {
+    match std::env::var(FORCE_NO_REQSK).ok().as_deref() {
+        None | Some("" | "0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => bail!("{FORCE_NO_REQSK}={other:?}: the only value is `1`"),
+    }
 }
 
 /// The test hook: `LOCKDOWN_FORCE_TC=netlink` hides TCX.
