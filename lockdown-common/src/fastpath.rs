@@ -330,7 +330,10 @@ mod tests {
         }
         assert!(decided > 1000, "the fast path decided only {decided} cases");
         assert!(denied > 100, "the fast path denied only {denied} cases");
-        assert!(cookies > 100, "the fast path gave the cookie stage only {cookies} cases");
+        assert!(
+            cookies > 100,
+            "the fast path gave the cookie stage only {cookies} cases"
+        );
     }
 
     /// The SYN-cookie settings a test starts with: none written, off, on, and auto with every SYN
@@ -344,7 +347,12 @@ mod tests {
                 ..CookieConfig::OFF
             })
         };
-        vec![None, with(MODE_OFF, 0), with(MODE_ON, 1000), with(MODE_AUTO, 0)]
+        vec![
+            None,
+            with(MODE_OFF, 0),
+            with(MODE_ON, 1000),
+            with(MODE_AUTO, 0),
+        ]
     }
 
     /// The blocklists a test starts with: none, the remote address (in force or expired), a

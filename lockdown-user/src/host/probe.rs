@@ -197,12 +197,6 @@ const MAP_TYPES: &[(bpf_map_type, MapType, &str, Since)] = &[
         "ring buffer map",
         (5, 8),
     ),
-    (
-        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
-        MapType::ProgramArray,
-        "program array map",
-        (4, 2),
-    ),
 ];
 
 /// A kernel feature lockdown probes for on its own.
