@@ -1038,11 +1038,12 @@ impl Runner {
         self.model
             .set_rates(&all, &rates, seed)
             .unwrap_or_else(|e| panic!("the rates: {e}"));
-        // SYN cookies: on in two epochs of five, auto with a threshold of 0 (every SYN a flood)
-        // in one, off otherwise; fresh keys and detectors each epoch.
-        let mode = match rng.random_range(0..5) {
-            0 | 1 => MODE_ON,
-            2 => MODE_AUTO,
+        // SYN cookies: on in the first random epoch, auto with a threshold of 0 (every SYN a
+        // flood) in the second (so that a short run reaches every cookie path), then on in two
+        // epochs of five, auto in one, off otherwise; fresh keys and detectors each epoch.
+        let mode = match (self.epoch, rng.random_range(0..5)) {
+            (1, _) | (3.., 0 | 1) => MODE_ON,
+            (2, _) | (3.., 2) => MODE_AUTO,
             _ => MODE_OFF,
         };
         let cookie = CookieConfig {

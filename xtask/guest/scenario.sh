@@ -152,10 +152,13 @@ setup() {
 
 teardown() {
     [ -e "/run/netns/$O" ] && in_o "$LOCKDOWN" down --iface $OIF >/dev/null 2>&1
+    [ -e "/run/netns/$P" ] && in_p env LOCKDOWN_PIN_ROOT="$LOCKDOWN_PIN_ROOT-peer" \
+        LOCKDOWN_RUN_DIR="$LOCKDOWN_RUN_DIR-peer" "$LOCKDOWN" down --iface $PIF >/dev/null 2>&1
     for pid in $PIDS; do kill "$pid" 2>/dev/null; done
     for pid in $PIDS; do wait "$pid" 2>/dev/null; done
     for ns in $O $P; do [ -e "/run/netns/$ns" ] && $IP netns del "$ns"; done
-    rm -rf "$LOCKDOWN_PIN_ROOT" "$LOCKDOWN_RUN_DIR" "$WORK"
+    rm -rf "$LOCKDOWN_PIN_ROOT" "$LOCKDOWN_RUN_DIR" "$LOCKDOWN_PIN_ROOT-peer" \
+        "$LOCKDOWN_RUN_DIR-peer" "$WORK"
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
@@ -338,6 +341,61 @@ c_down() {
     open $O4 8080 && open $O6 8080
 }
 
+# The kernel's version as a number: 6.12 is 612.
+kver() { uname -r | awk -F. '{ printf "%d", $1 * 100 + $2 }'; }
+
+# lockdown on the peer, with pins and run directory of its own: a veth delivers the origin's
+# XDP_TX frames (the cookie SYN-ACKs) only to a peer with an XDP program of its own.
+peer_ld() {
+    in_p env LOCKDOWN_PIN_ROOT="$LOCKDOWN_PIN_ROOT-peer" LOCKDOWN_RUN_DIR="$LOCKDOWN_RUN_DIR-peer" \
+        timeout 120 "$LOCKDOWN" "$@" >"$WORK/peer" 2>&1 || {
+        WHY="peer lockdown $*: $(tail -n 1 "$WORK/peer")"
+        return 1
+    }
+}
+
+# SYN cookies where the kernel can hand a cookie ACK to its listener (Linux 6.9+): with
+# `--syn-cookies on`, every connection to tcp/22 is answered from XDP and its ACK handed over, and
+# works. Without it (6.1): `on` is refused and leaves nothing attached, and `auto` says so once
+# and runs with the kernel's own handshake.
+c_syn_cookies() {
+    if [ "$(kver)" -ge 609 ]; then
+        ld_ok up --iface $OIF --allow tcp/22 --syn-cookies on || return 1
+        peer_ld up --iface $PIF --allow tcp/9000 --syn-cookies off || return 1
+        attached && open $O4 22 && open $O6 22 || return 1
+        sent=$(counter syn_cookie_sent)
+        acks=$(counter pass_syn_cookie_ack)
+        echo "    syn_cookie_sent $sent, pass_syn_cookie_ack $acks"
+        [ "$sent" -ge 2 ] && [ "$acks" -ge 2 ] || {
+            WHY="two connections made $sent cookies and $acks cookie ACKs"
+            return 1
+        }
+        in_o "$LOCKDOWN" status --iface $OIF --json | tr -d ' \n' | grep -q '"answering":true' || {
+            WHY="status does not say the cookies answer"
+            return 1
+        }
+        peer_ld down --iface $PIF || return 1
+    else
+        if ld up --iface $OIF --allow tcp/22 --syn-cookies on; then
+            WHY="--syn-cookies on was accepted without bpf_sk_assign_tcp_reqsk"
+            return 1
+        fi
+        if in_o $IP -d link show dev $OIF | grep -q 'prog/xdp'; then
+            WHY="a refused up left an XDP program on $OIF"
+            return 1
+        fi
+        ld_ok up --iface $OIF --allow tcp/22 || return 1
+        n=$(grep -c '^syn cookies: off' "$WORK/out")
+        [ "$n" -eq 1 ] || { WHY="up printed the cookie notice $n times, not once"; return 1; }
+        attached && open $O4 22 && open $O6 22 && dropped $O4 8080 || return 1
+        in_o "$LOCKDOWN" status --iface $OIF --json | tr -d ' \n' | grep -q '"answering":false' || {
+            WHY="status does not say the cookies cannot answer"
+            return 1
+        }
+    fi
+    ld_ok down --iface $OIF
+}
+
 # Prints an LDK-PROG line for each eBPF program process $1 holds that is not in file $2 yet
 # (from its fdinfo; the name, which the kernel cuts to 15 characters, and the translated length
 # from bpftool when it is there), and adds its id to $2.
@@ -402,6 +460,7 @@ check rate-limit c_rate_limit
 check run-sigkill c_run_sigkill
 check replace-under-traffic c_replace
 check down-clean c_down
+check syn-cookies c_syn_cookies
 check model-vs-bpf c_model_vs_bpf
 echo "LDK-EXIT $FAILED"
 exit $FAILED
