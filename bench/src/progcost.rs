@@ -980,6 +980,16 @@ pub(crate) fn run(opts: &Options) -> Result<Section> {
     Ok(section)
 }
 
+/// A cookie path: timed like a [`Case`], checked by its reason.
+struct CookieCase {
+    id: &'static str,
+    label: String,
+    prog: Prog,
+    frame: Vec<u8>,
+    baseline: Option<Baseline>,
+    want: Option<Counter>,
+}
+
 /// Single test runs per sample for the cookie paths.
 const COOKIE_RUNS: u32 = 2_000;
 
@@ -1010,15 +1020,16 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
         );
         let ack = ack_for(&synack, 0);
         let closed = inbound(40_000, 8080, TCP_SYN).bytes();
-        let cases: [(
-            &'static str,
-            &str,
-            Prog,
-            &[u8],
-            Option<Baseline>,
-            Option<Counter>,
-        ); 4] = [
-            (
+        let case = |id, label: &str, prog, frame: &[u8], baseline, want| CookieCase {
+            id,
+            label: label.to_owned(),
+            prog,
+            frame: frame.to_vec(),
+            baseline,
+            want,
+        };
+        let cases = [
+            case(
                 "cookie_baseline_drop",
                 "bare XDP_DROP, one run at a time (baseline)",
                 Prog::BaseDrop,
@@ -1026,7 +1037,7 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
                 None,
                 None,
             ),
-            (
+            case(
                 "cookie_drop_syn_closed",
                 "SYN to a closed port (dropped), one run at a time",
                 Prog::Ingress,
@@ -1034,7 +1045,7 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
                 Some(Baseline::XdpDrop),
                 Some(Counter::DropNew),
             ),
-            (
+            case(
                 "cookie_syn",
                 "SYN to tcp/22 answered with a SYN cookie (XDP_TX)",
                 Prog::Ingress,
@@ -1042,7 +1053,7 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
                 Some(Baseline::DropSynClosed),
                 Some(Counter::SynCookieSent),
             ),
-            (
+            case(
                 "cookie_ack",
                 "the handshake's ACK with a valid cookie, handed over",
                 Prog::Ingress,
@@ -1051,17 +1062,18 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
                 Some(Counter::PassCookieAck),
             ),
         ];
-        for (id, _, prog, frame, _, want) in &cases {
-            if let Some(want) = want {
-                let (_, reason, _) = l.dp.ingress_out(frame);
+        for c in &cases {
+            if let Some(want) = c.want {
+                let (_, reason, _) = l.dp.ingress_out(&c.frame);
                 ensure!(
-                    reason == *want,
-                    "{id}: counted {}, expected {}",
+                    reason == want,
+                    "{}: counted {}, expected {}",
+                    c.id,
                     reason.name(),
                     want.name()
                 );
             } else {
-                l.dp.time(prog.name(), frame, 1)?;
+                l.dp.time(c.prog.name(), &c.frame, 1)?;
             }
         }
         let runs = COOKIE_RUNS.min(opts.repeat.max(1));
@@ -1070,13 +1082,13 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
             sys::check_interrupted()?;
             for k in 0..cases.len() {
                 let i = (k + rep) % cases.len();
-                let (id, _, prog, frame, ..) = &cases[i];
+                let c = &cases[i];
                 let mut total = 0.0;
                 for _ in 0..runs {
-                    let (_, d) = l.dp.time(prog.name(), frame, 1)?;
+                    let (_, d) = l.dp.time(c.prog.name(), &c.frame, 1)?;
                     total += d.as_nanos() as f64;
                 }
-                ensure!(total > 0.0, "{id}: the kernel timed nothing");
+                ensure!(total > 0.0, "{}: the kernel timed nothing", c.id);
                 samples[i].push(total / f64::from(runs));
             }
         }
@@ -1087,8 +1099,8 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
         Ok(cases
             .iter()
             .enumerate()
-            .map(|(i, (id, label, prog, frame, baseline, want))| {
-                let ratio_samples: Vec<f64> = baseline.map_or_else(Vec::new, |b| {
+            .map(|(i, c)| {
+                let ratio_samples: Vec<f64> = c.baseline.map_or_else(Vec::new, |b| {
                     samples[i]
                         .iter()
                         .zip(base(b))
@@ -1096,14 +1108,16 @@ fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
                         .collect()
                 });
                 PathResult {
-                    id,
-                    label: (*label).to_owned(),
-                    program: prog.name(),
-                    verdict: want.map_or_else(|| "XDP_DROP".to_owned(), |c| c.name().to_owned()),
-                    frame_bytes: frame.len(),
+                    id: c.id,
+                    label: c.label.clone(),
+                    program: c.prog.name(),
+                    verdict: c
+                        .want
+                        .map_or_else(|| "XDP_DROP".to_owned(), |w| w.name().to_owned()),
+                    frame_bytes: c.frame.len(),
                     ns: median(&samples[i]),
                     ns_samples: samples[i].clone(),
-                    baseline: *baseline,
+                    baseline: c.baseline,
                     ratio: (!ratio_samples.is_empty()).then(|| median(&ratio_samples)),
                     ratio_samples,
                 }
