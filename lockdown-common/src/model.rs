@@ -60,6 +60,10 @@ pub struct HostTables {
     /// Whether the program modelled has the SYN-cookie stage (`lockdown_ingress` has,
     /// `lockdown_linear` not).
     pub cookies: bool,
+    /// Whether the cookie program is in the ingress program's tail-call slot (the loader puts it
+    /// there only on a kernel with the hand-off kfunc); without it, what the verdict hands to the
+    /// cookie stage falls back as [`verdict::without_cookie_stage`] says.
+    pub cookie_stage: bool,
     /// The SYN-cookie configuration (`None`: never written, as a zeroed map entry: off).
     pub cookie: Option<CookieConfig>,
     /// The per-port SYN-flood detectors.
@@ -107,6 +111,7 @@ impl HostTables {
             touched_frags: Vec::new(),
             now: 0,
             cookies: true,
+            cookie_stage: true,
             cookie: None,
             syn_ports: HashMap::new(),
             connections: BTreeSet::new(),
@@ -190,7 +195,8 @@ impl HostTables {
         self.touched_flows.clear();
         self.touched_frags.clear();
         self.now = now;
-        verdict::ingress_answer(frame, self)
+        let stage = self.cookie_stage;
+        verdict::ingress_answer(frame, self, stage)
     }
 
     /// Learns from an outbound frame, as the TC program does.

@@ -101,13 +101,18 @@ pub fn cookie<P: PacketMut + ?Sized, T: Tables + ?Sized>(p: &mut P, t: &mut T) -
 }
 
 /// The whole ingress decision as the datapath takes it: [`ingress`], then [`cookie`] on the
-/// packets it hands over (in the kernel, two programs; on the host, the model, one call).
-pub fn ingress_answer<P: PacketMut + ?Sized, T: Tables + ?Sized>(p: &mut P, t: &mut T) -> Decision {
+/// packets it hands over, if there is a cookie `stage` to take them (in the kernel, two programs
+/// and a tail call; on the host, the model, one call).
+pub fn ingress_answer<P: PacketMut + ?Sized, T: Tables + ?Sized>(
+    p: &mut P,
+    t: &mut T,
+    stage: bool,
+) -> Decision {
     let d = ingress(p, t);
-    if to_cookie_stage(d.reason) {
-        cookie(p, t)
-    } else {
-        d
+    match (to_cookie_stage(d.reason), stage) {
+        (true, true) => cookie(p, t),
+        (true, false) => without_cookie_stage(d),
+        (false, _) => d,
     }
 }
 

@@ -44,6 +44,7 @@ use lockdown_common::{
 use lockdown_user::{
     EBPF_OBJECT,
     datapath::{blocklist::Blocklist, flows::FlowEntry, handles::Handles},
+    host::probe::{Feature, Kernel},
 };
 
 use crate::packets::{addr16, hex};
@@ -189,6 +190,8 @@ pub struct Datapath {
     pub frags: HashMap<MapData, FragKey, FragValue>,
     pub blocklist: Blocklist,
     config: Config,
+    /// Whether the cookie program is in the ingress program's tail-call slot.
+    cookie_stage: bool,
     /// Packets per counter after the last run, if nothing else has moved them since.
     counters: Option<Vec<u64>>,
 }
@@ -249,8 +252,14 @@ impl Datapath {
             .context("loading the lockdown eBPF object (are we root?)")?;
         let xdp: &mut Xdp = program_mut(&mut ebpf, ingress)?;
         xdp.load().with_context(|| format!("loading {ingress}"))?;
-        if ingress == PROG_INGRESS {
-            // The cookie stage, in the ingress program's tail-call slot as the loader puts it.
+        // The cookie stage, in the ingress program's tail-call slot where the loader puts it:
+        // with the multi-buffer program, on a kernel with the hand-off kfunc.
+        let cookie_stage = ingress == PROG_INGRESS
+            && Kernel::probe()
+                .context("probing the kernel")?
+                .features
+                .has(Feature::SyncookieKfunc);
+        if cookie_stage {
             let cookie: &mut Xdp = program_mut(&mut ebpf, COOKIE_PROG)?;
             cookie
                 .load()
@@ -288,6 +297,7 @@ impl Datapath {
             frags,
             blocklist,
             config,
+            cookie_stage,
             counters: None,
         };
         dp.handles
@@ -297,6 +307,12 @@ impl Datapath {
             .set_rules(rules)
             .with_context(|| format!("writing the rules {rules:?}"))?;
         Ok(dp)
+    }
+
+    /// Whether the cookie program is in the ingress program's tail-call slot: the multi-buffer
+    /// program on a kernel with `bpf_sk_assign_tcp_reqsk`, as the loader does it.
+    pub const fn cookie_stage(&self) -> bool {
+        self.cookie_stage
     }
 
     /// Writes the SYN-cookie configuration (`LD_SYNCOOKIE`).

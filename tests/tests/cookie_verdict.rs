@@ -49,11 +49,16 @@ struct Side {
 impl Side {
     fn new(mode: u32, ingress: &'static str) -> Self {
         let mut dp = Datapath::with_ingress(test_config(), RULES, None, ingress);
+        assert!(
+            dp.cookie_stage() || ingress != PROG_INGRESS,
+            "this kernel has no bpf_sk_assign_tcp_reqsk: the cookie program is not loaded"
+        );
         let c = cookie_config(mode);
         dp.set_cookie_config(&c);
         let mut model = snapshot(&dp);
         model.cookie = Some(c);
         model.cookies = ingress == PROG_INGRESS;
+        model.cookie_stage = dp.cookie_stage();
         model.listeners.insert(22);
         Self { dp, model }
     }

@@ -50,6 +50,9 @@ use crate::{
 
 const TCP_ECE: u8 = 0x40;
 const TCP_CWR: u8 = 0x80;
+/// The longest SYN frame answered in place (a full-size Ethernet frame with two VLAN tags).
+pub const MAX_ANSWERED_FRAME: usize = 1522;
+
 /// The MSS a SYN without the option stands for (RFC 9293).
 const DEFAULT_MSS: u16 = 536;
 
@@ -256,6 +259,13 @@ fn syn<P: PacketMut + ?Sized, T: Tables + ?Sized>(
     t: &mut T,
     seg: &Seg,
 ) -> Option<synack::Reply> {
+    // A frame longer than an Ethernet frame (a SYN with a large Fast Open payload; on a
+    // multi-buffer driver, one spread over buffers, whose length the kernel reports as 0 here)
+    // goes to the kernel's handshake.
+    let len = p.frame_len();
+    if len == 0 || len > MAX_ANSWERED_FRAME {
+        return None;
+    }
     let now = t.now();
     let c = t.cookie_config()?;
     let o = options(p, seg)?;

@@ -384,6 +384,12 @@ fn off_monitor_and_closed_ports_keep_the_verdict_without_cookies() {
 fn a_syn_of_another_shape_goes_to_the_kernel_charged_at_the_syn() {
     let mut t = tables(MODE_ON);
     // IPv4 with an option (IHL 6): not the plain shape.
+    let mut big = seg(false, 22, TCP_SYN, 5, 0, &LINUX, &[7; 1500]);
+    assert_eq!(
+        t.ingress_frame(&mut big, NOW).reason,
+        Counter::PassSynToKernel,
+        "too long"
+    );
     let mut s = seg(false, 22, TCP_SYN, 5, 0, &LINUX, b"");
     s.bytes.splice(34..34, [1, 1, 1, 0]);
     s.bytes[14] = 0x46;
@@ -396,4 +402,39 @@ fn a_syn_of_another_shape_goes_to_the_kernel_charged_at_the_syn() {
         (Counter::PassSynToKernel, Action::Pass)
     );
     assert_eq!(s, before, "left as it came");
+}
+
+#[test]
+fn without_a_cookie_program_syns_go_to_the_kernel_uncharged_while_the_flood_lasts() {
+    // A kernel without the hand-off kfunc: the loader leaves the tail-call slot empty and writes
+    // mode auto, so the detector still runs. Under a flood, a rated port's SYNs go to the
+    // kernel's handshake (and its own syncookies) without spending their source's rate: the
+    // rate limit fails open instead of locking everyone out.
+    let mut t = tables(MODE_AUTO);
+    t.cookie_stage = false;
+    let rules: BTreeSet<AllowRule> = [AllowRule::parse("tcp/22", None)]
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("rule");
+    let rate = RateSpec::parse_rate("2/min", 2).expect("rate");
+    let rates: BTreeMap<PortSpec, RateSpec> = [(PortSpec::parse("tcp/22").expect("port"), rate)]
+        .into_iter()
+        .collect();
+    t.set_rates(&rules, &rates, 7).expect("rates");
+    let syn = |t: &mut HostTables| {
+        let mut s = seg(false, 22, TCP_SYN, 5, 0, &LINUX, b"");
+        let d = t.ingress_frame(&mut s, NOW);
+        assert_eq!(d.action(), if d.pass { Action::Pass } else { Action::Drop });
+        d.reason
+    };
+    // Below the threshold (3): charged as ever, the burst of 2 then refused.
+    assert_eq!(syn(&mut t), Counter::PassAllowed);
+    assert_eq!(syn(&mut t), Counter::PassAllowed);
+    assert_eq!(syn(&mut t), Counter::DropRateLimited);
+    // Over it: the kernel's handshake, uncharged, for every source.
+    for _ in 0..10 {
+        assert_eq!(syn(&mut t), Counter::PassSynToKernel);
+    }
+    let mut a = seg(false, 22, TCP_ACK, 6, 12345, &[], b"");
+    assert_eq!(t.ingress_frame(&mut a, NOW).reason, Counter::PassAllowed);
 }
