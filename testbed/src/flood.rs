@@ -70,6 +70,9 @@ pub enum Sources {
     /// stranger, each IPv6 one in its own /64: what drains a per-source sketch if SYNs are
     /// charged. The origin has no route back to them.
     Anywhere,
+    /// Every frame from this one address (of the destination's family), from random ports: a
+    /// spoofer who knows a real client's address and sends in its name.
+    Only(IpAddr),
 }
 
 /// A pause after every `every` frames, so that a test's flood does not overflow the veth's
@@ -346,6 +349,14 @@ impl Spec {
         if self.kind == Kind::Ack && self.shape == Shape::Mss {
             bail!("a flood of ACKs carries no MSS option: use Shape::Linux or Shape::Bare");
         }
+        if let Sources::Only(a) = self.sources
+            && a.is_ipv6() != self.dst.is_ipv6()
+        {
+            bail!(
+                "source {a} and destination {} are of different families",
+                self.dst
+            );
+        }
         Ok(())
     }
 
@@ -487,6 +498,8 @@ fn randomise(f: &mut [u8; MAX_FRAME], l: &Layout, rng: &mut Rng) {
         let src = match l.sources {
             Sources::FloodNet => random_in6(FLOOD_NET6, FLOOD_PREFIX6, rng),
             Sources::Anywhere => random_in6(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3, rng),
+            Sources::Only(IpAddr::V6(a)) => a,
+            Sources::Only(IpAddr::V4(a)) => a.to_ipv6_mapped(),
         };
         f[ETH + 8..ETH + 24].copy_from_slice(&src.octets());
     } else {
@@ -495,6 +508,8 @@ fn randomise(f: &mut [u8; MAX_FRAME], l: &Layout, rng: &mut Rng) {
         let src = match l.sources {
             Sources::FloodNet => source(r2 >> 32),
             Sources::Anywhere => anywhere4(rng),
+            Sources::Only(IpAddr::V4(a)) => a,
+            Sources::Only(IpAddr::V6(a)) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
         };
         f[ETH + 12..ETH + 16].copy_from_slice(&src.octets());
         f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
@@ -607,7 +622,11 @@ mod tests {
         for dst in [IpAddr::V4(ORIGIN_V4), IpAddr::V6(ORIGIN_V6)] {
             for kind in [Kind::Syn, Kind::Ack] {
                 for shape in [Shape::Mss, Shape::Linux, Shape::Bare] {
-                    for sources in [Sources::FloodNet, Sources::Anywhere] {
+                    let only = match dst {
+                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(10, 231, 64, 7)),
+                        IpAddr::V6(_) => "fd00:231:100:7::1".parse().expect("address"),
+                    };
+                    for sources in [Sources::FloodNet, Sources::Anywhere, Sources::Only(only)] {
                         let s = spec(dst, kind, shape, sources);
                         if s.check().is_err() {
                             assert!(kind == Kind::Ack && shape == Shape::Mss);
@@ -702,6 +721,7 @@ mod tests {
                 (IpAddr::V6(a), Sources::Anywhere) => {
                     assert_eq!(a.segments()[0] >> 13, 1, "{a} outside 2000::/3");
                 }
+                (a, Sources::Only(only)) => assert_eq!(a, only),
             }
         }
     }
@@ -725,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ack_flood_cannot_carry_an_mss() {
+    fn impossible_specs_are_refused() {
         let s = spec(
             IpAddr::V4(ORIGIN_V4),
             Kind::Ack,
@@ -733,5 +753,11 @@ mod tests {
             Sources::FloodNet,
         );
         assert!(s.check().is_err());
+        let v6 = Sources::Only(IpAddr::V6(ORIGIN_V6));
+        assert!(
+            spec(IpAddr::V4(ORIGIN_V4), Kind::Syn, Shape::Linux, v6)
+                .check()
+                .is_err()
+        );
     }
 }

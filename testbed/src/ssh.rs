@@ -263,16 +263,21 @@ impl Sshd {
         let sources = (0..n)
             .map(|_| pair.fresh_source(family))
             .collect::<Result<Vec<_>>>()?;
-        Ok(thread::scope(|s| {
+        Ok(self.logins_from(&sources, family.origin()))
+    }
+
+    /// One login from each of `sources` to `dst`, all at once; in the order of `sources`.
+    pub fn logins_from(&self, sources: &[IpAddr], dst: IpAddr) -> Vec<Login> {
+        thread::scope(|s| {
             let handles: Vec<_> = sources
                 .iter()
-                .map(|&src| s.spawn(move || self.login_from(src, family.origin())))
+                .map(|&src| s.spawn(move || self.login_from(src, dst)))
                 .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("a login thread panicked"))
                 .collect()
-        }))
+        })
     }
 
     /// A connection from a fresh source of `family`, held open by an ssh control master, over
