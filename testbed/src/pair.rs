@@ -401,6 +401,24 @@ impl NetPair {
         }
         Ok(threads.into_iter().map(|(_, n)| n).collect())
     }
+
+    /// Threaded NAPI on the peer's veth, its kthreads pinned to [`GEN_CPU`]: the frames the
+    /// origin's XDP program sends back (`XDP_TX`) are then received on the generator's CPU, not
+    /// charged to [`RX_CPU`]. Call after [`NetPair::peer_xdp_pass`] (the peer's veth has NAPI
+    /// only with a program attached). Returns the kthreads' names.
+    pub fn peer_threaded_napi(&self) -> Result<Vec<String>> {
+        netns::sysfs_write(&self.peer, &format!("class/net/{PEER_IF}/threaded"), "1")?;
+        let prefix = format!("napi/{PEER_IF}-");
+        let threads = host::threads_named(&prefix)?;
+        if threads.is_empty() {
+            bail!("no NAPI kthread named {prefix}* after enabling threaded NAPI on {PEER_IF}");
+        }
+        for (tid, name) in &threads {
+            host::pin(*tid, &[GEN_CPU])
+                .with_context(|| format!("pinning {name} to CPU{GEN_CPU}"))?;
+        }
+        Ok(threads.into_iter().map(|(_, n)| n).collect())
+    }
 }
 
 /// (transmitted, received) packets of `dev` in the calling thread's namespace.
