@@ -888,14 +888,18 @@ fn syncookies_markdown(s: &mut String, c: &syncookies::Section) {
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | **{}/{}** ({}) | {:.0} ms | {} frames at {:.0}/s{} | {} |",
+            "| {} | {} | {} | **{}/{}** ({}) | {} | {} frames at {:.0}/s{} | {} |",
             r.cookies,
             r.rate.as_deref().unwrap_or("none"),
             r.spoofed_per_source,
             r.got_in,
             r.attempted,
             pct(r.share),
-            r.median_login_ms,
+            if r.median_login_ms.is_nan() {
+                "—".to_owned()
+            } else {
+                format!("{:.0} ms", r.median_login_ms)
+            },
             r.flood_sent,
             r.flood_pps,
             if r.flood_covered {

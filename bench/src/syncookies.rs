@@ -141,6 +141,7 @@ pub(crate) struct LoginRun {
     pub attempted: usize,
     pub got_in: usize,
     pub share: f64,
+    /// Of the logins that got in (NaN if none did).
     pub median_login_ms: f64,
     pub flood_sent: u64,
     pub flood_pps: f64,
