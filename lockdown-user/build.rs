@@ -82,5 +82,50 @@ fn main() -> anyhow::Result<()> {
     if object.exists() {
         btf::sanitize_union_names(&object)?;
     }
-    Ok(())
+    build_handoff(root_dir.as_std_path())
+}
+
+/// The SYN-cookie hand-off (`lockdown-ebpf/handoff/handoff.bpf.c`): C, because its kfunc call
+/// needs BTF for an extern function that the Rust toolchain cannot emit. Built with clang into
+/// `OUT_DIR/handoff.bpf.o` and embedded as `HANDOFF_OBJECT`. `AYA_BUILD_SKIP=1` (which skips the
+/// Rust object too) writes an empty file instead.
+fn build_handoff(ebpf_dir: &Path) -> anyhow::Result<()> {
+    let source = ebpf_dir.join("handoff/handoff.bpf.c");
+    let out = Path::new(&std::env::var("OUT_DIR")?).join("handoff.bpf.o");
+    println!("cargo:rerun-if-changed={}", source.display());
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    println!("cargo:rerun-if-env-changed=CLANG");
+    if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true") {
+        std::fs::write(&out, b"")?;
+        return Ok(());
+    }
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    let arch_include = format!(
+        "/usr/include/{}-linux-gnu",
+        std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_owned())
+    );
+    let output = Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .arg(format!("-I{arch_include}"))
+        .arg("-c")
+        .arg(&source)
+        .arg("-o")
+        .arg(&out)
+        .output();
+    match output {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
+            "building the SYN-cookie hand-off ({}) needs clang, which was not found ({clang:?}): \
+             install clang, libbpf-dev and linux-libc-dev (scripts/setup.sh does), or set CLANG",
+            source.display()
+        )),
+        Err(e) => Err(anyhow!("running {clang:?}: {e}")),
+        Ok(o) if !o.status.success() => Err(anyhow!(
+            "clang failed to build {} ({}); are libbpf-dev and linux-libc-dev installed \
+             (scripts/setup.sh)?\n{}",
+            source.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Ok(_) => Ok(()),
+    }
 }

@@ -141,7 +141,7 @@ pub(crate) fn write(path: &Path, r: &Results) -> Result<()> {
                 color: match x.baseline {
                     _ if x.id.starts_with("clock_") => DIAG,
                     None => BASE,
-                    Some(Baseline::XdpDrop | Baseline::DropSmall) => DROP,
+                    Some(Baseline::XdpDrop | Baseline::DropSmall | Baseline::DropSynClosed) => DROP,
                     Some(
                         Baseline::XdpPass
                         | Baseline::Lookup16

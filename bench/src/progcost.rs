@@ -4,7 +4,7 @@
 //! measured in the same repetition, interleaved, so every ratio compares like with like.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, TcpListener},
     time::Instant,
 };
 
@@ -17,13 +17,15 @@ use lockdown_common::{
         maps::{
             PROG_BASELINE_DROP, PROG_BASELINE_LOOKUP, PROG_BASELINE_PASS, PROG_EGRESS, PROG_INGRESS,
         },
+        syncookie::{CookieConfig, MODE_ON},
     },
     rules::deny::DenyNet,
 };
 use lockdown_testbed::{
-    packets::{Pkt, TCP_ACK, TCP_SYN, addr16},
+    netns::in_private_netns,
+    packets::{LINUX_SYN_OPTIONS, Pkt, TCP_ACK, TCP_SYN, ack_for, addr16},
     pair::GEN_CPU,
-    testrun::{self, Datapath, flow_key, now},
+    testrun::{self, Datapath, XDP_TX, flow_key, now},
 };
 use serde::Serialize;
 
@@ -80,6 +82,9 @@ pub(crate) enum Baseline {
     DropSmall,
     /// The established ACK with no blocklist: the cost of a loaded blocklist.
     EstablishedNoBlocklist,
+    /// A SYN to a closed port, dropped: the floor of a cookie answer (a drop plus a rewrite and a
+    /// transmit), timed run by run as the cookie paths are.
+    DropSynClosed,
 }
 
 impl Baseline {
@@ -91,6 +96,7 @@ impl Baseline {
             Self::Lookup16 => "16-byte-key LRU lookup",
             Self::EstablishedSmall | Self::DropSmall => "the same path at 54 bytes",
             Self::EstablishedNoBlocklist => "the same path without a blocklist",
+            Self::DropSynClosed => "a dropped SYN to a closed port",
         }
     }
 }
@@ -904,6 +910,7 @@ pub(crate) fn run(opts: &Options) -> Result<Section> {
         Baseline::EstablishedSmall => &samples[index("established_ack")],
         Baseline::DropSmall => &samples[index("drop_ack_closed")],
         Baseline::EstablishedNoBlocklist => &samples[index("established_ack")],
+        Baseline::DropSynClosed => unreachable!("only the cookie paths compare with it"),
     };
     let mut paths = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -927,6 +934,7 @@ pub(crate) fn run(opts: &Options) -> Result<Section> {
             ratio_samples,
         });
     }
+    paths.extend(cookie_paths(opts)?);
     let big_i = index("flows_big_hit");
     let small_i = index("flows_small_hit");
     let ratio_big_to_small = median_of(
@@ -970,4 +978,136 @@ pub(crate) fn run(opts: &Options) -> Result<Section> {
         );
     }
     Ok(section)
+}
+
+/// Single test runs per sample for the cookie paths.
+const COOKIE_RUNS: u32 = 2_000;
+
+/// The SYN-cookie paths: a SYN to tcp/22 answered with a cookie (`XDP_TX`, the ingress program
+/// tail-calling the cookie program) and the handshake's ACK checked and handed over, against a
+/// bare `XDP_DROP` and a SYN to a closed port dropped by lockdown, in one interleaved run. Timed
+/// one run at a time ([`COOKIE_RUNS`] per sample): the cookie program rewrites its input in place
+/// (the SYN becomes its SYN-ACK; the ACK gains metadata), so a test run repeated on one buffer
+/// would time something else after the first. In a network namespace of its own, with a listener
+/// on tcp/22 for the ACK's socket lookup to find.
+fn cookie_paths(opts: &Options) -> Result<Vec<PathResult>> {
+    in_private_netns("bench", || {
+        let _listener = TcpListener::bind("[::]:22").context("listening on tcp/22")?;
+        let mut l = Loaded::new(None)?;
+        l.dp.set_cookie_config(&CookieConfig {
+            keys: [[0x5eed, 0xc00c1e], [1, 2]],
+            mode: MODE_ON,
+            ..CookieConfig::OFF
+        });
+        let syn = Pkt::tcp(REMOTE4, LOCAL4, 40_000, 22, TCP_SYN)
+            .tcp_options(&LINUX_SYN_OPTIONS)
+            .bytes();
+        let (ret, reason, synack) = l.dp.ingress_out(&syn);
+        ensure!(
+            ret == XDP_TX && reason == Counter::SynCookieSent,
+            "a SYN to tcp/22 under cookies: action {ret}, {}",
+            reason.name()
+        );
+        let ack = ack_for(&synack, 0);
+        let closed = inbound(40_000, 8080, TCP_SYN).bytes();
+        let cases: [(
+            &'static str,
+            &str,
+            Prog,
+            &[u8],
+            Option<Baseline>,
+            Option<Counter>,
+        ); 4] = [
+            (
+                "cookie_baseline_drop",
+                "bare XDP_DROP, one run at a time (baseline)",
+                Prog::BaseDrop,
+                &syn,
+                None,
+                None,
+            ),
+            (
+                "cookie_drop_syn_closed",
+                "SYN to a closed port (dropped), one run at a time",
+                Prog::Ingress,
+                &closed,
+                Some(Baseline::XdpDrop),
+                Some(Counter::DropNew),
+            ),
+            (
+                "cookie_syn",
+                "SYN to tcp/22 answered with a SYN cookie (XDP_TX)",
+                Prog::Ingress,
+                &syn,
+                Some(Baseline::DropSynClosed),
+                Some(Counter::SynCookieSent),
+            ),
+            (
+                "cookie_ack",
+                "the handshake's ACK with a valid cookie, handed over",
+                Prog::Ingress,
+                &ack,
+                Some(Baseline::DropSynClosed),
+                Some(Counter::PassCookieAck),
+            ),
+        ];
+        for (id, _, prog, frame, _, want) in &cases {
+            if let Some(want) = want {
+                let (_, reason, _) = l.dp.ingress_out(frame);
+                ensure!(
+                    reason == *want,
+                    "{id}: counted {}, expected {}",
+                    reason.name(),
+                    want.name()
+                );
+            } else {
+                l.dp.time(prog.name(), frame, 1)?;
+            }
+        }
+        let runs = COOKIE_RUNS.min(opts.repeat.max(1));
+        let mut samples = vec![Vec::with_capacity(opts.reps); cases.len()];
+        for rep in 0..opts.reps {
+            sys::check_interrupted()?;
+            for k in 0..cases.len() {
+                let i = (k + rep) % cases.len();
+                let (id, _, prog, frame, ..) = &cases[i];
+                let mut total = 0.0;
+                for _ in 0..runs {
+                    let (_, d) = l.dp.time(prog.name(), frame, 1)?;
+                    total += d.as_nanos() as f64;
+                }
+                ensure!(total > 0.0, "{id}: the kernel timed nothing");
+                samples[i].push(total / f64::from(runs));
+            }
+        }
+        let base = |b: Baseline| match b {
+            Baseline::DropSynClosed => &samples[1],
+            _ => &samples[0],
+        };
+        Ok(cases
+            .iter()
+            .enumerate()
+            .map(|(i, (id, label, prog, frame, baseline, want))| {
+                let ratio_samples: Vec<f64> = baseline.map_or_else(Vec::new, |b| {
+                    samples[i]
+                        .iter()
+                        .zip(base(b))
+                        .map(|(p, b)| p / b.max(1.0))
+                        .collect()
+                });
+                PathResult {
+                    id,
+                    label: (*label).to_owned(),
+                    program: prog.name(),
+                    verdict: want.map_or_else(|| "XDP_DROP".to_owned(), |c| c.name().to_owned()),
+                    frame_bytes: frame.len(),
+                    ns: median(&samples[i]),
+                    ns_samples: samples[i].clone(),
+                    baseline: *baseline,
+                    ratio: (!ratio_samples.is_empty()).then(|| median(&ratio_samples)),
+                    ratio_samples,
+                }
+            })
+            .collect())
+    })
 }

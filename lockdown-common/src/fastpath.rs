@@ -16,6 +16,7 @@ use crate::{
         deny::denied,
         parse::{ETH_P_IP, TCP_FIN, TCP_RST, TCP_SYN, v4_addr},
         policy::port_flags,
+        syncookie,
     },
     tables::Tables,
 };
@@ -56,7 +57,11 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
         if flags & PORT_RATED != 0 && tcp_is_new(h[47]) {
             return None;
         }
-        return Some(Counter::PassAllowed);
+        // Under a SYN flood, the cookie stage's SYNs and ACKs (this shape is the plain one).
+        if !t.cookies() {
+            return Some(Counter::PassAllowed);
+        }
+        return Some(syncookie::triage(t, dport, h[47], true).unwrap_or(Counter::PassAllowed));
     }
     if flags & PORT_CIDR != 0 {
         return None;
@@ -128,6 +133,7 @@ mod tests {
             allow::AllowRule,
             config::Config,
             flow::{FlowValue, PROTO_TCP},
+            syncookie::{CookieConfig, MODE_AUTO, MODE_OFF, MODE_ON},
         },
         model::HostTables,
         stages::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -280,12 +286,15 @@ mod tests {
     fn the_ingress_fast_path_answers_as_the_full_path() {
         let mut decided = 0;
         let mut denied = 0;
+        let mut cookies = 0;
         for frame in frames(true) {
-            for (entry, deny) in flow_states()
+            for ((entry, deny), cookie) in flow_states()
                 .into_iter()
                 .flat_map(|e| deny_states().into_iter().map(move |d| (e, d)))
+                .flat_map(|ed| cookie_states().into_iter().map(move |c| (ed.clone(), c)))
             {
                 let mut fast = tables();
+                fast.cookie = cookie;
                 let port = frame
                     .get(36..38)
                     .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
@@ -305,6 +314,7 @@ mod tests {
                 };
                 decided += 1;
                 denied += usize::from(reason == Counter::DropDenied);
+                cookies += usize::from(crate::verdict::to_cookie_stage(reason));
                 assert_eq!(
                     reason,
                     full_path(frame.as_slice(), &mut full),
@@ -315,10 +325,34 @@ mod tests {
                     "flows after {frame:02x?}, {entry:?}"
                 );
                 assert_eq!(fast.closing, full.closing);
+                assert_eq!(fast.syn_ports, full.syn_ports, "the flood detector");
             }
         }
         assert!(decided > 1000, "the fast path decided only {decided} cases");
         assert!(denied > 100, "the fast path denied only {denied} cases");
+        assert!(
+            cookies > 100,
+            "the fast path gave the cookie stage only {cookies} cases"
+        );
+    }
+
+    /// The SYN-cookie settings a test starts with: none written, off, on, and auto with every SYN
+    /// a flood.
+    fn cookie_states() -> Vec<Option<CookieConfig>> {
+        let with = |mode, threshold| {
+            Some(CookieConfig {
+                keys: [[1, 2], [3, 4]],
+                mode,
+                threshold,
+                ..CookieConfig::OFF
+            })
+        };
+        vec![
+            None,
+            with(MODE_OFF, 0),
+            with(MODE_ON, 1000),
+            with(MODE_AUTO, 0),
+        ]
     }
 
     /// The blocklists a test starts with: none, the remote address (in force or expired), a

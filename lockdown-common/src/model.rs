@@ -17,15 +17,21 @@ use crate::{
         flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
         maps::SKETCH_ENTRIES,
         rate::RateSpec,
+        syncookie::{CookieConfig, PortFlood},
     },
+    packet::Frame,
     rules::{
         allow::{CompileError, PortSpec},
         deny::DenyNet,
         policy::{Policy, PolicyError},
     },
-    tables::Tables,
+    tables::{Socket, Tables},
     verdict::{self, Decision},
 };
+
+/// A TCP 4-tuple as an inbound segment carries it: family, source, destination, source port,
+/// destination port.
+pub type SocketKey = (u8, [u8; 16], [u8; 16], u16, u16);
 /// The model's tables. `touched_*` log every key the last packet looked up or wrote. Each flow
 /// table stands for both families' maps of that kind (the kernel splits them by family only to key
 /// IPv4 flows with 16 bytes).
@@ -51,6 +57,17 @@ pub struct HostTables {
     pub touched_frags: Vec<FragKey>,
     /// The time the next decision runs at (`CLOCK_MONOTONIC_COARSE` ns).
     pub now: u64,
+    /// Whether the program modelled has the SYN-cookie stage (`lockdown_ingress` has,
+    /// `lockdown_linear` not).
+    pub cookies: bool,
+    /// The SYN-cookie configuration (`None`: never written, as a zeroed map entry: off).
+    pub cookie: Option<CookieConfig>,
+    /// The per-port SYN-flood detectors.
+    pub syn_ports: HashMap<u16, PortFlood>,
+    /// The origin's sockets as `bpf_skc_lookup_tcp` finds them: connections by 4-tuple...
+    pub connections: BTreeSet<SocketKey>,
+    /// ...and listening TCP ports (any address, both families).
+    pub listeners: BTreeSet<u16>,
 }
 
 /// Whether the first `bits` bits of `a` and `b` are equal.
@@ -89,6 +106,11 @@ impl HostTables {
             touched_flows: Vec::new(),
             touched_frags: Vec::new(),
             now: 0,
+            cookies: true,
+            cookie: None,
+            syn_ports: HashMap::new(),
+            connections: BTreeSet::new(),
+            listeners: BTreeSet::new(),
         }
     }
 
@@ -159,6 +181,16 @@ impl HostTables {
         self.touched_frags.clear();
         self.now = now;
         verdict::ingress(frame, self)
+    }
+
+    /// Decides an inbound frame as the XDP programs do together: the ingress program, then the
+    /// cookie program on what it hands over, which may rewrite the frame (a SYN-ACK to transmit)
+    /// or put the hand-off metadata in front of it.
+    pub fn ingress_frame(&mut self, frame: &mut Frame, now: u64) -> Decision {
+        self.touched_flows.clear();
+        self.touched_frags.clear();
+        self.now = now;
+        verdict::ingress_answer(frame, self)
     }
 
     /// Learns from an outbound frame, as the TC program does.
@@ -258,6 +290,37 @@ impl Tables for HostTables {
 
     fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64> {
         self.sketch.get_mut(index as usize)
+    }
+
+    fn cookies(&self) -> bool {
+        self.cookies
+    }
+
+    fn cookie_config(&self) -> Option<&CookieConfig> {
+        self.cookie.as_ref()
+    }
+
+    fn syn_port(&mut self, port: u16) -> Option<&mut PortFlood> {
+        Some(self.syn_ports.entry(port).or_default())
+    }
+
+    fn socket(
+        &mut self,
+        family: u8,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+        (sport, dport): (u16, u16),
+    ) -> Socket {
+        if self
+            .connections
+            .contains(&(family, *src, *dst, sport, dport))
+        {
+            Socket::Connection
+        } else if self.listeners.contains(&dport) {
+            Socket::Listener
+        } else {
+            Socket::None
+        }
     }
 
     fn now(&mut self) -> u64 {

@@ -6,7 +6,19 @@ use crate::contract::{
     config::Config,
     flow::{FlowKey, FlowTable, FlowValue, FragKey, FragValue},
     rate::RateSpec,
+    syncookie::{CookieConfig, PortFlood},
 };
+
+/// What a segment would reach on the origin: what `bpf_skc_lookup_tcp` finds for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Socket {
+    /// Nothing: no connection and no listener.
+    None,
+    /// A listening socket only: the segment belongs to no connection.
+    Listener,
+    /// A connection (established, in its handshake, or in TIME-WAIT).
+    Connection,
+}
 
 /// The state lockdown decides with: the maps in the kernel, plain collections on the host.
 pub trait Tables {
@@ -35,6 +47,15 @@ pub trait Tables {
     fn sketch_seed(&self) -> u64;
     /// One bucket of the rate-limit sketch.
     fn sketch_bucket(&mut self, index: u32) -> Option<&mut u64>;
+    /// Whether this program has the SYN-cookie stage (the kernel's single-buffer program does
+    /// not: see `lockdown_ebpf`); `false` leaves every cookie path out of the decision.
+    fn cookies(&self) -> bool;
+    /// The SYN-cookie configuration, if the loader wrote one.
+    fn cookie_config(&self) -> Option<&CookieConfig>;
+    /// The SYN-flood detector of TCP port `port`.
+    fn syn_port(&mut self, port: u16) -> Option<&mut PortFlood>;
+    /// The socket an inbound TCP segment from `src`:`sport` to `dst`:`dport` would reach.
+    fn socket(&mut self, family: u8, src: &[u8; 16], dst: &[u8; 16], ports: (u16, u16)) -> Socket;
     /// The time (`CLOCK_MONOTONIC_COARSE` ns), read only on the paths that need it: a connection request
     /// to a closed port is decided without it.
     fn now(&mut self) -> u64;

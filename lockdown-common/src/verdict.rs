@@ -17,7 +17,7 @@ use crate::{
         },
     },
     fastpath,
-    packet::Packet,
+    packet::{Packet, PacketMut},
     stages::{
         conntrack::{
             echo_key, egress_key, ingress_key,
@@ -32,6 +32,7 @@ use crate::{
             ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST,
             ICMPV6_ROUTER_ADVERT, is_icmp_error, related,
         },
+        syncookie,
     },
     tables::Tables,
 };
@@ -43,12 +44,78 @@ pub struct Decision {
     pub pass: bool,
 }
 
+/// What the datapath does with an inbound packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// Sent back out of the interface it came in on (`XDP_TX`): a SYN-cookie SYN-ACK.
+    Transmit,
+}
+
+impl Decision {
+    /// What the datapath does, once the cookie stage (if the packet went there) has decided.
+    pub fn action(self) -> Action {
+        if self.reason == Counter::SynCookieSent {
+            Action::Transmit
+        } else if self.pass {
+            Action::Pass
+        } else {
+            Action::Drop
+        }
+    }
+
+    const fn of(reason: Counter, monitor: bool) -> Self {
+        Self {
+            reason,
+            pass: !reason.is_drop() || monitor,
+        }
+    }
+}
+
+/// Whether [`ingress`] handed the packet to the cookie stage ([`cookie`]): a SYN to answer or an
+/// ACK to check, under a SYN flood. In the kernel, the ingress program tail-calls the cookie
+/// program for these; if it cannot (no cookie program: a kernel without the hand-off kfunc), the
+/// SYN goes to the kernel's handshake uncharged ([`Counter::PassSynToKernel`]: the rate limit
+/// fails open while a flood lasts) and the ACK passes ([`Counter::PassAllowed`]).
+pub const fn to_cookie_stage(reason: Counter) -> bool {
+    matches!(reason, Counter::SynCookieSent | Counter::PassCookieAck)
+}
+
+/// The decision for a packet [`ingress`] handed to the cookie stage when there is none to take it
+/// (see [`to_cookie_stage`]).
+pub const fn without_cookie_stage(d: Decision) -> Decision {
+    match d.reason {
+        Counter::SynCookieSent => Decision::of(Counter::PassSynToKernel, true),
+        Counter::PassCookieAck => Decision::of(Counter::PassAllowed, true),
+        _ => d,
+    }
+}
+
+/// The cookie stage on a packet [`ingress`] handed to it: the SYN-ACK written in place of a SYN
+/// (reason [`Counter::SynCookieSent`], action [`Action::Transmit`]), or an ACK's fate.
+#[inline(always)]
+pub fn cookie<P: PacketMut + ?Sized, T: Tables + ?Sized>(p: &mut P, t: &mut T) -> Decision {
+    let monitor = t.config().flags & FLAG_MONITOR != 0;
+    Decision::of(syncookie::stage(p, t), monitor)
+}
+
+/// The whole ingress decision as the datapath takes it: [`ingress`], then [`cookie`] on the
+/// packets it hands over (in the kernel, two programs; on the host, the model, one call).
+pub fn ingress_answer<P: PacketMut + ?Sized, T: Tables + ?Sized>(p: &mut P, t: &mut T) -> Decision {
+    let d = ingress(p, t);
+    if to_cookie_stage(d.reason) {
+        cookie(p, t)
+    } else {
+        d
+    }
+}
+
 /// Decides an inbound packet, updating the flow and fragment tables.
 #[inline(always)]
 pub fn ingress<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) -> Decision {
     let reason = classify(p, t);
-    let pass = !reason.is_drop() || t.config().flags & FLAG_MONITOR != 0;
-    Decision { reason, pass }
+    Decision::of(reason, t.config().flags & FLAG_MONITOR != 0)
 }
 
 #[inline(always)]
@@ -113,6 +180,17 @@ pub(crate) fn full_path<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T
 #[inline(never)]
 fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
+        // Under a SYN flood the cookie stage answers SYNs and checks ACKs, and the rate is
+        // charged at a valid cookie's ACK instead of at the SYN.
+        let triaged = if t.cookies() {
+            let plain = ip.frag == Frag::Whole && ip.l4_off == syncookie::plain_l4_off(ip.family);
+            syncookie::triage(t, l4.dport, l4.tcp_flags, plain)
+        } else {
+            None
+        };
+        if let Some(c @ (Counter::SynCookieSent | Counter::PassCookieAck)) = triaged {
+            return c;
+        }
         // A connection request to a rated port: within its source's rate?
         if tcp_is_new(l4.tcp_flags)
             && port_flags(t, PROTO_TCP, l4.dport) & PORT_RATED != 0
@@ -120,7 +198,7 @@ fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
         {
             return Counter::DropRateLimited;
         }
-        return Counter::PassAllowed;
+        return triaged.unwrap_or(Counter::PassAllowed);
     }
     // A connection request to a port that is not allowed: no flow lookup either.
     if tcp_is_new(l4.tcp_flags) {

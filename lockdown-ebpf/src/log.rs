@@ -16,7 +16,7 @@ use lockdown_common::{
 use crate::{
     maps::{EVENTS, LOG_WINDOW},
     packet::Bytes,
-    tables::{MapTables, count},
+    tables::{MapTables, Variant, count},
 };
 
 /// How an event's bytes are copied from the packet.
@@ -32,11 +32,11 @@ pub(crate) enum Capture {
 /// Writes one event for a dropped packet, unless no reader runs, the rate limit is reached or
 /// the ring is full. With no reader it costs one flag test: not even the clock is read.
 #[inline(always)]
-pub(crate) fn drop_event(
+pub(crate) fn drop_event<V: Variant>(
     ctx: &XdpContext,
     len: u64,
     reason: Counter,
-    tables: &mut MapTables,
+    tables: &mut MapTables<V>,
     capture: Capture,
 ) {
     let config = *tables.config();

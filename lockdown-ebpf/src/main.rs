@@ -15,11 +15,16 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use lockdown_common::{contract::counters::Counter, fastpath, verdict};
+use lockdown_common::{
+    contract::{counters::Counter, syncookie::COOKIE_SLOT},
+    fastpath,
+    verdict::{self, Action},
+};
 
 use crate::{
-    packet::Bytes,
-    tables::{MapTables, count},
+    maps::COOKIE_PROGS,
+    packet::{Bytes, XdpFrame},
+    tables::{MapTables, Plain, Stage, Triage, Variant, count},
 };
 
 /// XDP ingress for multi-buffer frames (`xdp.frags`): native XDP attaches at any MTU the driver
@@ -33,7 +38,7 @@ use crate::{
 pub(crate) fn lockdown_ingress(ctx: XdpContext) -> u32 {
     // SAFETY: a plain helper call on this program's own context.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    ingress(&ctx, len, log::Capture::Helper)
+    ingress(&ctx, len, log::Capture::Helper, Triage)
 }
 
 /// XDP ingress for single-buffer frames: the same decisions as [`lockdown_ingress`], without the
@@ -44,15 +49,56 @@ pub(crate) fn lockdown_ingress(ctx: XdpContext) -> u32 {
 #[xdp]
 pub(crate) fn lockdown_linear(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    ingress(&ctx, len, log::Capture::Linear)
+    ingress(&ctx, len, log::Capture::Linear, Plain)
+}
+
+/// The SYN-cookie stage (`lockdown_common::stages::syncookie`): the multi-buffer ingress program
+/// tail-calls it for a SYN to answer or an ACK to check under a SYN flood, so the verifier checks
+/// it as a program of its own. It answers a SYN in place (`XDP_TX`) and puts a valid cookie ACK's
+/// options in front of it for the TC hand-off. The loader fills the tail-call slot only on a kernel
+/// with the hand-off kfunc (Linux 6.12+ here; see `lockdown_user::host::probe`).
+#[xdp(frags)]
+pub(crate) fn lockdown_cookie(ctx: XdpContext) -> u32 {
+    // SAFETY: a plain helper call on this program's own context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    let mut frame = XdpFrame::new(&ctx, len);
+    let mut tables = MapTables::new(Stage(ctx.ctx));
+    let d = verdict::cookie(&mut frame, &mut tables);
+    count(d.reason, len);
+    if d.reason.is_drop() {
+        cookie_drop_event(&ctx, len, d.reason);
+    }
+    match d.action() {
+        Action::Transmit => xdp_action::XDP_TX,
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// The cookie program's drop event, in a frame of its own: inlined, its buffers would add to the
+/// stage's call chain, which must fit 512 bytes. The bytes are copied from the first buffer (the
+/// cookie stage drops only plain TCP segments, whose headers are all there), so that this shared
+/// subprogram needs no helper the single-buffer program may not have.
+#[inline(never)]
+fn cookie_drop_event(ctx: &XdpContext, len: u64, reason: Counter) {
+    let mut tables = MapTables::new(Triage);
+    log::drop_event(ctx, len, reason, &mut tables, log::Capture::Linear);
 }
 
 /// Pass or drop one inbound packet of `len` bytes, and count why: the body of both XDP variants.
+/// With the cookie triage (the multi-buffer program), a packet for the SYN-cookie stage goes on to
+/// [`lockdown_cookie`] by tail call.
 #[inline(always)]
-fn ingress(ctx: &XdpContext, len: u64, capture: log::Capture) -> u32 {
+fn ingress<V: Variant>(ctx: &XdpContext, len: u64, capture: log::Capture, variant: V) -> u32 {
     let pkt = Bytes::new(ctx.data(), ctx.data_end());
-    let mut tables = MapTables::new();
-    let d = verdict::ingress(&pkt, &mut tables);
+    let mut tables = MapTables::new(variant);
+    let mut d = verdict::ingress(&pkt, &mut tables);
+    if V::COOKIES && verdict::to_cookie_stage(d.reason) {
+        // SAFETY: a tail call on this program's own context; on success it does not return.
+        unsafe { COOKIE_PROGS.tail_call(ctx, COOKIE_SLOT) };
+        // No cookie program in the slot (a kernel without the hand-off kfunc).
+        d = verdict::without_cookie_stage(d);
+    }
     count(d.reason, len);
     if d.reason == Counter::DropInvalid {
         // Off unless the loader enables debug logging (`run --debug-log`).
@@ -75,7 +121,7 @@ fn ingress(ctx: &XdpContext, len: u64, capture: log::Capture) -> u32 {
 /// TCX_NEXT) so other programs on the hook still run.
 #[classifier]
 pub(crate) fn lockdown_egress(ctx: TcContext) -> i32 {
-    let mut tables = MapTables::new();
+    let mut tables = MapTables::new(Plain);
     count(Counter::EgressPackets, u64::from(ctx.len()));
     // The serving origin's heavy direction, decided on the linear head as it is: no pull.
     if fastpath::egress_vouched4(&Bytes::new(ctx.data(), ctx.data_end()), &tables) {

@@ -19,6 +19,11 @@ pub mod observe;
 /// The eBPF object (XDP ingress + TC egress), built by `build.rs` with aya-build.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockdown"));
 
+/// The SYN-cookie hand-off (TC ingress, C: `lockdown-ebpf/handoff/handoff.bpf.c`), built by
+/// `build.rs` with clang. Loaded only where the kernel has `bpf_sk_assign_tcp_reqsk`.
+pub static HANDOFF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handoff.bpf.o"));
+
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the datapath's clock (`bpf_ktime_get_coarse_ns`, a
 /// plain read of the last tick, where `bpf_ktime_get_boot_ns` costs a clocksource read per packet).
 pub fn clock_ns() -> u64 {

@@ -229,6 +229,52 @@ pub struct Pkt {
     pub payload: Vec<u8>,
     /// Overwrites the IPv4 IHL nibble after serialisation.
     pub ihl: Option<u8>,
+    /// TCP options, raw (a multiple of 4 bytes, at most 40).
+    pub tcp_options: Vec<u8>,
+}
+
+/// The options of a Linux SYN: MSS 1460, SACK-permitted, timestamps (TSval 0x01020304), NOP,
+/// window scale 7.
+pub const LINUX_SYN_OPTIONS: [u8; 20] = [
+    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+];
+
+/// The ACK a client sends for the SYN-ACK `synack` (a frame as an origin sent it, untagged IPv4
+/// or IPv6): addresses and ports turned round, seq = its ack, ack = its seq + 1 (`ack_delta` added,
+/// to forge), and if the SYN-ACK carried timestamps, NOP, NOP, timestamps echoing them.
+pub fn ack_for(synack: &[u8], ack_delta: u32) -> Vec<u8> {
+    let sliced = etherparse::SlicedPacket::from_ethernet(synack).expect("a SYN-ACK frame");
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+        panic!("no TCP in {}", hex(synack));
+    };
+    let (src, dst): (IpAddr, IpAddr) = match sliced.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => (
+            ip.header().destination_addr().into(),
+            ip.header().source_addr().into(),
+        ),
+        Some(etherparse::NetSlice::Ipv6(ip)) => (
+            ip.header().destination_addr().into(),
+            ip.header().source_addr().into(),
+        ),
+        _ => panic!("no IP in {}", hex(synack)),
+    };
+    let tsval = tcp.options_iterator().find_map(|o| match o {
+        Ok(etherparse::TcpOptionElement::Timestamp(v, _)) => Some(v),
+        _ => None,
+    });
+    let mut p = Pkt::tcp(src, dst, tcp.destination_port(), tcp.source_port(), TCP_ACK)
+        .seq(tcp.acknowledgment_number())
+        .ack(
+            tcp.sequence_number()
+                .wrapping_add(1)
+                .wrapping_add(ack_delta),
+        );
+    if let Some(v) = tsval {
+        let mut o = vec![1, 1, 8, 10, 0, 0, 0, 9];
+        o.extend_from_slice(&v.to_be_bytes());
+        p = p.tcp_options(&o);
+    }
+    p.bytes()
 }
 
 /// "Experimental" protocol number: written by etherparse, replaced by the real one.
@@ -287,7 +333,14 @@ impl Pkt {
             l4,
             payload: Vec::new(),
             ihl: None,
+            tcp_options: Vec::new(),
         }
+    }
+
+    /// Sets the TCP options (raw bytes, a multiple of 4, at most 40).
+    pub fn tcp_options(mut self, bytes: &[u8]) -> Self {
+        self.tcp_options = bytes.to_vec();
+        self
     }
 
     /// A TCP segment with `TCP_*` `flags`, seq 1000 and ack 0.
@@ -626,6 +679,8 @@ impl Pkt {
                     h.urg = flags & 0x20 != 0;
                     h.ece = flags & 0x40 != 0;
                     h.cwr = flags & 0x80 != 0;
+                    h.set_options_raw(&self.tcp_options)
+                        .expect("TCP options: a multiple of 4 bytes, at most 40");
                     step.tcp_header(h).write(out, &self.payload)
                 }
                 L4::Udp { sport, dport } => step.udp(*sport, *dport).write(out, &self.payload),

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError},
+    maps::{Array, HashMap, Map, MapData, MapError, ProgramArray},
     programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use lockdown_common::{
@@ -34,6 +34,10 @@ use lockdown_common::{
             SKETCH_ENTRIES, flow_capacity,
         },
         rate::RateSpec,
+        syncookie::{
+            COOKIE_PROG, COOKIE_PROGS, COOKIE_SLOT, CookieConfig, PortFlood, SYN_PORTS,
+            SYN_PORTS_ENTRIES, SYNCOOKIE,
+        },
     },
     rules::{allow::PortSpec, deny::DenyNet},
 };
@@ -46,6 +50,7 @@ use crate::packets::{addr16, hex};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 /// What the TC program returns: "no opinion, go on".
 pub const TC_ACT_UNSPEC: i32 = -1;
 
@@ -148,7 +153,10 @@ pub fn now() -> u64 {
 
 /// Whether `c` is an ingress verdict reason (as opposed to an egress or other statistic).
 pub const fn is_reason(c: Counter) -> bool {
-    matches!(c.kind(), CounterKind::Pass | CounterKind::Drop)
+    matches!(
+        c.kind(),
+        CounterKind::Pass | CounterKind::Drop | CounterKind::Answer
+    )
 }
 
 fn ignore_missing<T>(r: std::result::Result<T, MapError>, what: &str) -> Option<T> {
@@ -241,6 +249,21 @@ impl Datapath {
             .context("loading the lockdown eBPF object (are we root?)")?;
         let xdp: &mut Xdp = program_mut(&mut ebpf, ingress)?;
         xdp.load().with_context(|| format!("loading {ingress}"))?;
+        if ingress == PROG_INGRESS {
+            // The cookie stage, in the ingress program's tail-call slot as the loader puts it.
+            let cookie: &mut Xdp = program_mut(&mut ebpf, COOKIE_PROG)?;
+            cookie
+                .load()
+                .with_context(|| format!("loading {COOKIE_PROG}"))?;
+            let fd = cookie.fd()?.try_clone()?;
+            let mut slots = ProgramArray::try_from(
+                ebpf.map_mut(COOKIE_PROGS)
+                    .with_context(|| format!("map {COOKIE_PROGS} missing from the object"))?,
+            )?;
+            slots
+                .set(COOKIE_SLOT, &fd, 0)
+                .context("filling the cookie program's tail-call slot")?;
+        }
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_EGRESS)?;
         tc.load()
             .with_context(|| format!("loading {PROG_EGRESS}"))?;
@@ -274,6 +297,33 @@ impl Datapath {
             .set_rules(rules)
             .with_context(|| format!("writing the rules {rules:?}"))?;
         Ok(dp)
+    }
+
+    /// Writes the SYN-cookie configuration (`LD_SYNCOOKIE`).
+    pub fn set_cookie_config(&mut self, c: &CookieConfig) {
+        self.counters = None;
+        let map = self
+            .ebpf
+            .map_mut(SYNCOOKIE)
+            .unwrap_or_else(|| panic!("map {SYNCOOKIE} missing from the object"));
+        let mut a: Array<_, CookieConfig> = Array::try_from(map).unwrap_or_else(|e| panic!("{e}"));
+        a.set(0, c, 0)
+            .unwrap_or_else(|e| panic!("writing {SYNCOOKIE}: {e}"));
+    }
+
+    /// Clears every port's SYN-flood detector (`LD_SYN_PORTS`).
+    pub fn clear_syn_ports(&mut self) {
+        let map = self
+            .ebpf
+            .map_mut(SYN_PORTS)
+            .unwrap_or_else(|| panic!("map {SYN_PORTS} missing from the object"));
+        let mut a: Array<_, PortFlood> = Array::try_from(map).unwrap_or_else(|e| panic!("{e}"));
+        for port in 0..SYN_PORTS_ENTRIES {
+            if a.get(&port, 0).is_ok_and(|f| f != PortFlood::default()) {
+                a.set(port, &PortFlood::default(), 0)
+                    .unwrap_or_else(|e| panic!("clearing {SYN_PORTS}[{port}]: {e}"));
+            }
+        }
     }
 
     /// Loads XDP program `name` of the object too (the bench's bare baselines), for
@@ -401,9 +451,15 @@ impl Datapath {
         }
     }
 
-    /// Runs the XDP program on `frame` once: its action (`XDP_PASS`/`XDP_DROP`) and the reason
-    /// it counted. Panics unless exactly one counter moved, by one packet.
+    /// Runs the XDP program on `frame` once: its action (`XDP_PASS`/`XDP_DROP`/`XDP_TX`) and the
+    /// reason it counted. Panics unless exactly one counter moved, by one packet.
     pub fn ingress(&mut self, frame: &[u8]) -> (u32, Counter) {
+        let (ret, c, _) = self.ingress_out(frame);
+        (ret, c)
+    }
+
+    /// [`Datapath::ingress`], with the frame as the program left it (the SYN-ACK of `XDP_TX`).
+    pub fn ingress_out(&mut self, frame: &[u8]) -> (u32, Counter, Vec<u8>) {
         assert!(
             frame.len() >= MIN_TEST_RUN_LEN,
             "BPF_PROG_TEST_RUN needs at least {MIN_TEST_RUN_LEN} bytes, got {}",
@@ -411,22 +467,23 @@ impl Datapath {
         );
         let before = self.take_counters();
         let xdp: &Xdp = program(&self.ebpf, self.ingress).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             repeat: 1,
             ..TestRunOptions::default()
         };
-        let ret = xdp
-            .test_run(opts)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "test run of {} on {}: {}",
-                    self.ingress,
-                    hex(frame),
-                    chain(&e)
-                )
-            })
-            .return_value;
+        let r = xdp.test_run(opts).unwrap_or_else(|e| {
+            panic!(
+                "test run of {} on {}: {}",
+                self.ingress,
+                hex(frame),
+                chain(&e)
+            )
+        });
+        out.truncate(r.data_size_out as usize);
+        let ret = r.return_value;
         let after = self.counter_packets();
         // Only pass and drop reasons; other counters (e.g. logging statistics) may move too.
         let moved: Vec<(Counter, u64)> = Counter::ALL
@@ -437,7 +494,7 @@ impl Datapath {
             .collect();
         self.counters = Some(after);
         match moved[..] {
-            [(c, 1)] => (ret, c),
+            [(c, 1)] => (ret, c, out),
             _ => panic!(
                 "expected exactly one ingress counter to move by one packet, got {moved:?} (action {ret}) for {}",
                 hex(frame)

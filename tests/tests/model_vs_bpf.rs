@@ -17,7 +17,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener},
     time::Instant,
 };
 
@@ -29,25 +29,37 @@ use lockdown_common::{
             FAMILY_V4, FlowKey, FlowState, FlowTable, FlowValue, FragKey, FragValue, PROTO_ICMP,
             PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
         },
-        maps::PROG_INGRESS_LINEAR,
+        maps::{PROG_INGRESS, PROG_INGRESS_LINEAR},
         rate::RateSpec,
+        syncookie::{CookieConfig, MODE_AUTO, MODE_OFF, MODE_ON},
     },
+    packet::Frame,
     rules::{allow::PortSpec, deny::DenyNet},
     stages::deny::FOREVER,
-    verdict::Decision,
+    verdict::{Action, Decision},
 };
 use lockdown_testbed::{
+    netns::in_private_netns,
     packets::{
-        ETHERTYPE_LLDP, Ext, Fragment, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+        ETHERTYPE_LLDP, Ext, Fragment, Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ack_for,
         arp_request, hex, raw_frame,
     },
     testrun::{
-        Datapath, MIN_TEST_RUN_LEN, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, ingress_under_test, now,
-        rules, uniform_timeouts,
+        Datapath, MIN_TEST_RUN_LEN, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, XDP_TX, ingress_under_test,
+        now, rules, uniform_timeouts,
     },
 };
 use lockdown_tests::model::{DIFF_RULES as RULES, HostTables};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+
+/// The reasons only the cookie stage gives.
+const COOKIE_REASONS: [Counter; 5] = [
+    Counter::SynCookieSent,
+    Counter::PassCookieAck,
+    Counter::DropCookieInvalid,
+    Counter::DropCookieNoListener,
+    Counter::PassSynToKernel,
+];
 
 const DEFAULT_SEED: u64 = 0x10c4_d0e5_2025;
 const DEFAULT_CASES: usize = 100_000;
@@ -172,6 +184,10 @@ struct Gen {
     /// Flow keys that exist or existed this epoch, to aim packets at.
     known: Vec<FlowKey>,
     known_set: HashSet<FlowKey>,
+    /// Whether this epoch has SYN cookies on (then a quarter of the cases are cookie cases).
+    cookies: bool,
+    /// ACKs for the SYN-ACKs the cookie stage sent, to send back.
+    pending: Vec<Vec<u8>>,
 }
 
 impl Gen {
@@ -458,8 +474,71 @@ impl Gen {
         }
     }
 
+    /// A case for the cookie stage: an ACK for a SYN-ACK sent earlier (sometimes forged), or a
+    /// SYN in one of the common option layouts to tcp/22 (listened on) or tcp/443 (not), now and
+    /// then tagged, with IP options or cut short.
+    fn cookie_case(&mut self) -> Case {
+        let rng = &mut self.rng;
+        if !self.pending.is_empty() && rng.random_bool(0.5) {
+            let i = rng.random_range(0..self.pending.len());
+            let mut frame = self.pending.swap_remove(i);
+            let label = if rng.random_ratio(1, 4) {
+                // Another acknowledgment number: a forged cookie.
+                let l4 = if frame[12] == 0x86 { 54 } else { 34 };
+                frame[l4 + 11] ^= 1 << rng.random_range(0..8);
+                fix_tcp_checksum(&mut frame, l4);
+                "cookie-ack+forged"
+            } else {
+                "cookie-ack"
+            };
+            return Case {
+                frame,
+                dir: Dir::Ingress,
+                label: label.into(),
+            };
+        }
+        let v6 = rng.random_bool(0.5);
+        let remote = remote(rng, v6);
+        let dport = if rng.random_ratio(3, 4) { 22 } else { 443 };
+        let layouts: [&[u8]; 6] = [
+            &lockdown_testbed::packets::LINUX_SYN_OPTIONS,
+            &[2, 4, 0x05, 0x78, 1, 3, 3, 8, 1, 1, 4, 2],
+            &[
+                2, 4, 0x05, 0xb4, 1, 3, 3, 6, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 4, 2, 0, 0,
+            ],
+            &[2, 4, 0x02, 0x18],
+            &[],
+            &[1, 1, 1, 1, 2, 4, 0x05, 0xb4],
+        ];
+        let opts = *layouts.choose(rng).expect("layouts");
+        let mut p = Pkt::tcp(remote, local(v6), rng.random(), dport, TCP_SYN)
+            .seq(rng.random())
+            .tcp_options(opts);
+        if rng.random_ratio(1, 8) {
+            p = p.vlan(rng.random_range(1..4095));
+        }
+        if !v6 && rng.random_ratio(1, 10) {
+            p.ipv4_options = vec![1, 1, 1, 0];
+        }
+        if rng.random_ratio(1, 10) {
+            p.payload = bytes(rng, 40);
+        }
+        let mut frame = p.bytes();
+        if rng.random_ratio(1, 10) {
+            frame.truncate(rng.random_range(14..frame.len()));
+        }
+        Case {
+            frame,
+            dir: Dir::Ingress,
+            label: "cookie-syn".into(),
+        }
+    }
+
     /// A case, mutated with some probability.
     fn case(&mut self, model: &HostTables) -> Case {
+        if self.cookies && self.rng.random_ratio(1, 4) {
+            return self.cookie_case();
+        }
         let mut c = self.valid(model);
         let rng = &mut self.rng;
         let len = c.frame.len();
@@ -764,10 +843,31 @@ impl Runner {
         let mut kind = None;
         match case.dir {
             Dir::Ingress => {
-                let want: Decision = self.model.ingress(&case.frame, now);
-                let (action, reason) = self.dp.ingress(&case.frame);
+                let mut frame = Frame {
+                    bytes: case.frame.clone(),
+                    meta: None,
+                };
+                let want: Decision = self.model.ingress_frame(&mut frame, now);
+                let (action, reason, out) = self.dp.ingress_out(&case.frame);
                 *self.reasons.entry(reason.name()).or_default() += 1;
-                let want_action = if want.pass { XDP_PASS } else { XDP_DROP };
+                let want_action = match want.action() {
+                    Action::Pass => XDP_PASS,
+                    Action::Drop => XDP_DROP,
+                    Action::Transmit => XDP_TX,
+                };
+                if action == XDP_TX && want_action == XDP_TX {
+                    if out == frame.bytes {
+                        generator.pending.push(ack_for(&out, 0));
+                    } else {
+                        kind = Some(format!("SYN-ACK bytes [{}]", case.label));
+                        let _ = writeln!(
+                            detail,
+                            "  bpf:   {}\n  model: {}",
+                            hex(&out),
+                            hex(&frame.bytes)
+                        );
+                    }
+                }
                 if (action, reason) != (want_action, want.reason) {
                     kind = Some(format!(
                         "ingress: bpf {} vs model {} [{}]",
@@ -938,6 +1038,24 @@ impl Runner {
         self.model
             .set_rates(&all, &rates, seed)
             .unwrap_or_else(|e| panic!("the rates: {e}"));
+        // SYN cookies: on in two epochs of five, auto with a threshold of 0 (every SYN a flood)
+        // in one, off otherwise; fresh keys and detectors each epoch.
+        let mode = match rng.random_range(0..5) {
+            0 | 1 => MODE_ON,
+            2 => MODE_AUTO,
+            _ => MODE_OFF,
+        };
+        let cookie = CookieConfig {
+            keys: [[rng.random(), rng.random()], [rng.random(), rng.random()]],
+            mode,
+            threshold: 0,
+            key_gen: rng.random_range(0..4),
+            ..CookieConfig::OFF
+        };
+        self.dp.set_cookie_config(&cookie);
+        self.dp.clear_syn_ports();
+        self.model.cookie = Some(cookie);
+        self.model.syn_ports.clear();
         self.dp.clear_flows();
         self.dp.clear_frags();
         let (flows, frags) = seed_tables(rng, now(), t);
@@ -955,6 +1073,8 @@ impl Runner {
             rng: StdRng::seed_from_u64(rng.random()),
             known_set: known.iter().copied().collect(),
             known,
+            cookies: mode != MODE_OFF && self.model.cookies,
+            pending: Vec::new(),
         }
     }
 }
@@ -971,7 +1091,16 @@ fn model_agrees_with_the_linear_variant() {
     model_agrees(PROG_INGRESS_LINEAR, DEFAULT_CASES / 4);
 }
 
+/// Runs in a network namespace of its own, where a listener on tcp/22 is what the cookie
+/// program's socket lookups find (the model's `listeners`).
 fn model_agrees(ingress: &'static str, default_cases: usize) {
+    in_private_netns("model_vs_bpf", || {
+        let _listener = TcpListener::bind("[::]:22").expect("listening on tcp/22");
+        model_agrees_here(ingress, default_cases);
+    });
+}
+
+fn model_agrees_here(ingress: &'static str, default_cases: usize) {
     let seed = env_u64("LOCKDOWN_MODEL_SEED", DEFAULT_SEED);
     let cases = usize::try_from(env_u64("LOCKDOWN_MODEL_CASES", default_cases as u64))
         .expect("case count fits");
@@ -992,7 +1121,9 @@ fn model_agrees(ingress: &'static str, default_cases: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let first = epoch_config(&mut rng, t as u32);
     let dp = Datapath::with_ingress(first, RULES, Some(MAX_FLOWS), ingress);
-    let model = lockdown_tests::model::snapshot(&dp);
+    let mut model = lockdown_tests::model::snapshot(&dp);
+    model.cookies = ingress == PROG_INGRESS;
+    model.listeners.insert(22);
     // The kernel's port table and trie hold exactly what `compile` makes of the rules.
     let compiled = HostTables::from_rules(first, &rules(RULES))
         .unwrap_or_else(|e| panic!("compiling the rules: {e}"));
@@ -1059,6 +1190,8 @@ fn model_agrees(ingress: &'static str, default_cases: usize) {
     let missing: Vec<&str> = Counter::ALL
         .iter()
         .filter(|c| lockdown_testbed::testrun::is_reason(**c) && !r.reasons.contains_key(c.name()))
+        // The single-buffer program has no cookie stage.
+        .filter(|c| ingress == PROG_INGRESS || !COOKIE_REASONS.contains(c))
         .map(|c| c.name())
         .collect();
     assert!(
@@ -1079,4 +1212,23 @@ fn model_agrees(ingress: &'static str, default_cases: usize) {
             r.disagreements.len()
         );
     }
+}
+
+/// Recomputes the TCP checksum of an untagged IPv4 or IPv6 frame whose TCP header is at `l4`.
+fn fix_tcp_checksum(frame: &mut [u8], l4: usize) {
+    frame[l4 + 16] = 0;
+    frame[l4 + 17] = 0;
+    let v6 = l4 == 54;
+    let tcp_len = frame.len() - l4;
+    let mut sum: u32 = 6 + tcp_len as u32;
+    let addrs = if v6 { &frame[22..54] } else { &frame[26..34] };
+    for c in addrs.chunks(2).chain(frame[l4..].chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = (!(sum as u16)).to_be_bytes();
+    frame[l4 + 16] = c[0];
+    frame[l4 + 17] = c[1];
 }

@@ -120,7 +120,7 @@ pub const SKETCH_ENTRIES: u32 = ROWS * WIDTH;
 pub const BUILD: &str = "LD_BUILD";
 
 /// Every map the loader pins, in pin order.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 22] = [
     FLOWS4,
     FLOWS6,
     CLOSING4,
@@ -141,6 +141,8 @@ pub const ALL: [&str; 20] = [
     DENY_FILTER,
     RATES,
     SKETCH,
+    super::syncookie::SYNCOOKIE,
+    super::syncookie::SYN_PORTS,
 ];
 
 /// Ring-buffer size for [`EVENTS`] (bytes, a power of two).

@@ -165,32 +165,54 @@ pub struct PortFlood {
     pub answered: u32,
 }
 
+/// The part of [`CookieConfig`] the flood detector runs on (12 bytes: what the ingress program
+/// copies onto its stack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detector {
+    pub mode: u32,
+    pub threshold: u32,
+    pub calm: u32,
+}
+
+impl CookieConfig {
+    pub const fn detector(&self) -> Detector {
+        Detector {
+            mode: self.mode,
+            threshold: self.threshold,
+            calm: self.calm,
+        }
+    }
+}
+
 impl PortFlood {
     /// Whether cookies answer SYNs to this port in detector window `window` under `config`:
     /// always with [`MODE_ON`]; with [`MODE_AUTO`] from the window the SYN count went over the
     /// threshold until `calm` windows have passed without it doing so again.
     pub const fn engaged(&self, config: &CookieConfig, window: u32) -> bool {
-        match config.mode {
+        self.engaged_by(config.detector(), window)
+    }
+
+    /// [`PortFlood::engaged`] under a detector's settings.
+    pub const fn engaged_by(&self, d: Detector, window: u32) -> bool {
+        match d.mode {
             MODE_ON => true,
-            MODE_AUTO => {
-                self.flood_window != 0 && window.wrapping_sub(self.flood_window) <= config.calm
-            }
+            MODE_AUTO => self.flood_window != 0 && window.wrapping_sub(self.flood_window) <= d.calm,
             _ => false,
         }
     }
 
     /// Counts one SYN seen in `window`; returns whether cookies answer it. With [`MODE_AUTO`],
     /// the SYN that takes the window's count over the threshold is the first answered.
-    pub const fn count_syn(&mut self, config: &CookieConfig, window: u32) -> bool {
+    pub const fn count_syn(&mut self, d: Detector, window: u32) -> bool {
         if self.window != window {
             self.window = window;
             self.count = 0;
         }
         self.count = self.count.saturating_add(1);
-        if self.count > config.threshold && self.flood_window != window {
+        if self.count > d.threshold && self.flood_window != window {
             self.flood_window = window;
         }
-        self.engaged(config, window)
+        self.engaged_by(d, window)
     }
 }
 
@@ -254,14 +276,17 @@ mod tests {
         let c = auto(3, 2);
         let mut f = PortFlood::default();
         for _ in 0..3 {
-            assert!(!f.count_syn(&c, 10), "at or below the threshold");
+            assert!(!f.count_syn(c.detector(), 10), "at or below the threshold");
         }
-        assert!(f.count_syn(&c, 10), "the fourth SYN in one window");
+        assert!(
+            f.count_syn(c.detector(), 10),
+            "the fourth SYN in one window"
+        );
         // Quiet windows: engaged through the calm period, then not.
         assert!(f.engaged(&c, 11) && f.engaged(&c, 12));
         assert!(!f.engaged(&c, 13));
         // A SYN in a new window starts a new count.
-        assert!(!f.count_syn(&c, 13));
+        assert!(!f.count_syn(c.detector(), 13));
         assert_eq!(f.count, 1);
     }
 
@@ -275,7 +300,7 @@ mod tests {
         assert!(f.engaged(&on, 5));
         let mut busy = PortFlood::default();
         for _ in 0..5000 {
-            assert!(!busy.count_syn(&CookieConfig::OFF, 5));
+            assert!(!busy.count_syn(CookieConfig::OFF.detector(), 5));
         }
         assert_eq!(window_of(0), 1);
     }

@@ -9,6 +9,8 @@
 //! 5. [`ratelimit`]: per-source rate of new connections to rated ports.
 //! 6. [`conntrack`]: flow state transitions and where flows live.
 //! 7. [`related`]: ICMP errors about a tracked flow.
+//! 8. [`syncookie`]: under a SYN flood, SYNs to an allowed port answered with a cookie, and the
+//!    handshake's ACK checked and handed to the listener.
 
 pub mod conntrack;
 pub mod deny;
@@ -17,3 +19,4 @@ pub mod parse;
 pub mod policy;
 pub mod ratelimit;
 pub mod related;
+pub mod syncookie;

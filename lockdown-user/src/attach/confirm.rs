@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use lockdown_common::{
-    contract::{allow::AllowRule, config::Config, rate::RateSpec},
+    contract::{allow::AllowRule, config::Config, rate::RateSpec, syncookie::SYNCOOKIE},
     rules::allow::PortSpec,
 };
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,10 @@ pub struct Previous {
     /// The rated ports and their rates (`tcp/22`, `10/min burst 5`).
     #[serde(default)]
     pub rates: Vec<(String, String)>,
+    /// The SYN-cookie settings as `LD_SYNCOOKIE` holds them: mode, threshold (SYNs per
+    /// window), calm (windows). The keys are not saved: a rollback keeps the current ones.
+    #[serde(default)]
+    pub cookies: Option<[u32; 3]>,
 }
 
 /// [`Previous`] read back.
@@ -100,10 +104,18 @@ pub fn snapshot(dir: &PinDir) -> Result<Option<Previous>> {
         .iter()
         .map(|(p, r)| (p.to_string(), r.to_string()))
         .collect();
+    let cookie_path = dir.map(SYNCOOKIE);
+    let cookies = if cookie_path.exists() {
+        let c = crate::attach::cookies::read_config(&cookie_path)?;
+        Some([c.mode, c.threshold, c.calm])
+    } else {
+        None
+    };
     Ok(Some(Previous {
         rules,
         config,
         rates,
+        cookies,
     }))
 }
 

@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod confirm;
+pub mod cookies;
 pub mod egress;
 pub mod guard;
 pub mod plan;
@@ -34,6 +35,7 @@ use lockdown_common::{
         config::{Config, STATE_FLAGS},
         maps::{ALL, CONFIG, PROG_EGRESS},
         rate::RateSpec,
+        syncookie::{COOKIE_PROGS, CookieConfig, SYNCOOKIE},
     },
     rules::{allow::PortSpec, deny::DenyNet},
 };
@@ -69,6 +71,16 @@ pub struct UpOptions {
     pub force: bool,
     /// Enable the programs' aya-log debug messages (read them with [`aya_log::EbpfLogger`]).
     pub debug_log: bool,
+    /// SYN cookies (see [`cookies`]).
+    pub cookies: cookies::CookieOptions,
+}
+
+/// What `up` and `up --replace` leave: the loaded object (its programs stay attached through
+/// the pinned links when it is dropped, so a foreground `run` can read its debug log), and the
+/// one line to print when SYN cookies were asked for (`auto`) but cannot answer here.
+pub struct Attached {
+    pub ebpf: Ebpf,
+    pub cookie_notice: Option<String>,
 }
 
 /// Which parts of [`UpOptions`] the operator set explicitly.
@@ -77,6 +89,8 @@ pub struct Given {
     pub rules: bool,
     pub config: bool,
     pub max_flows: bool,
+    /// The SYN-cookie settings (a replace keeps the pinned ones unless given).
+    pub cookies: bool,
 }
 
 impl UpOptions {
@@ -118,10 +132,46 @@ pub fn preflight<'a>(dir: &PinDir, opts: &'a UpOptions) -> Result<(LinkInfo, Rul
     Ok((info, change))
 }
 
-/// Locks an interface down: attaches both programs and pins maps and links under `dir`.
-/// Returns the loaded object (its programs stay attached through the pinned links when it is
-/// dropped), so a foreground `run` can read its debug log.
-pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
+/// What `up` or `up --replace` does about SYN cookies, decided before anything is touched.
+struct CookiePlan {
+    config: CookieConfig,
+    /// Install the cookie program and the hand-off (cookies can answer and are not off).
+    install: bool,
+    notice: Option<String>,
+}
+
+impl CookiePlan {
+    /// Refuses `on` where cookies cannot answer (nothing touched yet); `previous` is the pinned
+    /// entry of a replace (its keys are rotated).
+    fn new(
+        opts: &cookies::CookieOptions,
+        plan: &plan::Plan,
+        mtu: u32,
+        previous: Option<&CookieConfig>,
+    ) -> Result<Self> {
+        let avail = cookies::availability(
+            &plan.kernel,
+            plan.variant,
+            cookies::object_has_cookie_prog(),
+        );
+        cookies::check(opts, &avail)?;
+        let wscale = cookies::host_rcv_wscale()?;
+        let config = cookies::config_for(opts, mtu, wscale, previous, previous.is_some())?;
+        let notice = match (&avail.reason, opts.mode) {
+            (Some(reason), cookies::CookieMode::Auto) => Some(cookies::notice(reason)),
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            install: avail.answering && opts.mode != cookies::CookieMode::Off,
+            notice,
+        })
+    }
+}
+
+/// Locks an interface down: attaches both programs (and, where SYN cookies answer, the cookie
+/// program and the TC hand-off) and pins maps and links under `dir`.
+pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Attached> {
     let root = dir.dir.parent().context("pin directory has no parent")?;
     preflight(dir, opts)?;
     ensure_root(root)?;
@@ -129,13 +179,19 @@ pub fn up(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     // Checked again under the lock: another `up` may have won the race.
     let (info, change) = preflight(dir, opts)?;
     let plan = plan::Plan::new(opts.mode, &info)?;
+    opts.cookies
+        .check("--syn-cookie-threshold", "--syn-cookie-calm")?;
+    let cookie_plan = CookiePlan::new(&opts.cookies, &plan, info.mtu, None)?;
     // Leftovers of an attempt that died before pinning its links hold no filter; clear them.
     dir.remove_all()?;
     fs::create_dir_all(&dir.dir).with_context(|| format!("creating {}", dir.dir.display()))?;
-    match attach(dir, opts, &info, &change, &plan) {
+    match attach(dir, opts, &info, &change, &plan, &cookie_plan) {
         Ok(ebpf) => {
             confirm::clear_pending(&opts.iface)?;
-            Ok(ebpf)
+            Ok(Attached {
+                ebpf,
+                cookie_notice: cookie_plan.notice,
+            })
         }
         Err(e) => {
             // Dropping the unpinned links on the error path already detached them; remove the
@@ -152,6 +208,7 @@ fn attach(
     info: &LinkInfo,
     change: &RuleChange,
     plan: &plan::Plan,
+    cookie_plan: &CookiePlan,
 ) -> Result<Ebpf> {
     let index = info.index;
     let paths: Vec<_> = ALL.iter().map(|name| (*name, dir.map(name))).collect();
@@ -168,6 +225,7 @@ fn attach(
     change.apply(&mut handles)?;
     handles.ensure_sketch_seed()?;
     blocklist::add_all(dir, &opts.deny)?;
+    cookies::write_config(&dir.map(SYNCOOKIE), &cookie_plan.config)?;
 
     // Egress first, so flows are learned before ingress starts dropping.
     let tc: &mut SchedClassifier = ebpf
@@ -176,6 +234,12 @@ fn attach(
         .try_into()?;
     tc.load().context("loading the TC egress program")?;
     egress::attach(dir, tc, index, plan.egress)?;
+
+    // The hand-off and the cookie program before the ingress program can tail-call into it.
+    if cookie_plan.install {
+        cookies::attach(dir, index)?;
+    }
+    cookies::fill_table(&mut ebpf, cookie_plan.install, &dir.map(COOKIE_PROGS))?;
 
     let xdp: &mut Xdp = ebpf
         .program_mut(plan.variant.program())
@@ -202,7 +266,7 @@ fn attach(
 /// Atomic upgrade: swaps the programs of this binary into the pinned links (`bpf_link_update`),
 /// keeping every map: flows, counters, and — unless given — the allowlist and config. There is no
 /// moment without a filter: the old program runs until the kernel swaps in the new one.
-pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
+pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Attached> {
     let root = dir.dir.parent().context("pin directory has no parent")?;
     let _lock = lock(root)?;
     if !dir.is_locked() {
@@ -224,7 +288,20 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
     } else {
         None
     };
-    let choice = replace_plan(dir, opts)?;
+    let (choice, info) = replace_plan(dir, opts)?;
+    // SYN cookies: the pinned settings unless given; `on` refused here where cookies cannot
+    // answer. Absent in an earlier release's pins: the options' (defaults unless given).
+    let pinned_cookies = pinned_cookie_config(dir);
+    let cookie_opts = match pinned_cookies
+        .as_ref()
+        .and_then(cookies::CookieOptions::from_config)
+    {
+        Some(pinned) if !opts.given.cookies => pinned,
+        _ => opts.cookies,
+    };
+    cookie_opts.check("--syn-cookie-threshold", "--syn-cookie-calm")?;
+    let cookie_plan = CookiePlan::new(&cookie_opts, &choice, info.mtu, pinned_cookies.as_ref())?;
+    let handoff_before = cookies::handoff_attached(dir);
     // Pins of an earlier release with another layout are carried over (see `migrate`), or
     // refused here, before anything changes.
     let (mut ebpf, plan) = migrate::load(dir, pinned_max, opts.debug_log)?;
@@ -244,15 +321,32 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
         opts,
         change.as_ref(),
         &plan,
-        &choice,
+        (&choice, &cookie_plan),
         &mut ebpf,
         &mut swapped,
     );
+    if result.is_err() && !swapped {
+        // Back to what the old programs ran with: the cookie settings, no new hand-off, no
+        // staged table.
+        if let Some(previous) = &pinned_cookies
+            && let Err(e) = cookies::write_config(&dir.map(SYNCOOKIE), previous)
+        {
+            log::warn!("{}: restoring {SYNCOOKIE}: {e:#}", opts.iface);
+        }
+        if !handoff_before && let Err(e) = cookies::detach(dir) {
+            log::warn!("{}: removing the new hand-off: {e:#}", opts.iface);
+        }
+        let _ = fs::remove_file(cookies::staged_table(dir));
+    }
     match result {
-        Ok(()) => migrate::commit(dir, &plan)?,
+        Ok(()) => {
+            migrate::commit(dir, &plan)?;
+            finish_cookies(dir, &cookie_plan)?;
+        }
         // Once a program runs on the new maps, their pins must be in place whatever failed.
         Err(e) if swapped => {
-            return Err(match migrate::commit(dir, &plan) {
+            let done = migrate::commit(dir, &plan).and_then(|()| finish_cookies(dir, &cookie_plan));
+            return Err(match done {
                 Ok(()) => e,
                 Err(c) => e.context(format!(
                     "putting the new maps' pins in place also failed: {c:#}"
@@ -270,18 +364,51 @@ pub fn replace(dir: &PinDir, opts: &UpOptions) -> Result<Ebpf> {
         log::warn!("{}: recording the programs' build: {e:#}", opts.iface);
     }
     confirm::clear_pending(&opts.iface)?;
-    Ok(ebpf)
+    Ok(Attached {
+        ebpf,
+        cookie_notice: cookie_plan.notice,
+    })
+}
+
+/// After the ingress swap of a replace: the new object's tail-call table takes its pin (the old
+/// table, which only the old ingress program read, goes with its pin), and the hand-off goes when
+/// cookies no longer answer.
+fn finish_cookies(dir: &PinDir, cookie_plan: &CookiePlan) -> Result<()> {
+    let staged = cookies::staged_table(dir);
+    if staged.exists() {
+        fs::rename(&staged, dir.map(COOKIE_PROGS))
+            .with_context(|| format!("pinning the new {COOKIE_PROGS}"))?;
+    }
+    if !cookie_plan.install {
+        cookies::detach(dir).context("removing the SYN-cookie hand-off")?;
+    }
+    Ok(())
+}
+
+/// The pinned `LD_SYNCOOKIE` entry, if there is one (an earlier release has none).
+fn pinned_cookie_config(dir: &PinDir) -> Option<CookieConfig> {
+    let path = dir.map(SYNCOOKIE);
+    if !path.exists() {
+        return None;
+    }
+    match cookies::read_config(&path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("{}: {e:#}; SYN-cookie keys start afresh", dir.iface);
+            None
+        }
+    }
 }
 
 /// [`replace`] once the object is loaded and its new maps staged: policy (`change`, when the
 /// rules were given), seeding and the carried over data, then the swap. `swapped` says whether a
-/// program already runs on the new maps.
+/// program already runs on the new maps. `(choice, cookie_plan)`: what is attached, and how.
 fn replace_staged(
     dir: &PinDir,
     opts: &UpOptions,
     change: Option<&RuleChange>,
     plan: &migrate::Plan,
-    choice: &plan::Plan,
+    (choice, cookie_plan): (&plan::Plan, &CookiePlan),
     ebpf: &mut Ebpf,
     swapped: &mut bool,
 ) -> Result<()> {
@@ -311,6 +438,12 @@ fn replace_staged(
         None => seed::seed(&mut handles, rules)?,
     }
     handles.ensure_sketch_seed()?;
+    cookies::write_config(&plan.path(dir, SYNCOOKIE), &cookie_plan.config)?;
+    // The hand-off and the new object's cookie program before its ingress program runs.
+    if cookie_plan.install {
+        cookies::replace(dir, ifindex)?;
+    }
+    cookies::fill_table(ebpf, cookie_plan.install, &cookies::staged_table(dir))?;
 
     // Ingress first: during an upgrade to new maps, the new ingress program must see whatever the
     // new egress program learns; what the old egress program learns meanwhile is merged below.
@@ -340,13 +473,14 @@ fn replace_staged(
 }
 
 /// [`plan::Plan`] for a replace: the mode the pinned config records (a replace keeps it), on the
-/// interface as it is now.
-fn replace_plan(dir: &PinDir, opts: &UpOptions) -> Result<plan::Plan> {
+/// interface as it is now (also returned).
+fn replace_plan(dir: &PinDir, opts: &UpOptions) -> Result<(plan::Plan, LinkInfo)> {
     let mode = pinned_config(dir)
         .ok()
         .and_then(|c| XdpMode::from_config(c.attach_mode))
         .unwrap_or(opts.mode);
-    plan::Plan::new(mode, &link::query(&opts.iface)?)
+    let info = link::query(&opts.iface)?;
+    Ok((plan::Plan::new(mode, &info)?, info))
 }
 
 /// The pinned config of an attachment.
@@ -395,6 +529,9 @@ fn detach_locked(dir: &PinDir) -> Result<()> {
     if let Err(e) = egress::detach(dir) {
         errors.push(format!("{e:#}"));
     }
+    if let Err(e) = cookies::detach(dir) {
+        errors.push(format!("{e:#}"));
+    }
     if let Err(e) = dir.remove_all() {
         errors.push(format!("{e:#}"));
     }
@@ -427,6 +564,22 @@ pub fn roll_back_if_pending(path: &Path, dir: &PinDir, token: u64) -> Result<boo
                 flags: previous.config.flags & !STATE_FLAGS | now.flags & STATE_FLAGS,
                 ..previous.config
             })?;
+            // The SYN-cookie settings (mode, threshold, calm); the keys stay. The programs stay
+            // as the change left them: a mode that needs the hand-off where the change removed it
+            // falls back to the kernel's handshake until `up --replace` installs it again.
+            if let Some([mode, threshold, calm]) = prev.cookies {
+                let path = dir.map(SYNCOOKIE);
+                let now = cookies::read_config(&path)?;
+                cookies::write_config(
+                    &path,
+                    &CookieConfig {
+                        mode,
+                        threshold,
+                        calm,
+                        ..now
+                    },
+                )?;
+            }
         }
     }
     fs::remove_file(path).ok();

@@ -60,6 +60,7 @@ mod tests {
             release: format!("{}.{}", v.0, v.1),
             features: Features::as_of(v),
             forced_netlink: false,
+            forced_no_reqsk: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `lockdown log`: stream the dropped-packet events.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     os::fd::AsRawFd as _,
     path::PathBuf,
@@ -11,6 +12,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, RingBuf};
 use clap::Args;
+use lockdown_common::contract::syncookie::{SYN_PORTS, SYNCOOKIE, window_of};
 use lockdown_common::{
     contract::{
         config::FLAG_LOG,
@@ -21,9 +23,12 @@ use lockdown_common::{
     },
     stages::parse::{self, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-use lockdown_user::datapath::{
-    handles::Handles,
-    pins::{self, PinDir},
+use lockdown_user::{
+    attach::cookies,
+    datapath::{
+        handles::Handles,
+        pins::{self, PinDir},
+    },
 };
 use serde::Serialize;
 
@@ -33,6 +38,10 @@ use serde::Serialize;
 /// events on at start and off at exit), rate-limited per CPU (default 100/s per CPU) so a flood
 /// costs a fixed budget; the drop counters still count every packet, and `log_suppressed` counts
 /// the events the limit held back.
+///
+/// Also prints a line when SYN cookies engage on an allowed TCP port (`syn cookies engaged on
+/// tcp/PORT`) and when they disengage (`syn cookies disengaged on tcp/PORT`), checked once a
+/// second; ports engaged when the reader starts are printed as engaged then.
 ///
 /// Example: lockdown log --count 10 --json
 #[derive(Debug, Args)]
@@ -182,6 +191,59 @@ impl Drop for EventsOn {
     }
 }
 
+/// Which allowed TCP ports have SYN cookies engaged, polled once a second from `LD_SYN_PORTS`.
+#[derive(Default)]
+struct CookieWatch {
+    engaged: BTreeSet<u16>,
+    last: Option<std::time::Instant>,
+}
+
+impl CookieWatch {
+    fn poll(&mut self, dir: &PinDir, json: bool) -> Result<()> {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        let config = cookies::read_config(&dir.map(SYNCOOKIE))?;
+        let rules = Handles::open(dir)?.rules()?;
+        let window = window_of(lockdown_user::clock_ns());
+        let now: BTreeSet<u16> = cookies::engaged_ports(
+            &dir.map(SYN_PORTS),
+            &config,
+            &cookies::allowed_tcp_ports(&rules),
+            window,
+        )?
+        .into_iter()
+        .collect();
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let events = now
+            .difference(&self.engaged)
+            .map(|p| ("engaged", *p))
+            .chain(self.engaged.difference(&now).map(|p| ("disengaged", *p)));
+        for (what, port) in events {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "time": time,
+                        "interface": dir.iface,
+                        "event": format!("syn_cookies_{what}"),
+                        "proto": "tcp",
+                        "port": port,
+                    })
+                );
+            } else {
+                println!("{time} {} syn cookies {what} on tcp/{port}", dir.iface);
+            }
+        }
+        self.engaged = now;
+        Ok(())
+    }
+}
+
 impl Log {
     pub(super) fn run(self) -> Result<()> {
         let root = pins::root();
@@ -198,7 +260,9 @@ impl Log {
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         let mut ring = RingBuf::try_from(Map::from_map_data(data)?)?;
         let mut seen = 0u64;
+        let mut cookies = CookieWatch::default();
         while self.count.is_none_or(|n| seen < n) && !STOP.load(Ordering::SeqCst) {
+            cookies.poll(&dir, self.json)?;
             let mut pfd = libc::pollfd {
                 fd: ring.as_raw_fd(),
                 events: libc::POLLIN,

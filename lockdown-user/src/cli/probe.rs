@@ -41,7 +41,7 @@ impl Probe {
         .iter()
         .map(ToString::to_string)
         .collect();
-        let kfunc = lockdown_user::host::probe::has_kfunc("bpf_sk_assign_tcp_reqsk")?;
+        let kfunc = kernel.features.has(Feature::SyncookieKfunc);
         let outcome = |r: &Result<variant::Variant>| match r {
             Ok(v) => serde_json::json!({ "program": v.program(), "variant": v }),
             Err(e) => serde_json::json!({ "refused": format!("{e:#}") }),
@@ -68,8 +68,13 @@ impl Probe {
         }
         println!("kernel     {}", kernel.summary());
         println!(
-            "kfunc      bpf_sk_assign_tcp_reqsk {}",
-            if kfunc { "yes" } else { "no" }
+            "kfunc      bpf_sk_assign_tcp_reqsk {}{}",
+            if kfunc { "yes" } else { "no" },
+            if kernel.forced_no_reqsk {
+                " (hidden by LOCKDOWN_FORCE_NO_REQSK=1)"
+            } else {
+                ""
+            }
         );
         println!(
             "lacking    {}",

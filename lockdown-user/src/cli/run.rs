@@ -32,14 +32,14 @@ impl Run {
         let dir = super::up::dir(&opts);
         let mut ebpf = if dir.is_locked() {
             // A previous `up` or `run` left pins: adopt them (flows and allowlist survive).
-            let ebpf = attach::replace(&dir, &opts)?;
+            let ebpf = super::up::notice(attach::replace(&dir, &opts)?);
             println!(
                 "lockdown: {} adopted from pins; Ctrl-C to release",
                 opts.iface
             );
             ebpf
         } else {
-            let ebpf = attach::up(&dir, &opts)?;
+            let ebpf = super::up::notice(attach::up(&dir, &opts)?);
             println!("lockdown: {} locked down; Ctrl-C to release", opts.iface);
             ebpf
         };

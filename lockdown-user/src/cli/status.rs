@@ -3,7 +3,12 @@
 use anyhow::Result;
 use clap::Args;
 use lockdown_common::contract::counters::Counter;
-use lockdown_user::{attach::egress, datapath::pins, host::tc, observe::report};
+use lockdown_user::{
+    attach::{cookies, egress},
+    datapath::pins,
+    host::tc,
+    observe::report,
+};
 
 /// Show each locked-down interface's mode, allowlist, flow tables and counters.
 ///
@@ -74,6 +79,35 @@ fn egress_line(e: &egress::State) -> String {
     line
 }
 
+/// The SYN-cookie line: mode, whether they answer (or why not), settings, engaged ports,
+/// hand-off counters.
+fn cookie_line(c: &cookies::CookieStatus) -> String {
+    let answering = match (&c.reason, c.answering) {
+        (_, true) => "answering".to_owned(),
+        (Some(r), false) => format!("not answering: {r}"),
+        (None, false) => "not answering".to_owned(),
+    };
+    let engaged = if c.engaged_ports.is_empty() {
+        "none".to_owned()
+    } else {
+        c.engaged_ports
+            .iter()
+            .map(|p| format!("tcp/{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let handoff = c
+        .handoff
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.trim_start_matches("handoff_")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}, {answering}; threshold {} SYN/s per port, calm {} s; engaged: {engaged}; hand-off: {handoff}",
+        c.mode, c.threshold_per_sec, c.calm_secs
+    )
+}
+
 /// The text form of one interface's status.
 fn print_status(s: &report::Status) {
     println!("interface  {}", s.interface);
@@ -100,6 +134,7 @@ fn print_status(s: &report::Status) {
         ),
     }
     println!("allow      {}", s.allow.join(", "));
+    println!("syn cookies {}", cookie_line(&s.syn_cookies));
     for o in &s.tables {
         println!(
             "{:<10} {} / {} {} ({:.1}% full, high-water {})",

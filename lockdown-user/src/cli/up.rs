@@ -6,7 +6,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use lockdown_common::contract::{allow::AllowRule, config::Config, maps::DEFAULT_MAX_FLOWS};
 use lockdown_user::{
-    attach::{self, Given, UpOptions, confirm},
+    attach::{
+        self, Attached, Given, UpOptions, confirm,
+        cookies::{CookieMode, CookieOptions},
+    },
     config::{self, file::Overrides},
     datapath::pins::{self, PinDir},
     host::link::XdpMode,
@@ -49,6 +52,20 @@ pub(super) struct UpArgs {
     /// Apply even if the policy would refuse new connections from the SSH session this runs in.
     #[arg(long)]
     pub force: bool,
+    /// SYN cookies answered by XDP on allowed TCP ports (default auto): `auto` while a port
+    /// receives more SYNs than --syn-cookie-threshold, `on` always, `off` never. Where the kernel
+    /// cannot hand a cookie ACK over (no bpf_sk_assign_tcp_reqsk, or generic XDP), `auto` only
+    /// detects floods and `on` is refused.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub syn_cookies: Option<CookieMode>,
+    /// SYNs per second to one port above which `auto` engages cookies on it (default 1000, at
+    /// least 1).
+    #[arg(long, value_name = "N")]
+    pub syn_cookie_threshold: Option<u32>,
+    /// Seconds a port must stay below the threshold before `auto` disengages (default 30, at
+    /// least 1).
+    #[arg(long, value_name = "SECONDS")]
+    pub syn_cookie_calm: Option<u32>,
 }
 
 impl UpArgs {
@@ -77,6 +94,7 @@ impl UpArgs {
                     given: Given::default(),
                     force: false,
                     debug_log: false,
+                    cookies: CookieOptions::default(),
                 }
             }
         };
@@ -90,6 +108,9 @@ impl UpArgs {
                 no_dhcp: self.no_dhcp,
                 timeouts: self.timeouts.clone(),
                 force: self.force,
+                syn_cookies: self.syn_cookies,
+                syn_cookie_threshold: self.syn_cookie_threshold,
+                syn_cookie_calm: self.syn_cookie_calm,
             },
         )?;
         Ok(opts)
@@ -127,11 +148,11 @@ impl Up {
             return apply_with_confirm(&dir(&opts), opts, secs);
         }
         if self.replace {
-            drop(attach::replace(&dir(&opts), &opts)?);
+            notice(attach::replace(&dir(&opts), &opts)?);
             println!("lockdown: {} programs replaced; maps kept", opts.iface);
             return Ok(());
         }
-        drop(attach::up(&dir(&opts), &opts)?);
+        notice(attach::up(&dir(&opts), &opts)?);
         println!(
             "lockdown: {} locked down ({} XDP), allowing {}",
             opts.iface,
@@ -144,6 +165,14 @@ impl Up {
         );
         Ok(())
     }
+}
+
+/// Prints the one line saying SYN cookies cannot answer here (with `auto`), if there is one.
+pub(super) fn notice(attached: Attached) -> aya::Ebpf {
+    if let Some(line) = attached.cookie_notice {
+        println!("{line}");
+    }
+    attached.ebpf
 }
 
 /// `up --confirm`: apply, record how to undo it, and leave a watchdog that undoes it unless
@@ -165,9 +194,10 @@ fn apply_with_confirm(dir: &PinDir, mut opts: UpOptions, secs: u64) -> Result<()
         // A new policy over the current one: apply all of it, keeping the maps.
         opts.given.rules = true;
         opts.given.config = true;
-        drop(attach::replace(dir, &opts)?);
+        opts.given.cookies = true;
+        notice(attach::replace(dir, &opts)?);
     } else {
-        drop(attach::up(dir, &opts)?);
+        notice(attach::up(dir, &opts)?);
     }
     let token = u64::from(std::process::id()) << 32 ^ lockdown_user::clock_ns();
     let spawned =

@@ -18,6 +18,9 @@
 //!     { spec = "udp/51820", from = "2001:db8::/32" },
 //! ]
 //! deny = ["198.51.100.0/24"]  # sources dropped before anything else, until `lockdown deny del`
+//! syn_cookies = "auto"     # or "on", "off"; default "auto" (README: "SYN cookies")
+//! syn_cookie_threshold = 1000  # SYNs per second to one port that engage cookies; default 1000
+//! syn_cookie_calm = 30     # seconds below the threshold before they disengage; default 30
 //!
 //! [interface.timeouts]     # overrides [timeouts] for the interface above
 //! udp_replied = 60
@@ -28,7 +31,9 @@
 //!   `tcp_established`, `tcp_closing`, `tcp_closed`, `udp_unreplied`, `udp_replied`, `icmp`,
 //!   `fragment`) = whole seconds from 1 to 2147483647. Unset timeouts keep nf_conntrack's defaults.
 //! - `[[interface]]` (at least one): `name` (required, unique), `mode`, `max_flows` (at least 1),
-//!   `monitor`, `pass_dhcp`, `allow`, `deny`. An allow entry is a spec (`tcp/22`, `udp/51820`,
+//!   `monitor`, `pass_dhcp`, `allow`, `deny`, `syn_cookies` (`auto`, `on` or `off`),
+//!   `syn_cookie_threshold` (SYNs per second, at least 1), `syn_cookie_calm` (seconds, at least
+//!   1). An allow entry is a spec (`tcp/22`, `udp/51820`,
 //!   `tcp/8000-8100`) or a table `{ spec = SPEC, from = CIDR }`; a rule without `from` admits every
 //!   IPv4 and IPv6 source, `from = "0.0.0.0/0"` or `"::/0"` admits one whole family.
 //!
@@ -64,7 +69,10 @@ use toml::{
 };
 
 use crate::{
-    attach::{Given, UpOptions},
+    attach::{
+        Given, UpOptions,
+        cookies::{CookieMode, CookieOptions},
+    },
     datapath::handles::compile_policy,
     host::link::XdpMode,
 };
@@ -146,6 +154,12 @@ pub struct Overrides {
     pub timeouts: Vec<String>,
     /// `--force`: apply even if the lockout guard objects.
     pub force: bool,
+    /// `--syn-cookies`.
+    pub syn_cookies: Option<CookieMode>,
+    /// `--syn-cookie-threshold` (SYNs per second to one port).
+    pub syn_cookie_threshold: Option<u32>,
+    /// `--syn-cookie-calm` (seconds).
+    pub syn_cookie_calm: Option<u32>,
 }
 
 /// Applies command-line overrides to the options from the file. On error `opts` is unchanged.
@@ -185,6 +199,20 @@ pub fn apply(opts: &mut UpOptions, o: &Overrides) -> Result<()> {
             .with_context(|| format!("--timeout {t}"))?;
         new.given.config = true;
     }
+    if let Some(mode) = o.syn_cookies {
+        new.cookies.mode = mode;
+        new.given.cookies = true;
+    }
+    if let Some(n) = o.syn_cookie_threshold {
+        new.cookies.threshold_per_sec = n;
+        new.given.cookies = true;
+    }
+    if let Some(n) = o.syn_cookie_calm {
+        new.cookies.calm_secs = n;
+        new.given.cookies = true;
+    }
+    new.cookies
+        .check("--syn-cookie-threshold", "--syn-cookie-calm")?;
     new.force |= o.force;
     *opts = new;
     Ok(())
@@ -207,7 +235,8 @@ pub fn invalid(e: anyhow::Error) -> anyhow::Error {
 
 /// Whether `e` (or an error it wraps) is an [`Invalid`] configuration.
 pub fn is_invalid(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<Invalid>())
+    e.chain()
+        .any(|c| c.is::<Invalid>() || c.is::<crate::attach::cookies::Unavailable>())
 }
 
 /// Reads and validates a configuration file. Error messages start with the path.
@@ -251,6 +280,9 @@ struct RawInterface {
     /// Sources to deny until removed: addresses or CIDRs.
     deny: Option<Vec<Spanned<String>>>,
     timeouts: Option<RawTimeouts>,
+    syn_cookies: Option<CookieMode>,
+    syn_cookie_threshold: Option<Spanned<i64>>,
+    syn_cookie_calm: Option<Spanned<i64>>,
 }
 
 /// An allow entry: `"tcp/22"` or `{ spec = "tcp/22", from = "10.0.0.0/8" }`.
@@ -466,6 +498,36 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
             }
         }
 
+        let mut cookies = CookieOptions {
+            mode: iface.syn_cookies.unwrap_or_default(),
+            ..CookieOptions::default()
+        };
+        for (key, value, field, unit) in [
+            (
+                "syn_cookie_threshold",
+                &iface.syn_cookie_threshold,
+                &mut cookies.threshold_per_sec,
+                "SYNs per second to one port",
+            ),
+            (
+                "syn_cookie_calm",
+                &iface.syn_cookie_calm,
+                &mut cookies.calm_secs,
+                "seconds",
+            ),
+        ] {
+            if let Some(n) = value {
+                match u32::try_from(*n.get_ref()) {
+                    Ok(v) if v >= 1 => *field = v,
+                    _ => errors.push(src.message(
+                        n.span(),
+                        &format!("{path}.{key}"),
+                        format_args!("must be a number from 1 to {} ({unit})", u32::MAX),
+                    )),
+                }
+            }
+        }
+
         let mut rates = BTreeMap::new();
         let rules = match &iface.allow {
             None => [AllowRule::parse(DEFAULT_ALLOW, None).expect("the default rule parses")]
@@ -565,9 +627,11 @@ fn build(src: &Source<'_>, raw: RawFile) -> Result<FileConfig> {
                 rules: true,
                 config: true,
                 max_flows: iface.max_flows.is_some(),
+                cookies: true,
             },
             force: false,
             debug_log: false,
+            cookies,
         });
     }
     if !errors.is_empty() {
@@ -648,6 +712,9 @@ max_flows = 1024
 monitor = true
 pass_dhcp = false
 allow = ["tcp/22", { spec = "tcp/443", from = "203.0.113.7/24" }, { spec = "udp/51820", from = "2001:db8::/32" }]
+syn_cookies = "on"
+syn_cookie_threshold = 500
+syn_cookie_calm = 10
 
 [interface.timeouts]
 udp_replied = 60
@@ -682,7 +749,16 @@ name = "wg0"
             Given {
                 rules: true,
                 config: true,
-                max_flows: true
+                max_flows: true,
+                cookies: true,
+            }
+        );
+        assert_eq!(
+            eth0.cookies,
+            CookieOptions {
+                mode: CookieMode::On,
+                threshold_per_sec: 500,
+                calm_secs: 10
             }
         );
 
@@ -694,6 +770,7 @@ name = "wg0"
         assert_eq!(wg0.config.timeouts.tcp_established, 3600, "the file-wide");
         assert_eq!(wg0.config.timeouts.udp_replied, 120);
         assert!(!wg0.given.max_flows);
+        assert_eq!(wg0.cookies, CookieOptions::default(), "auto, 1000/s, 30 s");
     }
 
     /// The packaged example, with the interface name the operator must fill in set to eth0.
@@ -855,7 +932,8 @@ name = "wg0"
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\nmaxflows = 5\n"),
             "lockdown.toml:3: interface[0].maxflows: unknown field `maxflows`, expected one of \
-             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`"
+             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`, \
+             `syn_cookies`, `syn_cookie_threshold`, `syn_cookie_calm`"
         );
         assert_eq!(
             err("\n[interfaces]\nname = \"eth0\"\n"),
@@ -864,7 +942,8 @@ name = "wg0"
         assert_eq!(
             err("[[interface]]\nname = \"eth0\"\n[interface.timeout]\nicmp = 5\n"),
             "lockdown.toml:3: interface[0].timeout: unknown field `timeout`, expected one of \
-             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`"
+             `name`, `mode`, `max_flows`, `monitor`, `pass_dhcp`, `allow`, `deny`, `timeouts`, \
+             `syn_cookies`, `syn_cookie_threshold`, `syn_cookie_calm`"
         );
     }
 
@@ -975,6 +1054,25 @@ name = "wg0"
     }
 
     #[test]
+    fn syn_cookie_errors() {
+        assert_eq!(
+            err("[[interface]]\nname = \"eth0\"\nsyn_cookie_threshold = 0\n"),
+            "lockdown.toml:3: interface[0].syn_cookie_threshold: must be a number from 1 to \
+             4294967295 (SYNs per second to one port)"
+        );
+        assert_eq!(
+            err("[[interface]]\nname = \"eth0\"\n\nsyn_cookie_calm = -3\n"),
+            "lockdown.toml:4: interface[0].syn_cookie_calm: must be a number from 1 to 4294967295 \
+             (seconds)"
+        );
+        let e = err("[[interface]]\nname = \"eth0\"\nsyn_cookies = \"sometimes\"\n");
+        assert!(
+            e.starts_with("lockdown.toml:3: interface[0].syn_cookies: unknown variant `sometimes`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn load_names_the_path() {
         let dir = std::env::temp_dir().join(format!("lockdown-config-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
@@ -1017,6 +1115,9 @@ name = "wg0"
                 no_dhcp: true,
                 timeouts: vec!["icmp=5".into(), "udp_replied=7".into()],
                 force: true,
+                syn_cookies: Some(CookieMode::Off),
+                syn_cookie_threshold: Some(20),
+                syn_cookie_calm: Some(5),
             },
         )
         .unwrap();
@@ -1030,6 +1131,38 @@ name = "wg0"
         assert_eq!(o.config.timeouts.udp_replied, 7);
         assert_eq!(o.config.timeouts.tcp_established, 3600, "the file's");
         assert!(o.force);
+        assert!(o.given.cookies);
+        assert_eq!(
+            o.cookies,
+            CookieOptions {
+                mode: CookieMode::Off,
+                threshold_per_sec: 20,
+                calm_secs: 5
+            }
+        );
+        // Bad cookie values are refused, naming the flag, and change nothing.
+        let before = format!("{o:?}");
+        for (o2, flag) in [
+            (
+                Overrides {
+                    syn_cookie_threshold: Some(0),
+                    syn_cookies: Some(CookieMode::On),
+                    ..Overrides::default()
+                },
+                "--syn-cookie-threshold must be at least 1",
+            ),
+            (
+                Overrides {
+                    syn_cookie_calm: Some(0),
+                    ..Overrides::default()
+                },
+                "--syn-cookie-calm must be at least 1",
+            ),
+        ] {
+            let e = apply(&mut o, &o2).unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+            assert_eq!(format!("{o:?}"), before);
+        }
 
         // A failed override leaves the options unchanged.
         let before = format!("{o:?}");

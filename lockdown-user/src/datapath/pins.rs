@@ -114,14 +114,21 @@ pub const PIN_PROG_EGRESS_TC: &str = "prog_egress_tc";
 /// Pin name of the marker that lockdown created the clsact qdisc (see `attach::egress`).
 pub const PIN_CLSACT_CREATED: &str = "clsact_created";
 
+/// Pin name of the SYN-cookie hand-off's TCX ingress link (see `attach::cookies`).
+pub const PIN_LINK_HANDOFF: &str = "link_handoff";
+
 /// Whether a pin in an interface's directory records an attachment (a link, the netlink filter's
-/// program, the clsact marker) rather than a map.
+/// program, the clsact marker, the SYN-cookie hand-off's link and counters, the object's own
+/// tail-call table) rather than a map of [`ALL`] that an upgrade reuses or carries over.
 pub fn is_attachment_pin(name: &str) -> bool {
     [
         PIN_LINK_INGRESS,
         PIN_LINK_EGRESS,
         PIN_PROG_EGRESS_TC,
         PIN_CLSACT_CREATED,
+        PIN_LINK_HANDOFF,
+        lockdown_common::contract::syncookie::HANDOFF_COUNTERS,
+        lockdown_common::contract::syncookie::COOKIE_PROGS,
     ]
     .contains(&name)
 }

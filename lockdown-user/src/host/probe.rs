@@ -10,7 +10,8 @@
 //!
 //! Test hook (not in `--help`): `LOCKDOWN_FORCE_TC=netlink` makes the probe report no TCX, so the
 //! egress program is attached as a netlink TC filter on a kernel that has TCX; the integration
-//! tests run that way too. Any other value is refused.
+//! tests run that way too. Any other value is refused. `LOCKDOWN_FORCE_NO_REQSK=1` likewise hides
+//! the kfunc `bpf_sk_assign_tcp_reqsk`, so SYN cookies cannot answer.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -123,6 +124,32 @@ const HELPERS: &[(bpf_func_id, &str, Since)] = &[
         "bpf_xdp_load_bytes",
         (5, 18),
     ),
+    (bpf_func_id::BPF_FUNC_tail_call, "bpf_tail_call", (4, 2)),
+    (
+        bpf_func_id::BPF_FUNC_xdp_adjust_meta,
+        "bpf_xdp_adjust_meta",
+        (4, 15),
+    ),
+    (
+        bpf_func_id::BPF_FUNC_xdp_adjust_tail,
+        "bpf_xdp_adjust_tail",
+        (4, 18),
+    ),
+    (bpf_func_id::BPF_FUNC_sk_release, "bpf_sk_release", (4, 20)),
+    (
+        bpf_func_id::BPF_FUNC_skc_lookup_tcp,
+        "bpf_skc_lookup_tcp",
+        (5, 2),
+    ),
+];
+
+/// Helpers only XDP programs may call. A subprogram shared by the XDP and TC programs (the
+/// cookie stage's, which no TC program reaches) does not make the TC program need them.
+const XDP_ONLY: &[bpf_func_id] = &[
+    bpf_func_id::BPF_FUNC_xdp_adjust_meta,
+    bpf_func_id::BPF_FUNC_xdp_adjust_tail,
+    bpf_func_id::BPF_FUNC_xdp_get_buff_len,
+    bpf_func_id::BPF_FUNC_xdp_load_bytes,
 ];
 
 /// The map types of lockdown's object, with the release that brought each (same rule as
@@ -139,6 +166,12 @@ const MAP_TYPES: &[(bpf_map_type, MapType, &str, Since)] = &[
         MapType::Array,
         "array map",
         (3, 19),
+    ),
+    (
+        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
+        MapType::ProgramArray,
+        "program array map",
+        (4, 2),
     ),
     (
         bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -177,7 +210,8 @@ pub enum Feature {
     XdpFrags,
     /// Global data (`.rodata`/`.bss` maps), which the object uses.
     GlobalData,
-    /// The kfunc `bpf_sk_assign_tcp_reqsk` (SYN cookies issued from BPF). Not used yet.
+    /// The kfunc `bpf_sk_assign_tcp_reqsk` (SYN cookies issued from BPF): the TC hand-off of a
+    /// cookie ACK to its listener (`attach::cookies`). Without it cookies cannot answer.
     SyncookieKfunc,
 }
 
@@ -301,6 +335,11 @@ pub fn scan(object: &[u8]) -> Result<Needs> {
             .get(&prog.function_key())
             .map(|f| calls(&f.instructions))
             .unwrap_or_default();
+        let shared: BTreeSet<u32> = shared
+            .iter()
+            .copied()
+            .filter(|id| kind == ProgKind::Xdp || !XDP_ONLY.iter().any(|h| *h as u32 == *id))
+            .collect();
         programs.insert(name.clone(), (kind, &own | &shared));
     }
     let maps = obj.maps.values().map(aya_obj::Map::map_type).collect();
@@ -367,12 +406,15 @@ pub struct Kernel {
     pub features: Features,
     /// `LOCKDOWN_FORCE_TC=netlink` hid TCX.
     pub forced_netlink: bool,
+    /// `LOCKDOWN_FORCE_NO_REQSK=1` hid the kfunc `bpf_sk_assign_tcp_reqsk`.
+    pub forced_no_reqsk: bool,
 }
 
 impl Kernel {
     /// Probes the running kernel (a few milliseconds: every probe is one tiny program).
     pub fn probe() -> Result<Self> {
         let forced_netlink = forced_netlink()?;
+        let forced_no_reqsk = forced_no_reqsk()?;
         let mut features = BTreeSet::new();
         let needs = needs();
         let xdp = load_trivial(
@@ -398,6 +440,9 @@ impl Kernel {
         }
         if is_bpf_global_data_supported().context("probing the kernel for BPF global data")? {
             features.insert(Feature::GlobalData);
+        }
+        if !forced_no_reqsk && has_kfunc(SYNCOOKIE_KFUNC)? {
+            features.insert(Feature::SyncookieKfunc);
         }
         let mut helpers = BTreeSet::new();
         let wanted: BTreeSet<(ProgKind, u32)> = needs
@@ -435,6 +480,7 @@ impl Kernel {
                 maps,
             },
             forced_netlink,
+            forced_no_reqsk,
         })
     }
 
@@ -490,6 +536,23 @@ pub fn has_kfunc(name: &str) -> Result<bool> {
         }
     };
     Ok(btf.id_by_type_name_kind(name, BtfKind::Func).is_ok())
+}
+
+/// The kfunc the SYN-cookie hand-off calls.
+pub const SYNCOOKIE_KFUNC: &str = "bpf_sk_assign_tcp_reqsk";
+
+/// The test hook (not in `--help`): `LOCKDOWN_FORCE_NO_REQSK=1` makes the probe report no
+/// [`SYNCOOKIE_KFUNC`], so a host that has it behaves as an older kernel.
+pub const FORCE_NO_REQSK: &str = "LOCKDOWN_FORCE_NO_REQSK";
+
+/// Whether `LOCKDOWN_FORCE_NO_REQSK=1` hides the kfunc (`0` or empty: no; anything else is
+/// refused).
+pub fn forced_no_reqsk() -> Result<bool> {
+    match std::env::var(FORCE_NO_REQSK).ok().as_deref() {
+        None | Some("" | "0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => bail!("{FORCE_NO_REQSK}={other:?}: the only value is `1`"),
+    }
 }
 
 /// The test hook: `LOCKDOWN_FORCE_TC=netlink` hides TCX.
@@ -644,12 +707,15 @@ fn probe_xdp_frags() -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lockdown_common::contract::maps::{PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR};
+    use lockdown_common::contract::{
+        maps::{PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_LINEAR},
+        syncookie::COOKIE_PROG,
+    };
 
     #[test]
     fn every_helper_and_map_type_of_the_object_is_known() {
         let needs = needs();
-        for name in [PROG_INGRESS, PROG_INGRESS_LINEAR, PROG_EGRESS] {
+        for name in [PROG_INGRESS, PROG_INGRESS_LINEAR, PROG_EGRESS, COOKIE_PROG] {
             let (_, ids) = &needs.programs[name];
             for id in ids {
                 assert!(

@@ -27,6 +27,13 @@ struct TableLabels {
     family: String,
 }
 
+/// One allowed TCP port of one interface.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    interface: String,
+    port: u16,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     interface: String,
@@ -49,6 +56,9 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
     let pressure = Family::<TableLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let rules = Family::<IfaceLabels, Gauge>::default();
     let monitor = Family::<IfaceLabels, Gauge>::default();
+    let engaged = Family::<PortLabels, Gauge>::default();
+    let answering = Family::<IfaceLabels, Gauge>::default();
+    let handoff = Family::<ReasonLabels, Counter>::default();
     for dir in &dirs {
         let s = report::status(dir, std::time::Duration::ZERO)
             .with_context(|| format!("reading {}", dir.iface))?;
@@ -84,6 +94,25 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
             pressure.get_or_create(&t).set(o.fill());
         }
         rules.get_or_create(&l).set(s.allow.len() as i64);
+        let c = &s.syn_cookies;
+        answering.get_or_create(&l).set(i64::from(c.answering));
+        for port in &c.engaged_ports {
+            engaged
+                .get_or_create(&PortLabels {
+                    interface: s.interface.clone(),
+                    port: *port,
+                })
+                .set(1);
+        }
+        for (name, v) in &c.handoff {
+            handoff
+                .get_or_create(&ReasonLabels {
+                    interface: s.interface.clone(),
+                    reason: (*name).to_owned(),
+                    kind: "handoff".to_owned(),
+                })
+                .inc_by(*v);
+        }
         monitor.get_or_create(&l).set(i64::from(s.monitor));
     }
     let mut registry = Registry::with_prefix("lockdown");
@@ -110,6 +139,21 @@ pub fn render(root: &Path, iface: Option<&str>) -> Result<String> {
         "monitor_mode",
         "1 when counting drops without enforcing",
         monitor,
+    );
+    registry.register(
+        "syn_cookies_engaged",
+        "1 for each allowed TCP port where SYN cookies answer SYNs now",
+        engaged,
+    );
+    registry.register(
+        "syn_cookies_answering",
+        "1 when SYN cookies can answer on the interface (cookie program and hand-off installed)",
+        answering,
+    );
+    registry.register(
+        "syn_cookie_handoff",
+        "Cookie ACKs the TC hand-off saw, by outcome",
+        handoff,
     );
     let mut out = String::new();
     encode(&mut out, &registry).context("encoding metrics")?;

@@ -7,7 +7,7 @@ use lockdown_common::contract::{config::Timeouts, counters::CounterKind, flow::F
 use serde::Serialize;
 
 use crate::{
-    attach::{egress, variant::Variant},
+    attach::{cookies, egress, variant::Variant},
     datapath::{build_id, flows::Occupancy, handles::Handles, pins::PinDir},
     host::link::XdpMode,
 };
@@ -57,6 +57,9 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rates_pps: Option<BTreeMap<&'static str, f64>>,
     pub rate_interval_secs: f64,
+    /// SYN cookies: mode, whether they answer here (and why not), settings, engaged ports, the
+    /// hand-off's counters.
+    pub syn_cookies: cookies::CookieStatus,
 }
 
 /// The status of one interface; counter rates are measured over `interval` (none if zero).
@@ -68,7 +71,8 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
     let count = |table| live.iter().filter(|e| e.table == table).count();
     let (flows, closing_flows) = (count(FlowTable::Live), count(FlowTable::Closing));
     let max_flows = tables.first().map_or(0, |o| o.capacity);
-    let allow = handles.rules()?.iter().map(ToString::to_string).collect();
+    let rules = handles.rules()?;
+    let allow = rules.iter().map(ToString::to_string).collect();
     let mut counters = BTreeMap::new();
     let mut bytes = BTreeMap::new();
     let first = handles.counters()?;
@@ -107,6 +111,8 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         .filter_map(|(name, _)| t.field_mut(name).map(|v| (*name, *v)))
         .collect();
     let xdp_program = xdp_program(dir)?;
+    let xdp_variant = xdp_program.as_deref().and_then(Variant::from_kernel_name);
+    let syn_cookies = cookies::status(dir, &rules, xdp_variant)?;
     let programs = build_id::running(dir)?;
     let binary = build_id::object_sha256();
     Ok(Status {
@@ -118,7 +124,7 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         mode: XdpMode::from_config(config.attach_mode)
             .map_or("unknown", XdpMode::name)
             .to_owned(),
-        xdp_variant: xdp_program.as_deref().and_then(Variant::from_kernel_name),
+        xdp_variant,
         xdp_program,
         egress: egress::state(dir)?,
         monitor: config.has(lockdown_common::contract::config::FLAG_MONITOR),
@@ -135,6 +141,7 @@ pub fn status(dir: &PinDir, interval: std::time::Duration) -> Result<Status> {
         bytes,
         rates_pps,
         rate_interval_secs: interval.as_secs_f64(),
+        syn_cookies,
     })
 }
 
