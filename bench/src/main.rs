@@ -159,6 +159,21 @@ fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
             );
         }
     }
+    if sections.contains(&Section::SynCookies) {
+        for (tool, package) in [
+            (lockdown_testbed::ssh::SSHD, "openssh-server"),
+            ("ssh", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+            ("timeout", "coreutils"),
+            ("ss", "iproute2"),
+        ] {
+            if !host::have(tool) {
+                bail!(
+                    "`{tool}` is not installed; the SYN-cookie section needs it (Debian package {package}; scripts/setup.sh installs it)"
+                );
+            }
+        }
+    }
     if cli.out.exists() && !cli.out.is_dir() {
         bail!("--out {} is not a directory", cli.out.display());
     }
