@@ -445,7 +445,12 @@ fn load(pair: &NetPair, opts: &Options, mut sample: impl FnMut() -> Result<()>) 
 
 /// Many short connections in a row: let the peer reuse its ports (TIME_WAIT stays on its side,
 /// which closes first) and widen its ephemeral range, so that the load is not bounded by ports.
+/// The peer's side of a legit-load run. Its veth runs an XDP_PASS program, so that it receives
+/// what the origin's XDP program sends back: at thousands of connections a second lockdown's
+/// default `--syn-cookies auto` engages and answers the SYNs from XDP (`XDP_TX`), which a veth
+/// delivers only to a peer with an XDP program of its own. Both filters get the same link.
 fn prepare_peer(pair: &NetPair) -> Result<()> {
+    pair.peer_xdp_pass()?;
     netns::sysctl_write(&pair.peer, "net/ipv4/ip_local_port_range", "10000 65000")?;
     netns::sysctl_write(&pair.peer, "net/ipv4/tcp_tw_reuse", "1")
 }

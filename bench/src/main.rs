@@ -9,6 +9,9 @@
 //! 4. Memory: bytes per flow entry and the kernel memlock of every map.
 //! 5. State under legit load: connections accepted on an allowed port, many times the flow
 //!    table's capacity, must take no flow entry and evict none of the origin's own flows.
+//! 6. SYN cookies: receive CPU per flood SYN answered with a cookie against one dropped at a
+//!    closed port (and the kernel's own answer beside them), and real SSH logins during a
+//!    full-speed flood with cookies on and off, with and without a strict rate.
 //!
 //! Writes RESULTS.md, results.json and chart.svg into `--out`. Needs root. Targets are reported,
 //! never asserted; setup errors fail the run. Namespaces and pins are removed on every exit path
@@ -24,6 +27,7 @@ mod raw;
 mod report;
 mod rxcpu;
 mod stats;
+mod syncookies;
 mod sys;
 
 use std::{
@@ -48,10 +52,12 @@ enum Section {
     /// State under legit load (also accepted as `legit-load`).
     #[value(alias = "legit-load")]
     Legit,
+    /// SYN cookies: receive CPU per cookie-answered SYN, logins during a flood (`syn-cookies`).
+    SynCookies,
 }
 
 /// Benchmarks lockdown: program cost, receive CPU per packet, state under attack, memory, state
-/// under legit load.
+/// under legit load, SYN cookies.
 #[derive(Debug, Parser)]
 // A later option overrides an earlier one: `cargo xtask bench` passes `--out bench` before the
 // arguments given after `--`, so `-- --out DIR` must win.
@@ -129,9 +135,12 @@ fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
     {
         bail!("no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf, or run `cargo xtask bench`)");
     }
-    let net = sections
-        .iter()
-        .any(|s| matches!(s, Section::Rx | Section::Attack | Section::Legit));
+    let net = sections.iter().any(|s| {
+        matches!(
+            s,
+            Section::Rx | Section::Attack | Section::Legit | Section::SynCookies
+        )
+    });
     if net {
         if sys::online_cpus() < 2 {
             bail!("the receive sections need at least 2 CPUs (generator on CPU0, receive on CPU1)");
@@ -148,6 +157,21 @@ fn preflight(cli: &Cli, lockdown: &Path, sections: &[Section]) -> Result<()> {
                 "lockdown CLI not found at {} (build it: cargo build --release -p lockdown-user)",
                 lockdown.display()
             );
+        }
+    }
+    if sections.contains(&Section::SynCookies) {
+        for (tool, package) in [
+            (lockdown_testbed::ssh::SSHD, "openssh-server"),
+            ("ssh", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+            ("timeout", "coreutils"),
+            ("ss", "iproute2"),
+        ] {
+            if !host::have(tool) {
+                bail!(
+                    "`{tool}` is not installed; the SYN-cookie section needs it (Debian package {package}; scripts/setup.sh installs it)"
+                );
+            }
         }
     }
     if cli.out.exists() && !cli.out.is_dir() {
@@ -208,6 +232,7 @@ fn run(cli: &Cli) -> Result<()> {
             Section::Attack,
             Section::Memory,
             Section::Legit,
+            Section::SynCookies,
         ]
     } else {
         cli.only.clone()
@@ -300,6 +325,25 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    let syn_cookies = if sections.contains(&Section::SynCookies) {
+        Some(syncookies::run(
+            &syncookies::Options {
+                rounds: cli.rounds.unwrap_or(if quick { 1 } else { 3 }),
+                flood: Duration::from_secs_f64(cli.flood_secs.unwrap_or(if quick {
+                    1.0
+                } else {
+                    5.0
+                })),
+                max_packets: 50_000_000,
+                logins: if quick { 5 } else { 10 },
+                login_flood: Duration::from_secs(30),
+                login_flood_packets: 20_000_000,
+            },
+            &env,
+        )?)
+    } else {
+        None
+    };
     drop(pin_root);
 
     let targets = report::targets(
@@ -308,6 +352,7 @@ fn run(cli: &Cli) -> Result<()> {
         attack.as_ref(),
         memory.as_ref(),
         legit.as_ref(),
+        syn_cookies.as_ref(),
     );
     let results = Results {
         meta: report::Meta {
@@ -326,6 +371,7 @@ fn run(cli: &Cli) -> Result<()> {
         attack,
         memory,
         legit,
+        syn_cookies,
         targets,
     };
     fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;

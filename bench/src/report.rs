@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use lockdown_testbed::pair::{FLOOD_NET, FLOOD_PREFIX};
 use serde::Serialize;
 
-use crate::{attack, filters::Filter, legit, memory, progcost, rxcpu};
+use crate::{attack, filters::Filter, legit, memory, progcost, rxcpu, syncookies};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Meta {
@@ -28,6 +28,7 @@ pub(crate) struct Results {
     pub attack: Option<attack::Section>,
     pub memory: Option<memory::Section>,
     pub legit: Option<legit::Section>,
+    pub syn_cookies: Option<syncookies::Section>,
     pub targets: Vec<Target>,
 }
 
@@ -74,6 +75,7 @@ pub(crate) fn targets(
     a: Option<&attack::Section>,
     m: Option<&memory::Section>,
     l: Option<&legit::Section>,
+    c: Option<&syncookies::Section>,
 ) -> Vec<Target> {
     let ratio = |id: &str| p.and_then(|p| p.path(id)).and_then(|x| x.ratio);
     let ns = |id: &str| p.and_then(|p| p.path(id)).map_or(f64::NAN, |x| x.ns);
@@ -294,6 +296,49 @@ pub(crate) fn targets(
                 )
             },
             |v| v == 0.0,
+        ),
+        target(
+            "SYN cookies: receive CPU per SYN answered with a cookie",
+            "<= 1.3x a SYN to a closed port dropped by lockdown (same mode)",
+            c.and_then(|c| c.ratio(syncookies::Path::Cookie, syncookies::Path::Closed))
+                .map(|x| x.ratio),
+            |v| {
+                let ns = |p| {
+                    c.and_then(|c| c.path(p))
+                        .map_or(f64::NAN, |x| x.ns_per_packet)
+                };
+                format!(
+                    "{v:.2}x ({:.0} vs {:.0} ns; the kernel's own answer, cookies off: {:.0} ns)",
+                    ns(syncookies::Path::Cookie),
+                    ns(syncookies::Path::Closed),
+                    ns(syncookies::Path::Kernel)
+                )
+            },
+            |v| v <= 1.3,
+        ),
+        target(
+            "SYN cookies: logins during a full-speed flood, cookies on",
+            "all get in, with and without --rate 2/min --burst 3 (and SYNs spoofed in their names)",
+            c.and_then(|c| {
+                c.logins
+                    .iter()
+                    .filter(|r| r.cookies == "on")
+                    .map(|r| r.share)
+                    .reduce(f64::min)
+            }),
+            |v| {
+                let runs: Vec<String> = c
+                    .map(|c| {
+                        c.logins
+                            .iter()
+                            .filter(|r| r.cookies == "on")
+                            .map(|r| format!("{}/{}", r.got_in, r.attempted))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("{} at worst ({})", pct(v), runs.join(", "))
+            },
+            |v| v >= 1.0,
         ),
     ]
 }
@@ -743,7 +788,132 @@ pub(crate) fn markdown(r: &Results) -> String {
     if let Some(l) = &r.legit {
         legit_markdown(&mut s, l);
     }
+    if let Some(c) = &r.syn_cookies {
+        syncookies_markdown(&mut s, c);
+    }
     s
+}
+
+fn syncookies_markdown(s: &mut String, c: &syncookies::Section) {
+    let _ = writeln!(
+        s,
+        "## 6. SYN cookies
+"
+    );
+    let _ = writeln!(
+        s,
+        "**Receive CPU per flood SYN**, measured as in section 2 (generator on CPU{g}, the \
+         origin's receive work on CPU{r}, read off the cycle soaker there), {rounds} alternating \
+         rounds of floods of {secs} s or {max} Linux-shaped SYNs (74 bytes: MSS, SACK-permitted, \
+         timestamps, window scale) from {FLOOD_NET}/{FLOOD_PREFIX}, with `lockdown up --mode native \
+         --syn-cookies MODE` attached afresh for each measurement. The peer's veth runs an \
+         XDP_PASS program (without one it does not receive `XDP_TX` frames on this kernel) with \
+         threaded NAPI pinned to CPU{g}, so that receiving the cookie SYN-ACKs is not charged to \
+         CPU{r}. A listener (backlog 128) serves tcp/22 for the kernel's path; it overflows at \
+         once and the kernel answers with its own syncookies. Ratios are per round, then the \
+         median.\n",
+        g = c.gen_cpu,
+        r = c.rx_cpu,
+        rounds = c.rounds,
+        secs = c.flood_secs,
+        max = c.max_packets,
+    );
+    let _ = writeln!(
+        s,
+        "| path | ns/packet (CPU{}) | received pps | sent pps | samples (ns) |",
+        c.rx_cpu
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for p in &c.paths {
+        let samples: Vec<String> = p
+            .samples
+            .iter()
+            .map(|x| format!("{:.0}", x.ns_per_packet))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | **{:.0}** | {:.0} | {:.0} | {} |",
+            p.label,
+            p.ns_per_packet,
+            p.rx_pps,
+            p.sent_pps,
+            samples.join(" ")
+        );
+    }
+    let _ = writeln!(s);
+    for x in &c.ratios {
+        let samples: Vec<String> = x.samples.iter().map(|v| format!("{v:.2}")).collect();
+        let _ = writeln!(
+            s,
+            "- {} against {}: **{:.2}x** (rounds: {})",
+            x.path.label(),
+            x.vs.label(),
+            x.ratio,
+            samples.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n**Logins during a full-speed flood.** A fresh pair of namespaces per run, a real sshd \
+         (Debian's OpenSSH) in the origin, and the real ssh client logging in as root with a key \
+         and running `echo ok`, {} at a time, each from a source address no connection used \
+         before, while the generator (pinned to CPU{}) floods tcp/22 with Linux-shaped SYNs \
+         from random sources over the whole IPv4 space, at full speed, for up to {:.0} s or {} \
+         frames; the logins start after {PRIMING} flood frames and the flood stops when they are \
+         done. Where the run says so, {} SYNs are first spoofed in each login source's own name \
+         (more than its burst). A login counts as got in if the command ran.\n",
+        syncookies::BATCH,
+        c.gen_cpu,
+        c.login_flood_secs,
+        c.login_flood_packets,
+        syncookies::SPOOFS_PER_SOURCE,
+        PRIMING = syncookies::PRIMING,
+    );
+    let _ = writeln!(
+        s,
+        "| cookies | rate | spoofed per source | got in | median login | flood | counters that moved |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for r in &c.logins {
+        let moved: Vec<String> = r
+            .counters
+            .iter()
+            .filter(|(k, _)| {
+                k.contains("cookie")
+                    || k.contains("rate")
+                    || k.contains("syn")
+                    || k.contains("flow")
+            })
+            .map(|(k, v)| format!("{k} +{v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | **{}/{}** ({}) | {} | {} frames at {:.0}/s{} | {} |",
+            r.cookies,
+            r.rate.as_deref().unwrap_or("none"),
+            r.spoofed_per_source,
+            r.got_in,
+            r.attempted,
+            pct(r.share),
+            if r.median_login_ms.is_nan() {
+                "—".to_owned()
+            } else {
+                format!("{:.0} ms", r.median_login_ms)
+            },
+            r.flood_sent,
+            r.flood_pps,
+            if r.flood_covered {
+                ""
+            } else {
+                " (ended before the last login)"
+            },
+            moved.join(", ")
+        );
+    }
+    if let Some(f) = c.logins.iter().find_map(|r| r.first_failure.as_ref()) {
+        let _ = writeln!(s, "\nFirst failed login: {f}");
+    }
+    let _ = writeln!(s);
 }
 
 fn legit_markdown(s: &mut String, l: &legit::Section) {

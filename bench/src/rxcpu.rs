@@ -28,9 +28,9 @@ use crate::{
 /// A port nothing listens on, and no rule allows.
 pub(crate) const CLOSED_PORT: u16 = 8080;
 /// How long the soaker's undisturbed rate is measured before each flood.
-const CALIBRATION: Duration = Duration::from_millis(500);
+pub(crate) const CALIBRATION: Duration = Duration::from_millis(500);
 /// After the flood, until CPU1's backlog has surely drained.
-const DRAIN: Duration = Duration::from_millis(300);
+pub(crate) const DRAIN: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -115,14 +115,14 @@ impl Section {
 }
 
 /// Wall time, the soaker's count and /proc/stat at one moment.
-struct Snap {
+pub(crate) struct Snap {
     at: Instant,
     soaked: u64,
     cpu: Vec<CpuTime>,
 }
 
 impl Snap {
-    fn now(soaker: &Soaker) -> Result<Self> {
+    pub(crate) fn now(soaker: &Soaker) -> Result<Self> {
         Ok(Self {
             cpu: sys::cpu_times()?,
             soaked: soaker.count(),
@@ -130,18 +130,18 @@ impl Snap {
         })
     }
 
-    fn wall(&self, later: &Self) -> f64 {
+    pub(crate) fn wall(&self, later: &Self) -> f64 {
         later.at.duration_since(self.at).as_secs_f64()
     }
 
     /// Seconds of CPU1 not given to the soaker, at the soaker's undisturbed `rate`.
-    fn taken(&self, later: &Self, rate: f64) -> f64 {
+    pub(crate) fn taken(&self, later: &Self, rate: f64) -> f64 {
         let soaked = later.soaked.saturating_sub(self.soaked) as f64 / rate;
         (self.wall(later) - soaked).max(0.0)
     }
 
     /// Fraction of CPU0 not idle (/proc/stat idle is exact; shown in 10 ms ticks).
-    fn cpu0_util(&self, later: &Self) -> f64 {
+    pub(crate) fn cpu0_util(&self, later: &Self) -> f64 {
         let idle = later.cpu[GEN_CPU]
             .idle
             .saturating_sub(self.cpu[GEN_CPU].idle) as f64
@@ -159,7 +159,7 @@ impl Snap {
 }
 
 /// The soaker's undisturbed rate (units per second) over `d`.
-fn soak_rate(soaker: &Soaker, d: Duration) -> Result<f64> {
+pub(crate) fn soak_rate(soaker: &Soaker, d: Duration) -> Result<f64> {
     let a = Snap::now(soaker)?;
     sys::sleep(d)?;
     let b = Snap::now(soaker)?;

@@ -240,3 +240,31 @@ pub fn in_private_netns<T: Send>(what: &str, f: impl FnOnce() -> T + Send) -> T 
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
+
+/// SIGKILLs every process but this one whose network namespace is `ns` (what a daemon left
+/// behind, such as an sshd session or a backgrounded ssh client); returns how many.
+pub fn kill_processes(ns: &str) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(ns_ino) = std::fs::metadata(netns_path(ns)).map(|m| m.ino()) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
+    {
+        if std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns_ino) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed += 1;
+        }
+    }
+    killed
+}

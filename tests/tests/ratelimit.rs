@@ -20,8 +20,13 @@ const SSH: u16 = 22;
 const OTHER: &str = "10.231.0.3";
 
 /// A locked-down origin with an echo server on its SSH port, and [`OTHER`] on the peer's side.
+/// The peer receives the origin's `XDP_TX` frames: under a flood the default `auto` answers
+/// SYNs with cookie SYN-ACKs from XDP, legitimate sources' included.
 fn world(tag: &str) -> Origin {
     let w = Origin::new(tag).origin_echo(&[SSH]);
+    w.pair
+        .peer_xdp_pass()
+        .unwrap_or_else(|e| panic!("attaching XDP_PASS to the peer's veth: {e:#}"));
     ip(
         &w.pair.peer,
         &["addr", "add", &format!("{OTHER}/24"), "dev", PEER_IF],
