@@ -1087,15 +1087,22 @@ fn unconfirmed_up_is_rolled_back_to_not_locked() {
     );
     w.assert_inbound_dropped(Family::V4, WEB);
 
+    // The rollback unpins the ingress link first and the pin directory last: wait for all of it
+    // (more pins since SYN cookies, so a loaded machine can look between the two).
     wait_for(Duration::from_secs(15), || {
-        (!w.ld.is_locked() && w.pair.origin_xdp().is_none()).then_some(())
+        (!w.ld.is_locked() && w.pair.origin_xdp().is_none() && !w.ld.pin_dir().exists())
+            .then_some(())
     })
     .unwrap_or_else(|| panic!("the unconfirmed up was not rolled back\n{}", w.context()));
     w.assert_not_locked("after the rollback");
     assert!(
         !w.ld.pin_dir().exists(),
-        "the pins remain after the rollback: {}",
-        w.ld.pin_dir().display()
+        "the pins remain after the rollback: {} holds {:?}",
+        w.ld.pin_dir().display(),
+        std::fs::read_dir(w.ld.pin_dir()).map(|d| d
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>())
     );
     wait_watchdog_gone(&w);
     assert!(

@@ -694,3 +694,61 @@ fn forged_acks_are_dropped_and_make_nothing() {
     assert_eq!(w.counters()["flow_insert_failed"], 0);
     w.must_login(Family::V4, "a login after the forged ACKs");
 }
+
+/// Without the kfunc (Linux 6.1; here `LOCKDOWN_FORCE_NO_REQSK=1`), `auto` installs no cookie
+/// program and says so in one line; the detector still runs. Under a full-speed spoofed flood to
+/// a port with a strict rate, the SYNs go to the kernel's own handshake (and its own
+/// syncookies) uncharged while the flood lasts: the rate limit fails open instead of locking
+/// every source out, and the logins get in. Nothing is answered from XDP.
+#[test]
+fn without_the_kfunc_a_strict_rate_fails_open_under_a_flood() {
+    require_openssh();
+    let tag = "sc-fall";
+    let o = Origin::new(tag);
+    o.pair
+        .peer_xdp_pass()
+        .unwrap_or_else(|e| panic!("attaching XDP_PASS to the peer's veth: {e:#}"));
+    let sshd = Sshd::start(&o.pair, tag).unwrap_or_else(|e| panic!("starting sshd: {e:#}"));
+    let out = o.ld.run_env(
+        &["up", "--iface", ORIGIN_IF],
+        &[("LOCKDOWN_FORCE_NO_REQSK", "1".to_owned())],
+    );
+    assert!(out.success(), "up without the kfunc: {out}");
+    assert_eq!(
+        out.stdout.matches("syn cookies: off").count(),
+        1,
+        "up says once that cookies cannot answer: {out}"
+    );
+    let w = World { sshd, o };
+    assert_eq!(
+        w.syn_cookies()["answering"],
+        false,
+        "status: cookies cannot answer"
+    );
+    let mut args = vec!["allow", "add", "tcp/22"];
+    args.extend_from_slice(&RATE);
+    w.o.ld.must(&args);
+    let sources = fresh_sources(&w, Family::V4);
+    let r = logins_under_flood(
+        &w,
+        &sources,
+        With::Own(Family::V4, Sources::Anywhere),
+        PRIMING,
+    );
+    assert_eq!(
+        r.delta("syn_cookie_sent"),
+        0,
+        "no cookie program, no cookie"
+    );
+    assert!(
+        r.delta("pass_syn_to_kernel") > 0,
+        "the flood's SYNs went to the kernel's handshake uncharged: {:?} -> {:?}",
+        r.before,
+        r.after
+    );
+    assert_eq!(
+        r.flows_after, r.flows_before,
+        "the flow tables grew under the flood"
+    );
+    assert_eq!(r.after["flow_insert_failed"], 0, "flow_insert_failed");
+}
