@@ -1099,7 +1099,7 @@ fn unconfirmed_up_is_rolled_back_to_not_locked() {
         !w.ld.pin_dir().exists(),
         "the pins remain after the rollback: {} holds {:?}",
         w.ld.pin_dir().display(),
-        std::fs::read_dir(w.ld.pin_dir()).map(|d| d
+        fs::read_dir(w.ld.pin_dir()).map(|d| d
             .filter_map(Result::ok)
             .map(|e| e.file_name())
             .collect::<Vec<_>>())
