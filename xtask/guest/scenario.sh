@@ -415,6 +415,8 @@ prog_stats() { # PID SEEN
             bytes=$(echo "$show" | sed -n 's/.*xlated \([0-9]*\)B.*/\1/p')
             [ -n "$bytes" ] && xlated=$((bytes / 8))
         fi
+        # The harness's own kernel probes (tiny unnamed programs) are not lockdown's.
+        [ -x $BPFTOOL ] && [ -z "$name" ] && continue
         echo "LDK-PROG ${name:-type$type} type=$type xlated=$xlated verified=${verified:-?}"
     done
 }
