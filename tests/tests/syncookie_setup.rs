@@ -356,7 +356,7 @@ fn status_and_log_follow_the_flood_detector() {
             window,
             count: 5000,
             flood_window: window,
-            answered: 0,
+            _reserved: 0,
         },
     );
     log.wait_stdout("syn cookies engaged on tcp/22", Duration::from_secs(5));

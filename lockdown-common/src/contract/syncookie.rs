@@ -161,8 +161,8 @@ pub struct PortFlood {
     pub count: u32,
     /// The last window whose count went over the threshold (0: never).
     pub flood_window: u32,
-    /// SYNs answered with a cookie on this port (wraps).
-    pub answered: u32,
+    /// Reserved (zero): the entry stays 16 bytes.
+    pub _reserved: u32,
 }
 
 /// The part of [`CookieConfig`] the flood detector runs on (12 bytes: what the ingress program

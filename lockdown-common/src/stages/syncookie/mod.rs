@@ -237,9 +237,6 @@ pub fn stage<P: PacketMut + ?Sized, T: Tables + ?Sized>(p: &mut P, t: &mut T) ->
         if !synack::rewrite(p, seg, &reply) {
             return Counter::PassSynToKernel;
         }
-        if let Some(port) = t.syn_port(seg.tuple.dport) {
-            port.answered = port.answered.wrapping_add(1);
-        }
         Counter::SynCookieSent
     } else if is_ack_only(seg.flags) {
         ack(p, t, seg)
