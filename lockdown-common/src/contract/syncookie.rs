@@ -175,6 +175,19 @@ pub struct Detector {
 }
 
 impl CookieConfig {
+    /// Whether keys were ever written (a zeroed entry has none: nothing it "signs" counts).
+    pub const fn has_keys(&self) -> bool {
+        self.keys[0][0] | self.keys[0][1] | self.keys[1][0] | self.keys[1][1] != 0
+    }
+
+    /// Rotates in `key`: it goes into the other generation's slot and signs from now on, and the
+    /// key it replaces as the signer stays in its slot, still accepted (the cookie carries the
+    /// parity of the key that signed it). Two rotations retire a key.
+    pub const fn rotate(&mut self, key: [u64; 2]) {
+        self.key_gen = self.key_gen.wrapping_add(1);
+        self.keys[(self.key_gen & 1) as usize] = key;
+    }
+
     pub const fn detector(&self) -> Detector {
         Detector {
             mode: self.mode,

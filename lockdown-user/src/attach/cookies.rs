@@ -238,15 +238,12 @@ pub fn config_for(
     rotate: bool,
 ) -> Result<CookieConfig> {
     let (mss4, mss6) = mss_tables(mtu);
-    let (mut keys, mut key_gen) = match previous {
-        Some(p) if p.keys != [[0; 2]; 2] => (p.keys, p.key_gen),
-        _ => ([random_key()?, random_key()?], 0),
+    let kept = previous.filter(|p| p.has_keys());
+    let (keys, key_gen) = match kept {
+        Some(p) => (p.keys, p.key_gen),
+        None => ([random_key()?, random_key()?], 0),
     };
-    if rotate && previous.is_some_and(|p| p.keys != [[0; 2]; 2]) {
-        key_gen = key_gen.wrapping_add(1);
-        keys[(key_gen & 1) as usize] = random_key()?;
-    }
-    Ok(CookieConfig {
+    let mut c = CookieConfig {
         keys,
         mode: opts.mode.value(),
         threshold: per_window(opts.threshold_per_sec),
@@ -256,7 +253,11 @@ pub fn config_for(
         mss6,
         rcv_wscale: wscale.min(14),
         _pad: 0,
-    })
+    };
+    if rotate && kept.is_some() {
+        c.rotate(random_key()?);
+    }
+    Ok(c)
 }
 
 /// Whether cookies can answer SYNs on this host, and if not, why.

@@ -274,14 +274,11 @@ mod tests {
         let mut c = config();
         let t = tuple();
         let k = make(&c, &t, 9, F, NOW);
-        // Rotation: the new key goes into the other slot.
-        c.key_gen += 1;
-        c.keys[(c.key_gen & 1) as usize] = [11, 12];
+        c.rotate([11, 12]);
         assert_eq!(check(&c, &t, 9, k, NOW), Some(F));
         let k2 = make(&c, &t, 9, F, NOW);
         assert_ne!(k, k2);
-        c.key_gen += 1;
-        c.keys[(c.key_gen & 1) as usize] = [13, 14];
+        c.rotate([13, 14]);
         assert_eq!(
             check(&c, &t, 9, k, NOW),
             None,

@@ -262,17 +262,13 @@ fn expired_and_retired_cookies_are_refused() {
         Counter::DropCookieInvalid,
         "expired"
     );
-    let c = t.cookie.as_mut().expect("config");
-    c.key_gen += 1;
-    c.keys[1] = [21, 22];
+    t.cookie.as_mut().expect("config").rotate([21, 22]);
     assert_eq!(
         ack(&mut t, NOW),
         Counter::PassCookieAck,
         "the previous key still signs"
     );
-    let c = t.cookie.as_mut().expect("config");
-    c.key_gen += 1;
-    c.keys[0] = [31, 32];
+    t.cookie.as_mut().expect("config").rotate([31, 32]);
     assert_eq!(
         ack(&mut t, NOW),
         Counter::DropCookieInvalid,
