@@ -271,15 +271,14 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    // Rounds and flood length of the two receive-CPU measurements (sections 2 and 6).
+    let rounds = cli.rounds.unwrap_or(if quick { 1 } else { 3 });
+    let flood = Duration::from_secs_f64(cli.flood_secs.unwrap_or(if quick { 1.0 } else { 5.0 }));
     let receive_cpu = if sections.contains(&Section::Rx) {
         Some(rxcpu::run(
             &rxcpu::Options {
-                rounds: cli.rounds.unwrap_or(if quick { 1 } else { 3 }),
-                flood: Duration::from_secs_f64(cli.flood_secs.unwrap_or(if quick {
-                    1.0
-                } else {
-                    5.0
-                })),
+                rounds,
+                flood,
                 max_packets: 50_000_000,
                 filters: if cli.filters.is_empty() {
                     Filter::ALL.to_vec()
@@ -328,12 +327,8 @@ fn run(cli: &Cli) -> Result<()> {
     let syn_cookies = if sections.contains(&Section::SynCookies) {
         Some(syncookies::run(
             &syncookies::Options {
-                rounds: cli.rounds.unwrap_or(if quick { 1 } else { 3 }),
-                flood: Duration::from_secs_f64(cli.flood_secs.unwrap_or(if quick {
-                    1.0
-                } else {
-                    5.0
-                })),
+                rounds,
+                flood,
                 max_packets: 50_000_000,
                 logins: if quick { 5 } else { 10 },
                 login_flood: Duration::from_secs(30),

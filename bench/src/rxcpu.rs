@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::{
     filters::{Applied, Env, Filter},
-    stats::median,
+    stats::{median, per_round},
     sys::{self, CpuTime, Soaker},
 };
 
@@ -332,16 +332,11 @@ pub(crate) fn run(opts: &Options, env: &Env) -> Result<Section> {
     let ratio = |f: Filter, vs: Filter| -> Option<Ratio> {
         let a = filters.iter().find(|r| r.filter == f)?;
         let b = filters.iter().find(|r| r.filter == vs)?;
-        let samples: Vec<f64> = a
-            .samples
-            .iter()
-            .zip(&b.samples)
-            .map(|(x, y)| x.ns_per_packet / y.ns_per_packet)
-            .collect();
+        let (ratio, samples) = per_round(&a.samples, &b.samples, |x| x.ns_per_packet);
         Some(Ratio {
             filter: f,
             vs,
-            ratio: median(&samples),
+            ratio,
             samples,
         })
     };

@@ -9,6 +9,17 @@ pub(crate) fn median_of(xs: impl IntoIterator<Item = f64>) -> f64 {
     median(&xs.into_iter().collect::<Vec<_>>())
 }
 
+/// The per-round ratios `measure(a[i]) / measure(b[i])` of two paths measured in the same rounds,
+/// and their median: how every receive-CPU ratio of the bench is taken.
+pub(crate) fn per_round<T>(a: &[T], b: &[T], measure: impl Fn(&T) -> f64) -> (f64, Vec<f64>) {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| measure(x) / measure(y))
+        .collect();
+    (median(&ratios), ratios)
+}
+
 /// Percentile `p` (0..=100) with linear interpolation between closest ranks; NaN if empty.
 pub(crate) fn percentile(xs: &[f64], p: f64) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();

@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::{
     filters::Env,
     rxcpu::{self, CLOSED_PORT, Snap},
-    stats::median,
+    stats::{median, per_round},
     sys::{self, Soaker},
 };
 
@@ -373,16 +373,11 @@ fn receive_cpu(opts: &Options, env: &Env) -> Result<(Vec<PathResult>, Vec<Ratio>
     let ratio = |p: Path, vs: Path| -> Option<Ratio> {
         let a = paths.iter().find(|r| r.path == p)?;
         let b = paths.iter().find(|r| r.path == vs)?;
-        let samples: Vec<f64> = a
-            .samples
-            .iter()
-            .zip(&b.samples)
-            .map(|(x, y)| x.ns_per_packet / y.ns_per_packet)
-            .collect();
+        let (ratio, samples) = per_round(&a.samples, &b.samples, |x| x.ns_per_packet);
         Some(Ratio {
             path: p,
             vs,
-            ratio: median(&samples),
+            ratio,
             samples,
         })
     };
