@@ -64,6 +64,35 @@ pub fn require_openssh() {
     }
 }
 
+/// An `sshd_config` for a test's own sshd: port 22 on every IPv4 and IPv6 address, root by key
+/// only, no PAM, then the `extra` lines (each ending in a newline).
+pub fn sshd_config(
+    host_key: &Path,
+    pid_file: &Path,
+    authorized_keys: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "ListenAddress 0.0.0.0\n\
+         ListenAddress ::\n\
+         Port {SSH_PORT}\n\
+         HostKey {}\n\
+         PidFile {}\n\
+         AuthorizedKeysFile {}\n\
+         UsePAM no\n\
+         StrictModes no\n\
+         PermitRootLogin prohibit-password\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         LogLevel INFO\n\
+         {extra}",
+        host_key.display(),
+        pid_file.display(),
+        authorized_keys.display(),
+    )
+}
+
 /// A real sshd in the origin namespace on port 22, IPv4 and IPv6, that lets root in with the
 /// fixture's client key only. See the module docs.
 pub struct Sshd {
@@ -114,27 +143,14 @@ impl Sshd {
         let config = dir.join("sshd_config");
         fs::write(
             &config,
-            format!(
-                "ListenAddress 0.0.0.0\n\
-                 ListenAddress ::\n\
-                 Port {SSH_PORT}\n\
-                 HostKey {host_key}\n\
-                 PidFile {pid}\n\
-                 AuthorizedKeysFile {authorized}\n\
-                 UsePAM no\n\
-                 StrictModes no\n\
-                 PermitRootLogin prohibit-password\n\
-                 PubkeyAuthentication yes\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 UseDNS no\n\
+            sshd_config(
+                &host_key,
+                &dir.join("sshd.pid"),
+                &authorized,
+                "UseDNS no\n\
                  MaxStartups 100\n\
                  MaxSessions 20\n\
-                 LoginGraceTime 30\n\
-                 LogLevel INFO\n",
-                host_key = host_key.display(),
-                pid = dir.join("sshd.pid").display(),
-                authorized = authorized.display(),
+                 LoginGraceTime 30\n",
             ),
         )
         .context("writing sshd_config")?;

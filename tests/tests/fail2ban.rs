@@ -36,6 +36,7 @@ use lockdown_testbed::{
     netns::{ip, netns_path, ns_command},
     origin::Origin,
     pair::{LINK_PREFIX_V4, ORIGIN_IF, ORIGIN_V4, ORIGIN_V6, PEER_IF, PEER_V4, PEER_V6},
+    ssh::sshd_config,
     traffic::{DROP_TIMEOUT, OK_TIMEOUT, tcp_connect},
 };
 use nix::{
@@ -361,24 +362,11 @@ impl<'a> Jail<'a> {
         let authorized_keys = self.dir.write("authorized_keys", &public);
         let config = self.dir.write(
             "sshd_config",
-            &format!(
-                "ListenAddress 0.0.0.0\n\
-                 ListenAddress ::\n\
-                 Port {SSH}\n\
-                 HostKey {host_key}\n\
-                 PidFile {pid}\n\
-                 AuthorizedKeysFile {authorized_keys}\n\
-                 UsePAM no\n\
-                 StrictModes no\n\
-                 PermitRootLogin prohibit-password\n\
-                 PubkeyAuthentication yes\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 LoginGraceTime 20\n\
-                 LogLevel INFO\n",
-                host_key = host_key.display(),
-                pid = self.dir.path("sshd.pid").display(),
-                authorized_keys = authorized_keys.display(),
+            &sshd_config(
+                &host_key,
+                &self.dir.path("sshd.pid"),
+                &authorized_keys,
+                "LoginGraceTime 20\n",
             ),
         );
         let check = ns_command(&self.o.pair.origin, SSHD)
