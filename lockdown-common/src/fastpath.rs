@@ -58,9 +58,6 @@ pub fn ingress_tcp4<P: Packet + ?Sized, T: Tables + ?Sized>(p: &P, t: &mut T) ->
             return None;
         }
         // Under a SYN flood, the cookie stage's SYNs and ACKs (this shape is the plain one).
-        if !t.cookies() {
-            return Some(Counter::PassAllowed);
-        }
         return Some(syncookie::triage(t, dport, h[47], true).unwrap_or(Counter::PassAllowed));
     }
     if flags & PORT_CIDR != 0 {

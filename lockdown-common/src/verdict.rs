@@ -187,12 +187,8 @@ fn tcp<T: Tables + ?Sized>(t: &mut T, ip: &Ip, l4: &L4) -> Counter {
     if allowed(t, ip.family, ip.proto, l4.dport, &ip.src) {
         // Under a SYN flood the cookie stage answers SYNs and checks ACKs, and the rate is
         // charged at a valid cookie's ACK instead of at the SYN.
-        let triaged = if t.cookies() {
-            let plain = ip.frag == Frag::Whole && ip.l4_off == syncookie::plain_l4_off(ip.family);
-            syncookie::triage(t, l4.dport, l4.tcp_flags, plain)
-        } else {
-            None
-        };
+        let plain = ip.frag == Frag::Whole && ip.l4_off == syncookie::plain_l4_off(ip.family);
+        let triaged = syncookie::triage(t, l4.dport, l4.tcp_flags, plain);
         if let Some(c @ (Counter::SynCookieSent | Counter::PassCookieAck)) = triaged {
             return c;
         }
