@@ -33,10 +33,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, ProgramArray},
-    programs::{
-        LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp,
-        links::{FdLink, PinnedLink},
-    },
+    programs::{SchedClassifier, TcAttachType, Xdp, links::PinnedLink},
 };
 use lockdown_common::contract::{
     allow::AllowRule,
@@ -53,6 +50,7 @@ use super::variant::Variant;
 pub use crate::datapath::pins::PIN_LINK_HANDOFF;
 pub use crate::host::probe::{FORCE_NO_REQSK, SYNCOOKIE_KFUNC as KFUNC};
 use crate::{
+    attach::egress::{swap_into_pinned_tcx, tcx_link},
     datapath::pins::{PinDir, STAGING, open_pinned},
     host::probe::{Feature, Kernel},
 };
@@ -434,25 +432,15 @@ fn handoff_prog(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
 pub fn attach(dir: &PinDir, ifindex: u32) -> Result<()> {
     let mut ebpf = load_handoff(dir)?;
     let prog = handoff_prog(&mut ebpf)?;
-    let link = attach_tcx(prog, ifindex, &dir.iface)?;
+    let link = tcx_link(
+        prog,
+        ifindex,
+        TcAttachType::Ingress,
+        &format!("the SYN-cookie hand-off to {} (TCX ingress)", dir.iface),
+    )?;
     link.pin(dir.dir.join(PIN_LINK_HANDOFF))
         .context("pinning the hand-off link")?;
     Ok(())
-}
-
-fn attach_tcx(prog: &mut SchedClassifier, ifindex: u32, iface: &str) -> Result<FdLink> {
-    let id = prog
-        .attach(
-            ifindex,
-            TcAttach::Tcx {
-                attach_type: TcAttachType::Ingress,
-                order: LinkOrder::default(),
-            },
-        )
-        .with_context(|| format!("attaching the SYN-cookie hand-off to {iface} (TCX ingress)"))?;
-    prog.take_link(id)?
-        .try_into()
-        .context("the hand-off link is not a bpf_link")
 }
 
 /// `up --replace`, before the ingress swap: swaps a new hand-off program into the pinned link, or
@@ -463,17 +451,7 @@ pub fn replace(dir: &PinDir, ifindex: u32) -> Result<()> {
         return attach(dir, ifindex);
     }
     let mut ebpf = load_handoff(dir)?;
-    let prog = handoff_prog(&mut ebpf)?;
-    let link = FdLink::from(PinnedLink::from_pin(&pin).context("opening the hand-off link")?);
-    let id = prog
-        .attach_to_link(
-            link.try_into()
-                .context("the hand-off link has the wrong type")?,
-        )
-        .context("swapping the hand-off program")?;
-    // The pin keeps the link; this process's handle can go.
-    drop(prog.take_link(id)?);
-    Ok(())
+    swap_into_pinned_tcx(handoff_prog(&mut ebpf)?, &pin, "the SYN-cookie hand-off")
 }
 
 /// Removes the hand-off: its link (unpinning detaches it) and its counters' pin. Missing pins are

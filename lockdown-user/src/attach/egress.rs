@@ -13,7 +13,10 @@
 //! one removed, so the interface is never without an egress program; for that moment both run
 //! (a packet is learnt twice, which changes nothing, and counted twice in `egress_packets`).
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -63,7 +66,7 @@ pub fn choose(features: &Features) -> Kind {
     }
 }
 
-fn staging(path: &std::path::Path) -> PathBuf {
+fn staging(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -126,18 +129,55 @@ pub fn attach(dir: &PinDir, prog: &mut SchedClassifier, ifindex: u32, kind: Kind
 }
 
 fn attach_tcx(prog: &mut SchedClassifier, ifindex: u32, iface: &str) -> Result<FdLink> {
+    tcx_link(
+        prog,
+        ifindex,
+        TcAttachType::Egress,
+        &format!("the TC egress program to {iface} (TCX)"),
+    )
+}
+
+/// Attaches `prog` at TCX `hook` of interface `ifindex` (`what`: the program and where, for the
+/// error) and returns its link, to pin. The egress program's and the SYN-cookie hand-off's.
+pub(crate) fn tcx_link(
+    prog: &mut SchedClassifier,
+    ifindex: u32,
+    hook: TcAttachType,
+    what: &str,
+) -> Result<FdLink> {
     let id = prog
         .attach(
             ifindex,
             TcAttach::Tcx {
-                attach_type: TcAttachType::Egress,
+                attach_type: hook,
                 order: LinkOrder::default(),
             },
         )
-        .with_context(|| format!("attaching the TC egress program to {iface} (TCX)"))?;
+        .with_context(|| format!("attaching {what}"))?;
     prog.take_link(id)?
         .try_into()
-        .context("TC link is not a bpf_link")
+        .with_context(|| format!("the link of {what} is not a bpf_link"))
+}
+
+/// Swaps `prog` into the TCX link pinned at `pin` (`what`: the program, for the error): the old
+/// program runs until the new one does.
+pub(crate) fn swap_into_pinned_tcx(
+    prog: &mut SchedClassifier,
+    pin: &Path,
+    what: &str,
+) -> Result<()> {
+    let link = FdLink::from(
+        PinnedLink::from_pin(pin).with_context(|| format!("opening the link of {what}"))?,
+    );
+    let id = prog
+        .attach_to_link(
+            link.try_into()
+                .with_context(|| format!("the link of {what} has the wrong type"))?,
+        )
+        .with_context(|| format!("swapping {what}"))?;
+    // The pin keeps the link; this process's handle can go.
+    drop(prog.take_link(id)?);
+    Ok(())
 }
 
 /// The netlink filter: attached anew, or — when a filter of lockdown's program already sits at
@@ -192,18 +232,8 @@ pub fn replace(
     let before = pinned(dir);
     match (before, kind) {
         (Some(Kind::Tcx), Kind::Tcx) => {
-            let link = FdLink::from(
-                PinnedLink::from_pin(dir.link_egress()).context("opening the egress link")?,
-            );
-            let id = prog
-                .attach_to_link(
-                    link.try_into()
-                        .context("the egress link has the wrong type")?,
-                )
-                .context("swapping the egress program")?;
+            swap_into_pinned_tcx(prog, &dir.link_egress(), "the egress program")?;
             *swapped = true;
-            // The pin keeps the link; this process's handle can go.
-            drop(prog.take_link(id)?);
             Ok(())
         }
         (Some(Kind::Netlink), Kind::Netlink) => {
